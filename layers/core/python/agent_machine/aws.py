@@ -1,0 +1,76 @@
+"""boto3 clients, created lazily and shared per process (cold starts pay only for what they use)."""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from agent_machine.settings import get_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ecs import ECSClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+_lock = threading.Lock()
+
+
+@cache
+def _session() -> Any:
+    import boto3
+
+    return boto3.session.Session()
+
+
+def _client(service: str, endpoint_url: str | None = None) -> Any:
+    from botocore.config import Config
+
+    settings = get_settings()
+    with _lock:  # boto3 sessions are not thread-safe while creating clients
+        return _session().client(
+            service,
+            region_name=settings.aws_region,
+            endpoint_url=endpoint_url or settings.aws_endpoint_url,
+            config=Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64),
+        )
+
+
+@cache
+def dynamodb() -> DynamoDBClient:
+    return _client("dynamodb")  # type: ignore[no-any-return]
+
+
+@cache
+def sqs() -> SQSClient:
+    return _client("sqs")  # type: ignore[no-any-return]
+
+
+@cache
+def s3() -> S3Client:
+    return _client("s3")  # type: ignore[no-any-return]
+
+
+@cache
+def secretsmanager() -> SecretsManagerClient:
+    return _client("secretsmanager")  # type: ignore[no-any-return]
+
+
+@cache
+def ecs() -> ECSClient:
+    return _client("ecs")  # type: ignore[no-any-return]
+
+
+@cache
+def ws_management(endpoint_url: str) -> ApiGatewayManagementApiClient:
+    # The management API lives at the WebSocket stage URL, never at AWS_ENDPOINT_URL.
+    return _client("apigatewaymanagementapi", endpoint_url)  # type: ignore[no-any-return]
+
+
+def reset_clients() -> None:
+    """Forget cached clients (tests that point settings at a new endpoint)."""
+    for fn in (_session, dynamodb, sqs, s3, secretsmanager, ecs, ws_management):
+        fn.cache_clear()

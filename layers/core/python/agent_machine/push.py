@@ -1,0 +1,106 @@
+"""WebSocket push through the API Gateway management API (post_to_connection).
+
+Frames: `{"type": "events", "events": [...]}` carries one or more task events (bursts are coalesced by the
+caller). A single event too big for one frame is sent as `{"type": "event_part", "part": i, "parts": n,
+"data": <slice of the event's JSON>}` frames for the client to join: every frame stays under 128 KB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from botocore.exceptions import ClientError
+
+from agent_machine import aws
+from agent_machine.models import TaskEvent
+from agent_machine.settings import get_settings
+from agent_machine.store import connections
+
+MAX_FRAME_BYTES = 120 * 1024  # API Gateway's limit is 128 KB per message; keep headroom
+
+
+def frames(events: Iterable[TaskEvent], max_bytes: int = MAX_FRAME_BYTES) -> list[bytes]:
+    out: list[bytes] = []
+    batch: list[str] = []
+    size = 0
+    overhead = len(b'{"type":"events","events":[]}')
+
+    def flush() -> None:
+        nonlocal batch, size
+        if batch:
+            out.append(('{"type":"events","events":[' + ",".join(batch) + "]}").encode())
+            batch, size = [], 0
+
+    for event in events:
+        text = event.model_dump_json()
+        n = len(text.encode())
+        if n + overhead > max_bytes:
+            flush()
+            out.extend(_split(event, text, max_bytes))
+            continue
+        if size + n + 1 + overhead > max_bytes:
+            flush()
+        batch.append(text)
+        size += n + 1
+    flush()
+    return out
+
+
+def _split(event: TaskEvent, text: str, max_bytes: int) -> list[bytes]:
+    # Slice by characters with room for JSON escaping (worst case 6 bytes per char in \uXXXX form).
+    step = max(1, (max_bytes - 512) // 6)
+    pieces = [text[i:i + step] for i in range(0, len(text), step)]
+    return [
+        json.dumps({"type": "event_part", "task_id": event.task_id, "session_id": event.session_id,
+                    "seq": event.seq, "part": i, "parts": len(pieces), "data": piece}).encode()
+        for i, piece in enumerate(pieces)
+    ]
+
+
+@dataclass
+class Pusher:
+    """Posts frames to connections; forgets connections API Gateway says are gone (410)."""
+
+    endpoint_url: str | None = None
+    calls: int = 0
+    gone: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url is None:
+            self.endpoint_url = get_settings().websocket_management_url
+
+    def post(self, connection_id: str, data: bytes) -> bool:
+        if not self.endpoint_url or connection_id in self.gone:
+            return False
+        self.calls += 1
+        try:
+            aws.ws_management(self.endpoint_url).post_to_connection(ConnectionId=connection_id, Data=data)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code", "")
+            if status == 410 or code == "GoneException":
+                self.gone.add(connection_id)
+                connections.remove(connection_id)
+                return False
+            raise
+        return True
+
+    def send_events(self, connection_ids: Iterable[str], events: list[TaskEvent]) -> int:
+        """Post the events to each connection; returns how many connections got them."""
+        if not events:
+            return 0
+        payloads = frames(events)
+        delivered = 0
+        for connection_id in connection_ids:
+            ok = True
+            for data in payloads:
+                if not self.post(connection_id, data):
+                    ok = False
+                    break
+            delivered += ok
+        return delivered
+
+    def send_json(self, connection_id: str, message: dict[str, object]) -> bool:
+        return self.post(connection_id, json.dumps(message).encode())

@@ -1,0 +1,92 @@
+"""Configuration read once from the environment (names are the ones the template and README document)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    machine_id: str = "local"
+    log_level: str = "INFO"
+    log_json: bool = True
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    aws_endpoint_url: str | None = None
+
+    # Resource names (the template passes them; the local runtime resolves them the same way).
+    tasks_table: str = "agent-machine-tasks"
+    sessions_table: str = "agent-machine-sessions"
+    output_table: str = "agent-machine-output"
+    costs_table: str = "agent-machine-costs"
+    connections_table: str = "agent-machine-connections"
+    registry_table: str = "agent-machine-registry"
+    events_table: str = "agent-machine-events"
+    task_queue_url: str = ""
+    task_dlq_url: str = ""
+    artifacts_bucket: str = "agent-machine-artifacts"
+    secrets_name: str | None = None
+
+    websocket_management_url: str | None = None
+    websocket_url: str | None = None
+    dashboard_url: str | None = None
+
+    # Secrets: explicit environment values win; otherwise they come from the SECRETS_NAME secret (JSON).
+    api_token: SecretStr | None = None
+    github_webhook_secret: SecretStr | None = None
+    jira_webhook_secret: SecretStr | None = None
+    sentry_webhook_secret: SecretStr | None = None
+    github_token: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    jira_api_token: SecretStr | None = None
+
+    claude_cli_path: str = "claude"
+    max_concurrent_tasks: int = Field(2, ge=1)
+    task_timeout_seconds: int = Field(3600, ge=10)
+    max_task_attempts: int = Field(3, ge=1)
+    task_budget_usd: float = Field(3.0, gt=0)
+    daily_budget_usd: float = Field(50.0, gt=0)
+    output_retention_days: int = Field(30, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Webhook triggers.
+    trigger_phrase: str = "@claude"
+    trigger_label: str = "claude"
+    allowed_author_associations: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"]
+    )
+    sentry_allow_legacy_unsigned: bool = False
+
+    # Long runs: "ecs" on AWS, "local" when run-local plays Fargate with a child process, "off" to never offload.
+    fargate_mode: Literal["ecs", "local", "off"] = "ecs"
+    ecs_cluster: str | None = None
+    ecs_task_definition: str | None = None
+    ecs_container_name: str = "runner"
+    ecs_subnets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ecs_security_groups: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    github_api_url: str = "https://api.github.com"
+    jira_base_url: str | None = None
+    jira_email: str | None = None
+
+    @field_validator(
+        "cors_origins", "allowed_author_associations", "ecs_subnets", "ecs_security_groups", mode="before"
+    )
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

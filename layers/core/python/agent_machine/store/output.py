@@ -1,0 +1,78 @@
+"""Output table: a task's events in batched chunks, for replay to late or reconnecting clients.
+
+Keys: PK task_id, SK seq (the first sequence number in the chunk). TTL expires_at.
+Writes are batched (one item per flush, not per CLI line); an item stays under DynamoDB's 400 KB.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from agent_machine import aws
+from agent_machine.models import TaskEvent
+from agent_machine.settings import get_settings
+from agent_machine.store._dynamo import values
+
+MAX_CHUNK_BYTES = 300_000
+
+
+def table() -> str:
+    return get_settings().output_table
+
+
+def chunk_events(events: list[TaskEvent]) -> list[list[TaskEvent]]:
+    """Split a flush into chunks that each fit in one item."""
+    chunks: list[list[TaskEvent]] = []
+    current: list[TaskEvent] = []
+    size = 0
+    for event in events:
+        n = len(event.model_dump_json())
+        if current and size + n > MAX_CHUNK_BYTES:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(event)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def put_chunk(task_id: str, events: list[TaskEvent]) -> None:
+    if not events:
+        return
+    body = "[" + ",".join(e.model_dump_json() for e in events) + "]"
+    expires = int(time.time()) + get_settings().output_retention_days * 86400
+    aws.dynamodb().put_item(
+        TableName=table(),
+        Item={
+            "task_id": {"S": task_id},
+            "seq": {"N": str(events[0].seq)},
+            "last_seq": {"N": str(events[-1].seq)},
+            "events": {"S": body},
+            "expires_at": {"N": str(expires)},
+        },
+    )
+
+
+def read_events(task_id: str, after_seq: int = 0) -> list[TaskEvent]:
+    """Every stored event with seq > after_seq, in order (chunks are re-put idempotently by first seq)."""
+    events: list[TaskEvent] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table(),
+        "KeyConditionExpression": "task_id = :t",
+        "ExpressionAttributeValues": values(t=task_id),
+        "ConsistentRead": True,
+    }
+    while True:
+        resp = aws.dynamodb().query(**kwargs)
+        for item in resp.get("Items", []):
+            if int(item["last_seq"]["N"]) <= after_seq:
+                continue
+            for raw in json.loads(item["events"]["S"]):
+                if raw["seq"] > after_seq:
+                    events.append(TaskEvent.model_validate(raw))
+        if "LastEvaluatedKey" not in resp:
+            return events
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

@@ -1,0 +1,106 @@
+"""Sessions table. PK session_id; GSI by_time (list_pk="session", updated_at) lists recent sessions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from agent_machine import aws
+from agent_machine.models import Session, iso, utcnow
+from agent_machine.settings import get_settings
+from agent_machine.store._dynamo import decode_cursor, encode_cursor, from_item, model_to_item, values
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+LIST_PK = "session"
+
+
+def table() -> str:
+    return get_settings().sessions_table
+
+
+def put_new_session_item(session: Session) -> TransactWriteItemTypeDef:
+    return {
+        "Put": {
+            "TableName": table(),
+            "Item": model_to_item(session, list_pk=LIST_PK),
+            "ConditionExpression": "attribute_not_exists(session_id)",
+        }
+    }
+
+
+def touch_session_item(session_id: str) -> TransactWriteItemTypeDef:
+    """A new task in an existing session: count it, and fail the transaction if the session is unknown."""
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"session_id": {"S": session_id}},
+            "UpdateExpression": "SET updated_at = :now ADD task_count :one",
+            "ConditionExpression": "attribute_exists(session_id)",
+            "ExpressionAttributeValues": values(now=iso(utcnow()), one=1),
+        }
+    }
+
+
+def add_run_item(
+    session_id: str, *, cost_usd: float, input_tokens: int, output_tokens: int,
+    cli_session_id: str | None, cli_total_cost_usd: float | None,
+) -> TransactWriteItemTypeDef:
+    """Atomic totals for a finished run, plus the CLI session to resume next time."""
+    sets = ["updated_at = :now"]
+    vals: dict[str, Any] = {"now": iso(utcnow()), "cost": cost_usd, "inp": input_tokens, "out": output_tokens}
+    if cli_session_id:
+        sets.append("cli_session_id = :cli")
+        vals["cli"] = cli_session_id
+    if cli_total_cost_usd is not None:
+        sets.append("cli_total_cost_usd = :clitotal")
+        vals["clitotal"] = cli_total_cost_usd
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"session_id": {"S": session_id}},
+            "UpdateExpression": "SET " + ", ".join(sets)
+            + " ADD total_cost_usd :cost, total_input_tokens :inp, total_output_tokens :out",
+            "ExpressionAttributeValues": values(**vals),
+        }
+    }
+
+
+def get(session_id: str) -> Session | None:
+    resp = aws.dynamodb().get_item(TableName=table(), Key={"session_id": {"S": session_id}}, ConsistentRead=True)
+    item = resp.get("Item")
+    return Session.model_validate(from_item(item)) if item else None
+
+
+def list_sessions(limit: int = 50, cursor: str | None = None) -> tuple[list[Session], str | None]:
+    kwargs: dict[str, Any] = {
+        "TableName": table(),
+        "IndexName": "by_time",
+        "KeyConditionExpression": "list_pk = :k",
+        "ExpressionAttributeValues": values(k=LIST_PK),
+        "ScanIndexForward": False,
+        "Limit": limit,
+    }
+    start = decode_cursor(cursor)
+    if start:
+        kwargs["ExclusiveStartKey"] = start
+    resp = aws.dynamodb().query(**kwargs)
+    sessions = [Session.model_validate(from_item(i)) for i in resp.get("Items", [])]
+    return sessions, encode_cursor(resp.get("LastEvaluatedKey"))
+
+
+def count() -> int:
+    total = 0
+    kwargs: dict[str, Any] = {
+        "TableName": table(),
+        "IndexName": "by_time",
+        "KeyConditionExpression": "list_pk = :k",
+        "ExpressionAttributeValues": values(k=LIST_PK),
+        "Select": "COUNT",
+    }
+    while True:
+        resp = aws.dynamodb().query(**kwargs)
+        total += resp.get("Count", 0)
+        if "LastEvaluatedKey" not in resp:
+            return total
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
