@@ -1,0 +1,197 @@
+"""Reading template.yaml: CloudFormation tags, parameters, and the functions the template deploys."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    pass
+
+
+def _tag(name: str) -> Any:
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+            if name == "Fn::GetAtt" and isinstance(value, str):
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {name: value}
+
+    return construct
+
+
+for _short in ("Ref", "Condition"):
+    _CfnLoader.add_constructor(f"!{_short}", _tag(_short))
+for _fn in ("GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Select", "Split", "FindInMap",
+            "ImportValue", "GetAZs", "Base64", "Cidr", "Length", "ToJsonString"):
+    _CfnLoader.add_constructor(f"!{_fn}", _tag(f"Fn::{_fn}"))
+
+
+def load(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    data = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a template")
+    return data
+
+
+@dataclass
+class SqsSource:
+    queue_logical_id: str
+    batch_size: int
+    maximum_concurrency: Any  # an int, a {'Ref': ...} or None
+    report_batch_item_failures: bool
+
+
+@dataclass
+class HttpRoute:
+    method: str  # "ANY" or an HTTP verb
+    path: str  # "/api/{proxy+}"
+    authorized: bool  # False when the event says Auth: Authorizer: NONE
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    handler: str  # "package.module.attr"
+    timeout: int
+    environment: dict[str, Any]
+    sqs_sources: list[SqsSource] = field(default_factory=list)
+    http_routes: list[HttpRoute] = field(default_factory=list)
+
+
+class Resolver:
+    """Resolves !Ref / !GetAtt / !Sub against parameters and locally created resources."""
+
+    def __init__(self, template: dict[str, Any], refs: dict[str, str], attrs: dict[str, str],
+                 parameters: dict[str, str]) -> None:
+        self.template = template
+        self.refs = refs  # logical id -> physical id (table name, queue url, bucket name, ...)
+        self.attrs = attrs  # "Logical.Attr" -> value
+        self.parameters = parameters
+
+    def parameter(self, name: str) -> str | None:
+        if name in self.parameters:
+            return self.parameters[name]
+        default = self.template.get("Parameters", {}).get(name, {}).get("Default")
+        return None if default is None else str(default)
+
+    def resolve(self, value: Any) -> Any:
+        """The value with intrinsic functions applied; None when something is not known locally."""
+        if isinstance(value, dict) and len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return self._ref(str(arg))
+            if key == "Fn::GetAtt":
+                parts = arg if isinstance(arg, list) else str(arg).split(".", 1)
+                return self.attrs.get(f"{parts[0]}.{parts[1]}")
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Join":
+                items = [self.resolve(v) for v in arg[1]]
+                return None if any(i is None for i in items) else str(arg[0]).join(str(i) for i in items)
+            if key == "Fn::If":
+                return None  # conditions are not evaluated locally; the runtime sets what it needs
+            if key.startswith("Fn::"):
+                return None
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def _ref(self, name: str) -> str | None:
+        pseudo = {"AWS::Region": self.parameters.get("AWS::Region", "us-east-1"),
+                  "AWS::AccountId": "123456789012", "AWS::StackName": self.parameters.get("AWS::StackName", "local"),
+                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": None}
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.refs:
+            return self.refs[name]
+        return self.parameter(name)
+
+    def _sub(self, arg: Any) -> str | None:
+        text, local_vars = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        unknown = False
+
+        def repl(match: re.Match[str]) -> str:
+            nonlocal unknown
+            name = match.group(1)
+            if name in local_vars:
+                value = self.resolve(local_vars[name])
+            elif "." in name:
+                value = self.attrs.get(name)
+            else:
+                value = self._ref(name)
+            if value is None:
+                unknown = True
+                return ""
+            return str(value)
+
+        out = re.sub(r"\$\{([^}!]+)\}", repl, str(text))
+        return None if unknown else out
+
+
+def functions(template: dict[str, Any]) -> list[FunctionSpec]:
+    globals_fn = template.get("Globals", {}).get("Function", {})
+    global_env = dict(globals_fn.get("Environment", {}).get("Variables", {}))
+    specs: list[FunctionSpec] = []
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = resource.get("Properties", {})
+        if props.get("PackageType") == "Image":
+            handler = props.get("ImageConfig", {}).get("Command", [""])[0]
+        else:
+            handler = props.get("Handler", "")
+        env = {**global_env, **props.get("Environment", {}).get("Variables", {})}
+        spec = FunctionSpec(logical_id, handler, int(props.get("Timeout", globals_fn.get("Timeout", 3))), env)
+        for event in props.get("Events", {}).values():
+            eprops = event.get("Properties", {})
+            if event.get("Type") == "SQS":
+                queue = eprops.get("Queue")
+                queue_id = queue["Fn::GetAtt"][0] if isinstance(queue, dict) and "Fn::GetAtt" in queue else ""
+                scaling = eprops.get("ScalingConfig", {}).get("MaximumConcurrency")
+                spec.sqs_sources.append(SqsSource(
+                    queue_id, int(eprops.get("BatchSize", 10)),
+                    scaling,  # an int, or a !Ref the runtime resolves
+                    "ReportBatchItemFailures" in eprops.get("FunctionResponseTypes", []),
+                ))
+            elif event.get("Type") == "HttpApi":
+                auth = eprops.get("Auth", {}).get("Authorizer")
+                spec.http_routes.append(HttpRoute(
+                    str(eprops.get("Method", "ANY")).upper(), str(eprops.get("Path", "/{proxy+}")),
+                    authorized=auth != "NONE",
+                ))
+        specs.append(spec)
+    return specs
+
+
+def authorizer_handler(template: dict[str, Any]) -> str | None:
+    """The handler of the HTTP API's Lambda authorizer, if the template has one."""
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::Serverless::HttpApi":
+            continue
+        authorizers = resource.get("Properties", {}).get("Auth", {}).get("Authorizers", {})
+        for auth in authorizers.values():
+            arn = auth.get("FunctionArn", {})
+            target = arn.get("Fn::GetAtt", [None])[0] if isinstance(arn, dict) else None
+            fn = template["Resources"].get(target or "", {})
+            if fn:
+                return str(fn.get("Properties", {}).get("Handler"))
+    return None

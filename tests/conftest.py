@@ -1,0 +1,70 @@
+"""Session-wide fixtures: a real moto server (HTTP endpoint) and a freshly provisioned stack per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from local_runtime.emulator import MotoServer, start_moto
+from local_runtime.provision import Provisioned, provision, stack_environment
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WEBHOOKS = SHARED / "webhooks"
+FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
+
+TEST_SECRETS = {
+    "API_TOKEN": "test-api-token",
+    "GITHUB_WEBHOOK_SECRET": "It's a Secret to Everybody",
+    "JIRA_WEBHOOK_SECRET": "It's a Secret to Everybody",
+    "SENTRY_WEBHOOK_SECRET": "It's a Secret to Everybody",
+}
+
+# Dummy credentials: the emulator accepts anything, and nothing here may ever reach real AWS.
+os.environ.update({
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineTest",
+    "POWERTOOLS_DEV": "false",
+    "LOG_JSON": "true",
+})
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+def reset_caches() -> None:
+    from agent_machine import aws, secrets
+    from agent_machine.settings import get_settings
+
+    get_settings.cache_clear()
+    aws.reset_clients()
+    secrets.clear_cache()
+
+
+@pytest.fixture
+def stack(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Provisioned]:
+    """The template's tables, queues, bucket and secret under a fresh prefix, wired into the environment."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    provisioned = provision(endpoint=moto_server.endpoint, prefix=prefix, secret_values=TEST_SECRETS,
+                            queue_visibility_timeout=30)
+    for key, value in stack_environment(provisioned).items():
+        monkeypatch.setenv(key, value)
+    for key, value in TEST_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CLAUDE_CLI_PATH", str(FAKE_CLAUDE))
+    monkeypatch.setenv("FARGATE_MODE", "local")
+    reset_caches()
+    yield provisioned
+    reset_caches()
