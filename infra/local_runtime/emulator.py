@@ -12,6 +12,14 @@ import urllib.request
 from dataclasses import dataclass
 
 
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -42,9 +50,12 @@ def start_moto(port: int | None = None, *, timeout: float = 30.0) -> MotoServer:
     port = port or free_port()
     env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
     env.pop("AWS_ENDPOINT_URL", None)
+    # Its own session: a Ctrl-C in the terminal reaches us, not the emulator, so we can save state first.
+    # The parent-death signal still takes it down if we are killed outright.
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a prctl flag
     )
     server = MotoServer(port, process)
     deadline = time.monotonic() + timeout

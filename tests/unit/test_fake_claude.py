@@ -466,9 +466,7 @@ def test_does_not_read_stdin_when_prompt_given(ws: Workspace) -> None:
 def test_partial_messages(ws: Workspace) -> None:
     out = run(ws, "[[text:streamed text]]", *STREAM, "--include-partial-messages")
     events = [line for line in out.lines if line["type"] == "stream_event"]
-    deltas = "".join(
-        e["event"]["delta"]["text"] for e in events if e["event"]["type"] == "content_block_delta"
-    )
+    deltas = "".join(e["event"]["delta"]["text"] for e in events if e["event"]["type"] == "content_block_delta")
     assert deltas == "streamed text"
     assert out.result["result"] == "streamed text"
 

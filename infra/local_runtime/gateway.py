@@ -1,0 +1,272 @@
+"""API Gateway on one port: the HTTP API (payload 2.0 events to the template's functions, with its Lambda
+authorizer), the WebSocket API at /ws ($connect / $disconnect / $default) and its management API
+(`/@connections/{id}`, so boto3's apigatewaymanagementapi client works unchanged), and the dashboard's files."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import mimetypes
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from local_runtime.events import (
+    LambdaContext,
+    authorizer_event,
+    http_event,
+    new_connection_id,
+    websocket_event,
+)
+from local_runtime.invoker import Invoker
+from local_runtime.logs import log
+from local_runtime.template import HttpRoute
+
+API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # HTTP API's payload limit: larger requests get 413 at the edge
+WS_IDLE_TIMEOUT_SECONDS = 600  # API Gateway closes idle WebSocket connections after 10 minutes
+WS_MAX_SECONDS = 2 * 3600  # ... and every connection after 2 hours
+
+
+@dataclass
+class RouteTarget:
+    route: HttpRoute
+    function_name: str
+    handler: str
+    timeout: int
+    pattern: re.Pattern[str] = field(init=False)
+    specificity: tuple[int, int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        regex = ""
+        for part in re.split(r"(\{[^}]+\})", self.route.path):
+            if part.startswith("{") and part.endswith("+}"):
+                regex += f"(?P<{part[1:-2]}>.+)"
+            elif part.startswith("{"):
+                regex += f"(?P<{part[1:-1]}>[^/]+)"
+            else:
+                regex += re.escape(part)
+        self.pattern = re.compile(f"^{regex}$")
+        greedy = "+}" in self.route.path
+        params = self.route.path.count("{")
+        # API Gateway picks the most specific route: literal paths, then fewer parameters, then exact methods.
+        self.specificity = (int(greedy), params, int(self.route.method == "ANY"))
+
+
+@dataclass
+class LiveConnection:
+    socket: WebSocket
+    source_ip: str
+    user_agent: str
+    connected_at: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        routes: list[RouteTarget],
+        authorizer: str | None,
+        websocket_handler: str | None,
+        static_dir: Path,
+        invoker: Invoker,
+        max_body: int = API_GATEWAY_MAX_BODY,
+    ) -> None:
+        self.routes = sorted(routes, key=lambda r: r.specificity)
+        self.authorizer = authorizer
+        self.websocket_handler = websocket_handler
+        self.static_dir = static_dir.resolve()
+        self.invoker = invoker
+        self.max_body = max_body
+        self.connections: dict[str, LiveConnection] = {}
+        self.app = Starlette(routes=[
+            WebSocketRoute("/ws", self.websocket),
+            Route("/@connections/{connection_id}", self.management, methods=["GET", "POST", "DELETE"]),
+            Route("/{path:path}", self.http, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        ])
+
+    # --- HTTP API -------------------------------------------------------------------------------------------
+
+    def match(self, method: str, path: str) -> tuple[RouteTarget, dict[str, str]] | None:
+        for target in self.routes:
+            if target.route.method not in ("ANY", method):
+                continue
+            found = target.pattern.match(path)
+            if found:
+                return target, found.groupdict()
+        return None
+
+    async def http(self, request: Request) -> Response:
+        path = request.url.path
+        matched = self.match(request.method, path)
+        if matched is None:
+            if request.method in ("GET", "HEAD"):
+                return self._static(path)
+            return JSONResponse({"message": "Not Found"}, status_code=404)
+        target, params = matched
+        body = await self._read_body(request)
+        if body is None:
+            return JSONResponse({"message": "Request Entity Too Large"}, status_code=413)
+        authorizer_context: dict[str, Any] | None = None
+        if target.route.authorized and self.authorizer:
+            if not request.headers.get("authorization"):
+                return JSONResponse({"message": "Unauthorized"}, status_code=401)
+            auth = await self.invoker.invoke(
+                self.authorizer,
+                authorizer_event(f"{request.method}{path}", target.route.route_key, dict(request.headers),
+                                 request.url.query, path),
+                LambdaContext("AuthorizerFunction", timeout_seconds=10),
+            )
+            if not (isinstance(auth, dict) and auth.get("isAuthorized")):
+                return JSONResponse({"message": "Forbidden"}, status_code=403)
+            authorizer_context = dict(auth.get("context") or {})
+        event = http_event(
+            request.method, path, body=body, headers=request.headers.items(), query=request.url.query,
+            route_key=target.route.route_key, path_parameters=params or None, authorizer=authorizer_context,
+            source_ip=request.client.host if request.client else "127.0.0.1",
+            domain=request.headers.get("host", "localhost").split(":")[0],
+        )
+        try:
+            result = await self.invoker.invoke(target.handler, event, LambdaContext(target.function_name,
+                                                                                    target.timeout))
+        except Exception as exc:
+            log(f"{target.function_name} raised {exc!r}")
+            return JSONResponse({"message": "Internal Server Error"}, status_code=500)
+        return self._lambda_response(result)
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            return None  # refused before reading a byte, as the edge does
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > self.max_body:
+                    return None
+                chunks.append(chunk)
+        except ClientDisconnect:
+            return b""
+        return b"".join(chunks)
+
+    @staticmethod
+    def _lambda_response(result: Any) -> Response:
+        # Payload 2.0: a dict with statusCode is taken as is; anything else is 200 JSON of the value.
+        if not (isinstance(result, dict) and "statusCode" in result):
+            return JSONResponse(result)
+        body = result.get("body") or ""
+        raw = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+        response = Response(raw, status_code=int(result["statusCode"]))
+        for name, value in (result.get("headers") or {}).items():
+            response.headers[name] = str(value)
+        for name, values in (result.get("multiValueHeaders") or {}).items():
+            for value in values:
+                response.headers.append(name, str(value))
+        for cookie in result.get("cookies") or []:
+            response.headers.append("set-cookie", cookie)
+        return response
+
+    def _static(self, path: str) -> Response:
+        relative = path.lstrip("/") or "index.html"
+        candidate = (self.static_dir / relative).resolve()
+        if not candidate.is_relative_to(self.static_dir) or not candidate.is_file():
+            if "." in Path(relative).name:
+                return JSONResponse({"message": "Not Found"}, status_code=404)
+            candidate = self.static_dir / "index.html"  # client-side routes
+        media_type = mimetypes.guess_type(candidate.name)[0] or "application/octet-stream"
+        if candidate.suffix == ".js":
+            media_type = "text/javascript"
+        return FileResponse(candidate, media_type=media_type, headers={"cache-control": "no-cache"})
+
+    # --- WebSocket API --------------------------------------------------------------------------------------
+
+    async def _ws_invoke(self, event: dict[str, Any]) -> Any:
+        assert self.websocket_handler
+        return await self.invoker.invoke(self.websocket_handler, event, LambdaContext("WebSocketFunction", 30))
+
+    async def websocket(self, socket: WebSocket) -> None:
+        if not self.websocket_handler:
+            await socket.close(code=1011)
+            return
+        connection_id = new_connection_id()
+        connect = websocket_event("$connect", connection_id, query=socket.url.query, headers=dict(socket.headers),
+                                  domain=socket.url.hostname or "localhost")
+        result = await self._ws_invoke(connect)
+        status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 200
+        if status >= 300:
+            await socket.close(code=1008)  # before accept: the client sees the handshake refused (403)
+            return
+        await socket.accept()
+        client = socket.client
+        live = LiveConnection(socket, client.host if client else "127.0.0.1", socket.headers.get("user-agent", ""))
+        self.connections[connection_id] = live
+        pending: set[asyncio.Task[Any]] = set()
+        try:
+            while True:
+                remaining = min(WS_IDLE_TIMEOUT_SECONDS, live.connected_at + WS_MAX_SECONDS - time.time())
+                if remaining <= 0:
+                    break
+                try:
+                    message = await asyncio.wait_for(socket.receive_text(), timeout=remaining)
+                except TimeoutError:
+                    break
+                live.last_active = time.time()
+                event = websocket_event("$default", connection_id, body=message,
+                                        connected_at=int(live.connected_at * 1000))
+                # API Gateway invokes per message without waiting for the previous one.
+                task = asyncio.create_task(self._ws_invoke(event))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.connections.pop(connection_id, None)
+            with contextlib.suppress(RuntimeError):
+                await socket.close()
+            try:
+                await self._ws_invoke(websocket_event("$disconnect", connection_id))
+            except Exception as exc:
+                log(f"$disconnect handler raised {exc!r}")
+
+    async def management(self, request: Request) -> Response:
+        connection_id = request.path_params["connection_id"]
+        live = self.connections.get(connection_id)
+        if live is None:
+            return Response(json.dumps({"message": None}), status_code=410,
+                            headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"})
+        if request.method == "GET":
+            return JSONResponse({"ConnectedAt": _iso(live.connected_at), "LastActiveAt": _iso(live.last_active),
+                                 "Identity": {"SourceIp": live.source_ip, "UserAgent": live.user_agent}})
+        if request.method == "DELETE":
+            self.connections.pop(connection_id, None)
+            await live.socket.close()
+            return Response(status_code=204)
+        data = await request.body()
+        if len(data) > 128 * 1024:
+            return JSONResponse({"message": "Message too long"}, status_code=413,
+                                headers={"x-amzn-ErrorType": "PayloadTooLargeException"})
+        try:
+            async with live.lock:
+                await live.socket.send_text(data.decode("utf-8", errors="replace"))
+        except (WebSocketDisconnect, RuntimeError):
+            self.connections.pop(connection_id, None)
+            return Response(json.dumps({"message": None}), status_code=410,
+                            headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"})
+        return Response(status_code=200)

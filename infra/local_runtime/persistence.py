@@ -1,0 +1,113 @@
+"""Keeping a local machine's data across restarts: the moto server lives in memory, so the runtime saves
+every table and the artifacts bucket to a file (periodically and at shutdown) and loads it at the next start.
+
+After a restore nothing is in flight: queued tasks are enqueued again, and running ones are marked stale so
+their next attempt takes them over (the runner's conditional transitions make a duplicate message harmless).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from local_runtime.logs import log
+from local_runtime.provision import Provisioned
+
+STALE_HEARTBEAT = "1970-01-01T00:00:00.000000Z"
+
+
+class StateFile:
+    def __init__(self, path: Path, provisioned: Provisioned, endpoint: str | None, region: str) -> None:
+        self.path = path
+        self.provisioned = provisioned
+        self.ddb: Any = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region)
+        self.s3: Any = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def save(self) -> None:
+        with self._lock:
+            state: dict[str, Any] = {"version": 1, "tables": {}, "buckets": {}}
+            for logical_id, name in self.provisioned.tables.items():
+                items: list[dict[str, Any]] = []
+                for page in self.ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
+                    items.extend(page.get("Items", []))
+                state["tables"][logical_id] = items
+            for logical_id, bucket in self.provisioned.buckets.items():
+                objects: dict[str, str] = {}
+                for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                    for obj in page.get("Contents", []):
+                        body = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                        objects[obj["Key"]] = base64.b64encode(body).decode()
+                state["buckets"][logical_id] = objects
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+                json.dump(state, fh)
+            os.replace(tmp, self.path)  # atomic: a crash mid-save leaves the previous state intact
+
+    def restore(self) -> int:
+        """Load the saved state into empty tables; returns the number of items restored."""
+        if not self.path.exists():
+            return 0
+        with gzip.open(self.path, "rt", encoding="utf-8") as fh:
+            state = json.load(fh)
+        count = 0
+        for logical_id, items in state.get("tables", {}).items():
+            name = self.provisioned.tables.get(logical_id)
+            if not name:
+                continue
+            for start in range(0, len(items), 25):
+                batch = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
+                request: dict[str, Any] = {name: batch}
+                while request:
+                    request = self.ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                count += len(batch)
+        for logical_id, objects in state.get("buckets", {}).items():
+            bucket = self.provisioned.buckets.get(logical_id)
+            if not bucket:
+                continue
+            for key, body in objects.items():
+                self.s3.put_object(Bucket=bucket, Key=key, Body=base64.b64decode(body))
+        return count
+
+    def start_autosave(self, every_seconds: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every_seconds):
+                try:
+                    self.save()
+                except Exception as exc:  # the emulator stopping under us
+                    log(f"autosave failed: {exc!r}")
+
+        self._thread = threading.Thread(target=loop, name="autosave", daemon=True)
+        self._thread.start()
+
+    def stop_autosave(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+
+
+def requeue_unfinished() -> int:
+    """Enqueue every queued task again and make running ones stale, so the runner picks them all up."""
+    from agent_machine import queue
+    from agent_machine.models import TaskStatus
+    from agent_machine.store import tasks
+
+    count = 0
+    for task_id in tasks.ids_with_status(TaskStatus.RUNNING):
+        tasks.set_fields(task_id, heartbeat_at=STALE_HEARTBEAT)
+        queue.send(task_id)
+        count += 1
+    for task_id in tasks.ids_with_status(TaskStatus.QUEUED):
+        queue.send(task_id)
+        count += 1
+    return count

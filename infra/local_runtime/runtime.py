@@ -1,0 +1,242 @@
+"""The local machine: emulator + resources from template.yaml + gateway + SQS event sources, as one object
+that starts and stops cleanly (used by `python -m local_runtime`, `make run-local` and the tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from local_runtime.emulator import MotoServer, free_port, start_moto
+from local_runtime.gateway import Gateway, RouteTarget
+from local_runtime.invoker import Invoker
+from local_runtime.logs import log
+from local_runtime.persistence import StateFile, requeue_unfinished
+from local_runtime.provision import (
+    SECRET_KEYS,
+    Provisioned,
+    parameters_from_env,
+    provision,
+    stack_environment,
+)
+from local_runtime.sqs_source import SqsEventSource, SqsMapping
+from local_runtime.template import ROOT, authorizer_handler, functions
+
+USER_SETTINGS = ("MAX_CONCURRENT_TASKS", "TASK_TIMEOUT_SECONDS", "LOG_LEVEL", "MACHINE_ID", "MAX_TASK_ATTEMPTS",
+                 "DAILY_BUDGET_USD", "TASK_BUDGET_USD", "CORS_ORIGINS", "LOG_JSON")
+DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
+
+
+@dataclass
+class LocalConfig:
+    port: int = 8000
+    host: str = "127.0.0.1"
+    data_dir: Path = ROOT / ".local"
+    endpoint: str | None = None  # AWS_ENDPOINT_URL (LocalStack, a moto you run); None = start a moto server
+    real_aws: bool = False
+    prefix: str = "local"
+    region: str = "us-east-1"
+    persist: bool = True
+    autosave_seconds: float = 10.0
+    queue_visibility_timeout: int | None = None
+    static_dir: Path = ROOT / "dashboard_spa"
+
+
+@dataclass
+class LocalMachine:
+    config: LocalConfig
+    api_token: str = ""
+    moto: MotoServer | None = None
+    provisioned: Provisioned | None = None
+    sources: list[SqsEventSource] = field(default_factory=list)
+    state: StateFile | None = None
+    server: uvicorn.Server | None = None
+    gateway: Gateway | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://localhost:{self.config.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://localhost:{self.config.port}/ws"
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.moto:
+            return self.moto.endpoint
+        return self.config.endpoint
+
+    def _api_token(self) -> str:
+        token = os.environ.get("API_TOKEN")
+        if token:
+            return token
+        # Made once and kept, so a bookmarked dashboard URL still signs in after a restart.
+        path = self.config.data_dir / "api_token"
+        if path.exists():
+            return path.read_text().strip()
+        token = secrets.token_urlsafe(24)
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(token)
+        path.chmod(0o600)
+        return token
+
+    def start(self) -> None:
+        cfg = self.config
+        if cfg.port == 0:
+            cfg.port = free_port()
+        if not cfg.real_aws:
+            for key, value in DUMMY_CREDENTIALS.items():
+                os.environ.setdefault(key, value)
+        os.environ.setdefault("AWS_DEFAULT_REGION", cfg.region)
+        os.environ.setdefault("AWS_REGION", cfg.region)
+        if cfg.endpoint is None and not cfg.real_aws:
+            self.moto = start_moto()
+            log(f"moto server on {self.moto.endpoint}")
+        self.api_token = self._api_token()
+        secret_values = {key: os.environ.get(key, "") for key in SECRET_KEYS}
+        secret_values["API_TOKEN"] = self.api_token
+        self.provisioned = provision(
+            endpoint=self.endpoint, prefix=cfg.prefix, region=cfg.region, parameters=parameters_from_env(),
+            queue_visibility_timeout=cfg.queue_visibility_timeout, secret_values=secret_values,
+        )
+        self._configure_environment()
+        if cfg.persist and self.moto is not None:
+            self.state = StateFile(cfg.data_dir / "state.json.gz", self.provisioned, self.endpoint, cfg.region)
+            restored = self.state.restore()
+            if restored:
+                log(f"restored {restored} items from {self.state.path}")
+                requeued = requeue_unfinished()
+                if requeued:
+                    log(f"re-enqueued {requeued} unfinished tasks")
+            self.state.start_autosave(cfg.autosave_seconds)
+        self._start_gateway()
+        self._start_event_sources()
+
+    def _configure_environment(self) -> None:
+        assert self.provisioned
+        cfg = self.config
+        env = stack_environment(self.provisioned)
+        env.update({
+            "API_TOKEN": self.api_token,
+            "WEBSOCKET_MANAGEMENT_URL": f"http://127.0.0.1:{cfg.port}",
+            "WEBSOCKET_URL": self.ws_url,
+            "DASHBOARD_URL": self.base_url,
+            "FARGATE_MODE": "local",
+        })
+        if self.endpoint:
+            env["AWS_ENDPOINT_URL"] = self.endpoint
+        for key, value in env.items():
+            if key in USER_SETTINGS and os.environ.get(key):
+                continue  # the user's setting wins over the template's default
+            os.environ[key] = value
+        from agent_machine import aws
+        from agent_machine import secrets as app_secrets
+        from agent_machine.settings import get_settings
+
+        get_settings.cache_clear()
+        aws.reset_clients()
+        app_secrets.clear_cache()
+
+    def _start_gateway(self) -> None:
+        assert self.provisioned
+        template = self.provisioned.template
+        routes: list[RouteTarget] = []
+        ws_handler = None
+        max_workers = 32
+        for spec in functions(template):
+            for route in spec.http_routes:
+                routes.append(RouteTarget(route, spec.logical_id, spec.handler, spec.timeout))
+        for resource in template.get("Resources", {}).values():
+            if resource.get("Type") == "AWS::ApiGatewayV2::Integration":
+                uri = resource.get("Properties", {}).get("IntegrationUri")
+                target = _function_of_integration(uri)
+                if target:
+                    fn = template["Resources"][target]["Properties"]
+                    ws_handler = fn.get("Handler")
+        self.gateway = Gateway(
+            routes=routes, authorizer=authorizer_handler(template), websocket_handler=ws_handler,
+            static_dir=self.config.static_dir, invoker=Invoker(max_workers, "lambda"),
+        )
+        config = uvicorn.Config(self.gateway.app, host=self.config.host, port=self.config.port, log_level="warning",
+                                ws="websockets-sansio", lifespan="off", ws_max_size=1024 * 1024)
+        self.server = uvicorn.Server(config)
+        # uvicorn only installs signal handlers on the main thread; ours are in __main__.
+        self._thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the gateway could not listen on port {self.config.port}")
+            time.sleep(0.05)
+
+    def _start_event_sources(self) -> None:
+        assert self.provisioned
+        prov = self.provisioned
+        for spec in functions(prov.template):
+            for source in spec.sqs_sources:
+                concurrency = prov.resolver.resolve(source.maximum_concurrency) if source.maximum_concurrency else 5
+                if spec.logical_id == "RunnerFunction" and os.environ.get("MAX_CONCURRENT_TASKS"):
+                    concurrency = os.environ["MAX_CONCURRENT_TASKS"]
+                mapping = SqsMapping(
+                    function_name=spec.logical_id, handler=spec.handler, timeout_seconds=spec.timeout,
+                    queue_url=prov.queues[source.queue_logical_id],
+                    queue_arn=prov.resolver.attrs[f"{source.queue_logical_id}.Arn"],
+                    batch_size=source.batch_size, concurrency=max(1, int(concurrency or 1)),
+                    report_batch_item_failures=source.report_batch_item_failures,
+                )
+                event_source = SqsEventSource(mapping, self.endpoint, self.config.region)
+                event_source.start()
+                self.sources.append(event_source)
+                log(f"{spec.logical_id} polls {source.queue_logical_id} (batch {mapping.batch_size}, "
+                    f"max concurrency {mapping.concurrency})")
+
+    def stop(self) -> None:
+        for source in self.sources:
+            source.stopping.set()
+        with contextlib.suppress(ImportError, AttributeError):
+            # The runner's own clean-up: interrupt running CLIs and the local "Fargate" children.
+            importlib.import_module("runner.shutdown").shutdown_all()
+        for source in self.sources:
+            source.stop(timeout=15)
+        if self.server:
+            self.server.should_exit = True
+        if self._thread:
+            self._thread.join(10)
+        if self.state:
+            self.state.stop_autosave()
+            try:
+                self.state.save()
+                log(f"saved state to {self.state.path}")
+            except Exception as exc:
+                log(f"could not save state: {exc!r}")
+        if self.gateway:
+            self.gateway.invoker.shutdown()
+        if self.moto:
+            self.moto.stop()
+
+    def wait(self) -> None:
+        """Block until the gateway stops (it does on stop())."""
+        assert self._thread
+        while self._thread.is_alive():
+            self._thread.join(0.5)
+
+
+def _function_of_integration(uri: Any) -> str | None:
+    """The function behind a WebSocket route's integration (`${WebSocketFunction.Arn}` or !GetAtt form)."""
+    found = re.search(r"\$\{(\w+)\.Arn\}", str(uri))
+    if found:
+        return found.group(1)
+    if isinstance(uri, dict) and "Fn::GetAtt" in uri:
+        return str(uri["Fn::GetAtt"][0])
+    return None
