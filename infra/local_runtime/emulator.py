@@ -55,7 +55,7 @@ def start_moto(port: int | None = None, *, timeout: float = 30.0) -> MotoServer:
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets a prctl flag
+        preexec_fn=_die_with_parent,
     )
     server = MotoServer(port, process)
     deadline = time.monotonic() + timeout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import re
 import secrets
@@ -122,6 +123,19 @@ class LocalMachine:
             self.state.start_autosave(cfg.autosave_seconds)
         self._start_gateway()
         self._start_event_sources()
+        self._write_runtime_file()
+
+    @property
+    def runtime_file(self) -> Path:
+        return self.config.data_dir / "runtime.json"
+
+    def _write_runtime_file(self) -> None:
+        """Where this machine's resources are, for `make db-shell` and other tools while it runs."""
+        keys = [k for k in os.environ if k.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL", "_BUCKET"))]
+        info = {"pid": os.getpid(), "port": self.config.port, "endpoint": self.endpoint,
+                "env": {k: os.environ[k] for k in keys}}
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.runtime_file.write_text(json.dumps(info, indent=2))
 
     def _configure_environment(self) -> None:
         assert self.provisioned
@@ -222,6 +236,7 @@ class LocalMachine:
                 log(f"could not save state: {exc!r}")
         if self.gateway:
             self.gateway.invoker.shutdown()
+        self.runtime_file.unlink(missing_ok=True)
         if self.moto:
             self.moto.stop()
 

@@ -1,0 +1,77 @@
+# The agent machine: `make run-local` runs it here; `make test` proves it. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := $(UV) run --frozen
+CLAUDE_CODE_VERSION ?= 2.1.197
+SAM_ENV ?= default
+export SAM_CLI_TELEMETRY = 0
+
+.PHONY: help uv sync init run-local test test-unit test-cov lint format typecheck build deploy local-deploy logs \
+        db-shell bench real-cli browser clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+uv: ## install uv when it is missing
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@command -v $(UV) >/dev/null 2>&1 || { echo "uv is not on PATH after install"; exit 1; }
+
+sync: uv ## install the locked dependencies into .venv
+	@$(UV) sync --frozen --quiet
+
+init: ## write .env from .env.example (kept if it exists)
+	@test -f .env && echo ".env exists; left as is" || (cp .env.example .env && echo "wrote .env: edit it to taste")
+
+run-local: sync ## the whole machine on http://localhost:$${PORT:-8000} over a moto server (no Docker, no AWS)
+	@$(PY) python -m local_runtime
+
+lint: sync ## ruff (lint + format check)
+	@$(PY) ruff check .
+	@$(PY) ruff format --check --quiet . || { echo "run: make format"; exit 1; }
+
+format: sync ## ruff format + autofix
+	@$(PY) ruff format .
+	@$(PY) ruff check --fix .
+
+typecheck: sync ## mypy --strict
+	@$(PY) mypy
+
+test: lint typecheck ## ruff + mypy --strict + pytest (unit, integration, e2e, browser, real CLI)
+	@$(PY) pytest -q
+
+test-unit: sync ## fast tests only
+	@$(PY) pytest -q tests/unit
+
+test-cov: sync ## tests with a coverage report (htmlcov/)
+	@$(PY) pytest -q --cov --cov-report=term-missing:skip-covered --cov-report=html
+
+build: sync ## sam build (the runner image needs Docker)
+	@$(PY) sam build --parallel
+
+deploy: build ## sam deploy (guided the first time), then point Fargate at the runner image sam pushed
+	@if grep -q '^\[$(SAM_ENV).deploy' samconfig.toml && [ -f .aws-sam/deployed ]; then \
+	    $(PY) sam deploy --config-env $(SAM_ENV); else $(PY) sam deploy --guided --config-env $(SAM_ENV) && touch .aws-sam/deployed; fi
+	@bash infra/aws/point_fargate_at_runner_image.sh $(SAM_ENV)
+
+local-deploy: sync ## deploy the stack to LocalStack (needs Docker and a LocalStack token; see README)
+	@bash infra/localstack/deploy.sh
+
+logs: sync ## tail the deployed functions' logs
+	@$(PY) sam logs --tail --config-env $(SAM_ENV)
+
+db-shell: sync ## look at tasks, sessions and costs in the DynamoDB the config points at
+	@$(PY) python -m local_runtime.db_shell
+
+bench: sync ## benchmarks -> bench/results/latest.json
+	@$(PY) python bench/run_all.py --out bench/results/latest.json
+
+real-cli: ## install the pinned Claude Code CLI into node_modules (for the real-CLI tests)
+	@test -x node_modules/.bin/claude || npm install --no-save --no-audit --no-fund @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+browser: ## install Debian's chromium for the browser tests (needs root)
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+clean: ## remove caches and local state
+	rm -rf .mypy_cache .ruff_cache .pytest_cache htmlcov .coverage .aws-sam .local
