@@ -93,7 +93,12 @@ def test_cfn_lint_reports_nothing() -> None:
     cmd = [exe] if exe else [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
     proc = subprocess.run(
         [*cmd, "--include-checks", "I", "--", str(TEMPLATE)],
-        cwd=ROOT, env=_tool_env(), capture_output=True, text=True, timeout=240, check=False,
+        cwd=ROOT,
+        env=_tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert proc.returncode == 0, f"cfn-lint found problems:\n{proc.stdout}\n{proc.stderr}"
 
@@ -105,7 +110,12 @@ def test_sam_validate_lint() -> None:
         pytest.skip("the sam CLI is not installed in this environment")
     proc = subprocess.run(
         [exe, "validate", "--lint", "--template-file", str(TEMPLATE)],
-        cwd=ROOT, env=_tool_env(), capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT,
+        env=_tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, f"sam validate --lint failed:\n{proc.stdout}\n{proc.stderr}"
     assert "is a valid SAM Template" in proc.stdout + proc.stderr
@@ -150,14 +160,17 @@ def test_image_function_uses_runner_image(logical_id: str, handler: str) -> None
     assert "Runtime" not in p and "Handler" not in p
     assert p["ImageConfig"]["Command"] == [handler]
     assert resource["Metadata"] == {
-        "Dockerfile": "runner_container/Dockerfile", "DockerContext": ".", "DockerTag": "python3.11-v1",
+        "Dockerfile": "runner_container/Dockerfile",
+        "DockerContext": ".",
+        "DockerTag": "python3.11-v1",
     }
     module_file = ROOT / "runner_container" / (handler.rpartition(".")[0].replace(".", "/") + ".py")
     assert module_file.is_file(), f"{logical_id} handler module {module_file.relative_to(ROOT)} does not exist"
 
 
 def test_fargate_entry_module_exists() -> None:
-    assert (ROOT / "runner_container/runner/fargate_main.py").is_file()
+    module_file = ROOT / "runner_container/runner/fargate_main.py"  # the Fargate task's `python -m runner.fargate_main`
+    assert module_file.is_file(), f"{module_file.relative_to(ROOT)} does not exist"
 
 
 def test_runner_consumes_task_queue_one_at_a_time() -> None:
@@ -213,7 +226,8 @@ def test_websocket_api_routes() -> None:
     assert api["RouteSelectionExpression"] == "$request.body.action"
     routes = {
         r["Properties"]["RouteKey"]: (name, r["Properties"])
-        for name, r in resources().items() if r["Type"] == "AWS::ApiGatewayV2::Route"
+        for name, r in resources().items()
+        if r["Type"] == "AWS::ApiGatewayV2::Route"
     }
     assert set(routes) == {"$connect", "$disconnect", "$default"}
     assert routes["$connect"][1]["AuthorizationType"] == "NONE"
@@ -254,12 +268,35 @@ def test_runner_may_start_fargate_tasks() -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 SHARED_ENV = {
-    "MACHINE_ID", "LOG_LEVEL", "LOG_JSON", "POWERTOOLS_METRICS_NAMESPACE",
-    "TASKS_TABLE", "SESSIONS_TABLE", "OUTPUT_TABLE", "COSTS_TABLE", "CONNECTIONS_TABLE", "REGISTRY_TABLE",
-    "EVENTS_TABLE", "TASK_QUEUE_URL", "TASK_DLQ_URL", "ARTIFACTS_BUCKET", "SECRETS_NAME",
-    "WEBSOCKET_MANAGEMENT_URL", "WEBSOCKET_URL", "DASHBOARD_URL", "MAX_CONCURRENT_TASKS", "TASK_TIMEOUT_SECONDS",
-    "MAX_TASK_ATTEMPTS", "CORS_ORIGINS", "DAILY_BUDGET_USD", "TASK_BUDGET_USD",
-    "ECS_CLUSTER", "ECS_TASK_DEFINITION", "ECS_SUBNETS", "ECS_SECURITY_GROUPS", "ECS_CONTAINER_NAME",
+    "MACHINE_ID",
+    "LOG_LEVEL",
+    "LOG_JSON",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "TASKS_TABLE",
+    "SESSIONS_TABLE",
+    "OUTPUT_TABLE",
+    "COSTS_TABLE",
+    "CONNECTIONS_TABLE",
+    "REGISTRY_TABLE",
+    "EVENTS_TABLE",
+    "TASK_QUEUE_URL",
+    "TASK_DLQ_URL",
+    "ARTIFACTS_BUCKET",
+    "SECRETS_NAME",
+    "WEBSOCKET_MANAGEMENT_URL",
+    "WEBSOCKET_URL",
+    "DASHBOARD_URL",
+    "MAX_CONCURRENT_TASKS",
+    "TASK_TIMEOUT_SECONDS",
+    "MAX_TASK_ATTEMPTS",
+    "CORS_ORIGINS",
+    "DAILY_BUDGET_USD",
+    "TASK_BUDGET_USD",
+    "ECS_CLUSTER",
+    "ECS_TASK_DEFINITION",
+    "ECS_SUBNETS",
+    "ECS_SECURITY_GROUPS",
+    "ECS_CONTAINER_NAME",
 }
 
 
@@ -378,9 +415,7 @@ def test_buckets_block_public_access() -> None:
     assert props("ArtifactsBucket")["LifecycleConfiguration"]["Rules"]
     distribution = props("DashboardDistribution")["DistributionConfig"]
     assert distribution["DefaultRootObject"] == "index.html"
-    assert distribution["Origins"][0]["OriginAccessControlId"] == {
-        "Fn::GetAtt": ["DashboardOriginAccessControl", "Id"]
-    }
+    assert distribution["Origins"][0]["OriginAccessControlId"] == {"Fn::GetAtt": ["DashboardOriginAccessControl", "Id"]}
 
 
 def test_secret_generates_api_token_next_to_the_other_keys() -> None:
@@ -388,8 +423,12 @@ def test_secret_generates_api_token_next_to_the_other_keys() -> None:
     assert generate["GenerateStringKey"] == "API_TOKEN"
     keys = set(re.findall(r'"([A-Z_]+)"\s*:', generate["SecretStringTemplate"]))
     assert keys == {
-        "GITHUB_WEBHOOK_SECRET", "JIRA_WEBHOOK_SECRET", "SENTRY_WEBHOOK_SECRET", "GITHUB_TOKEN",
-        "ANTHROPIC_API_KEY", "JIRA_API_TOKEN",
+        "GITHUB_WEBHOOK_SECRET",
+        "JIRA_WEBHOOK_SECRET",
+        "SENTRY_WEBHOOK_SECRET",
+        "GITHUB_TOKEN",
+        "ANTHROPIC_API_KEY",
+        "JIRA_API_TOKEN",
     }
 
 
@@ -401,8 +440,18 @@ def test_secret_generates_api_token_next_to_the_other_keys() -> None:
 def test_parameters() -> None:
     params = template()["Parameters"]
     assert set(params) >= {
-        "MachineId", "MaxConcurrentTasks", "TaskTimeoutSeconds", "LogLevel", "MaxTaskAttempts", "StageName",
-        "CorsOrigins", "RunnerImageUri", "FargateSubnets", "FargateSecurityGroups", "UseBedrock", "DailyBudgetUsd",
+        "MachineId",
+        "MaxConcurrentTasks",
+        "TaskTimeoutSeconds",
+        "LogLevel",
+        "MaxTaskAttempts",
+        "StageName",
+        "CorsOrigins",
+        "RunnerImageUri",
+        "FargateSubnets",
+        "FargateSecurityGroups",
+        "UseBedrock",
+        "DailyBudgetUsd",
         "TaskBudgetUsd",
     }
     assert params["StageName"]["Default"] == "prod"
@@ -415,8 +464,13 @@ def test_parameters() -> None:
 
 def test_outputs() -> None:
     assert set(template()["Outputs"]) >= {
-        "HttpApiUrl", "WebSocketUrl", "WebSocketManagementUrl", "DashboardUrl", "DashboardBucketName",
-        "TaskQueueUrl", "RunnerClusterName",
+        "HttpApiUrl",
+        "WebSocketUrl",
+        "WebSocketManagementUrl",
+        "DashboardUrl",
+        "DashboardBucketName",
+        "TaskQueueUrl",
+        "RunnerClusterName",
     }
 
 

@@ -1,0 +1,226 @@
+"""The CLI's stdout, read safely and parsed into typed lines (../shared/claude-cli-protocol.md).
+
+Reading: bytes come in chunks and are split on newlines here, so a line is never held beyond
+`MAX_LINE_BYTES` (the rest of an over-long line is counted and dropped) and a stream without newlines cannot
+grow memory. Parsing: each JSON line becomes a model picked by its `type`; unknown types, unknown fields and
+lines that do not validate are kept (as `OtherLine` with every field) and never end the run. Non-JSON lines
+are text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runner import config
+
+
+class _Line(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    type: str
+    session_id: str | None = None
+    uuid: str | None = None
+
+
+class SystemLine(_Line):
+    """`system` lines: `init` (session id, tools, MCP servers, skills), `api_retry`, `status`, hooks, ..."""
+
+    type: Literal["system"]
+    subtype: str | None = None
+    cwd: str | None = None
+    model: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    mcp_servers: list[dict[str, Any]] = Field(default_factory=list)
+    skills: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+    permission_mode: str | None = Field(None, alias="permissionMode")
+    claude_code_version: str | None = None
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    role: str | None = None
+    model: str | None = None
+    content: list[dict[str, Any]] | str = Field(default_factory=list)
+    usage: dict[str, Any] | None = None
+
+    def blocks(self) -> list[dict[str, Any]]:
+        if isinstance(self.content, str):
+            return [{"type": "text", "text": self.content}]
+        return [b for b in self.content if isinstance(b, dict)]
+
+
+class AssistantLine(_Line):
+    """One content block of a model response (lines of one response share `message.id`)."""
+
+    type: Literal["assistant"]
+    message: MessageBody
+    parent_tool_use_id: str | None = None
+
+    def texts(self) -> list[str]:
+        return [str(b.get("text", "")) for b in self.message.blocks() if b.get("type") == "text"]
+
+    def tool_uses(self) -> list[dict[str, Any]]:
+        return [b for b in self.message.blocks() if b.get("type") == "tool_use"]
+
+
+class UserLine(_Line):
+    """Tool results (and `[Request interrupted by user]` after SIGINT)."""
+
+    type: Literal["user"]
+    message: MessageBody
+    parent_tool_use_id: str | None = None
+
+
+class ResultUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+class ModelUsageEntry(BaseModel):
+    """One model's cumulative usage in a result's `modelUsage` (the CLI's camelCase names)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    input_tokens: int = Field(0, alias="inputTokens")
+    output_tokens: int = Field(0, alias="outputTokens")
+    cache_read_input_tokens: int = Field(0, alias="cacheReadInputTokens")
+    cache_creation_input_tokens: int = Field(0, alias="cacheCreationInputTokens")
+    cost_usd: float = Field(0.0, alias="costUSD")
+
+
+class ResultLine(_Line):
+    """The run's end: `subtype` success / error_max_turns / error_max_budget_usd / error_during_execution / ...
+
+    `total_cost_usd` and `modelUsage` are cumulative over a resumed session; `usage`, `num_turns` and
+    `duration_ms` are this run's.
+    """
+
+    type: Literal["result"]
+    subtype: str = ""
+    is_error: bool = False
+    duration_ms: int = 0
+    duration_api_ms: int = 0
+    num_turns: int = 0
+    result: str | None = None
+    stop_reason: str | None = None
+    total_cost_usd: float | None = None
+    usage: ResultUsage | None = None
+    model_usage: dict[str, ModelUsageEntry] = Field(default_factory=dict, alias="modelUsage")
+    errors: list[Any] = Field(default_factory=list)
+    permission_denials: list[Any] = Field(default_factory=list)
+    terminal_reason: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.subtype == "success" and not self.is_error
+
+    def error_text(self) -> str:
+        if self.errors:
+            return "; ".join(str(e) for e in self.errors)
+        return self.result or self.subtype or "error"
+
+
+class OtherLine(_Line):
+    """Any other JSON line (stream_event, rate_limit_event, tool_progress, a type of a newer CLI, ...)."""
+
+
+StreamLine = SystemLine | AssistantLine | UserLine | ResultLine | OtherLine
+
+_MODELS: dict[str, type[_Line]] = {
+    "system": SystemLine, "assistant": AssistantLine, "user": UserLine, "result": ResultLine,
+}
+
+
+@dataclass(frozen=True)
+class RawLine:
+    """A stdout line as read: at most MAX_LINE_BYTES of it, and its real size."""
+
+    data: bytes
+    size: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.size > len(self.data)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed stdout line: JSON (`raw` + `line`) or text (`text`)."""
+
+    raw: RawLine
+    obj: dict[str, Any] | None = None
+    line: StreamLine | None = None
+    text: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """The event kind: the JSON line's `type`, or "text"."""
+        return self.line.type if self.line is not None else "text"
+
+
+def parse_json_object(obj: dict[str, Any]) -> StreamLine:
+    """The typed model of one stream-json object; anything unexpected becomes an OtherLine (nothing is lost)."""
+    kind = obj.get("type")
+    model = _MODELS.get(kind) if isinstance(kind, str) else None
+    if model is not None:
+        try:
+            return model.model_validate(obj)  # type: ignore[return-value]
+        except ValidationError:
+            pass
+    return OtherLine.model_validate({**obj, "type": kind if isinstance(kind, str) else "unknown"})
+
+
+def parse_line(raw: RawLine) -> Parsed:
+    if not raw.truncated:
+        stripped = raw.data.strip()
+        if stripped.startswith(b"{"):
+            try:
+                obj = json.loads(stripped)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                return Parsed(raw, obj=obj, line=parse_json_object(obj))
+    return Parsed(raw, text=raw.data.decode("utf-8", errors="replace").rstrip("\r"))
+
+
+async def read_lines(
+    stream: asyncio.StreamReader, *, max_line: int | None = None, chunk_size: int | None = None
+) -> AsyncIterator[RawLine]:
+    """Lines of a stream (without the newline), each cut at `max_line` bytes; the last one even without a newline."""
+    limit = max_line or config.MAX_LINE_BYTES
+    size_hint = chunk_size or config.READ_CHUNK_BYTES
+    buf = bytearray()
+    size = 0  # the current line's real size, dropped bytes included
+    while True:
+        chunk = await stream.read(size_hint)
+        if not chunk:
+            break
+        start = 0
+        while True:
+            newline = chunk.find(b"\n", start)
+            end = len(chunk) if newline < 0 else newline
+            room = limit - len(buf)
+            if room > 0:
+                buf += chunk[start:min(end, start + room)]
+            size += end - start
+            if newline < 0:
+                break
+            yield RawLine(bytes(buf), size)
+            buf.clear()
+            size = 0
+            start = newline + 1
+    if size:
+        yield RawLine(bytes(buf), size)
