@@ -53,7 +53,7 @@ build: sync ## sam build (the runner image needs Docker)
 deploy: build ## sam deploy (guided the first time), then point Fargate at the runner image sam pushed
 	@if grep -q '^\[$(SAM_ENV).deploy' samconfig.toml && [ -f .aws-sam/deployed ]; then \
 	    $(PY) sam deploy --config-env $(SAM_ENV); else $(PY) sam deploy --guided --config-env $(SAM_ENV) && touch .aws-sam/deployed; fi
-	@bash infra/aws/point_fargate_at_runner_image.sh $(SAM_ENV)
+	@bash infra/aws/post_deploy.sh $(SAM_ENV)
 
 local-deploy: sync ## deploy the stack to LocalStack (needs Docker and a LocalStack token; see README)
 	@bash infra/localstack/deploy.sh

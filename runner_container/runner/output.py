@@ -1,0 +1,213 @@
+"""A task's events: numbered, coalesced, stored for replay, then pushed to the WebSocket clients subscribed.
+
+A chatty CLI must not become thousands of API calls: events wait up to FLUSH_INTERVAL_SECONDS (or until
+FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting) and go out together — one PutItem per chunk of the flush
+(`store.output.put_chunk`, FIRST, so a replay never misses what a client saw), then one frame (or a few, each
+under 128 KB) per subscribed connection. Subscribers of `session#<id>` and `task#<id>` get everything;
+subscribers of `all` (dashboards' task lists) get the lifecycle events only. The subscriber list is cached for
+at most SUBSCRIBER_CACHE_SECONDS and read only when there is something to push. Connections that answer 410
+are dropped (push.Pusher). The blocking AWS calls run in a worker thread: reading the CLI never waits on them,
+unless MAX_PENDING_BYTES are waiting (then the CLI's pipe fills and it waits: memory stays bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent_machine.models import EventType, Task, TaskEvent
+from agent_machine.observability import get_logger
+from agent_machine.push import Pusher
+from agent_machine.store import connections, output
+
+from runner import config
+
+LIFECYCLE = frozenset({EventType.CREATED, EventType.STARTED, EventType.COMPLETED, EventType.FAILED,
+                       EventType.STOPPED})
+ALL_TOPIC = "all"
+
+
+def topics_for(task: Task) -> list[str]:
+    return [f"session#{task.session_id}", f"task#{task.task_id}"]
+
+
+@dataclass
+class Delivery:
+    """Stores and pushes batches of one task's events (blocking; one instance per task, not thread-shared)."""
+
+    task: Task
+    pusher: Pusher = field(default_factory=Pusher)
+    clock: Callable[[], float] = time.monotonic
+    _cache: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+    stored_seq: int = 0
+    posts: int = 0
+    failures: int = 0
+
+    def subscribers(self, topics: Sequence[str]) -> frozenset[str]:
+        key = ",".join(topics)
+        now = self.clock()
+        cached = self._cache.get(key)
+        if cached is None or now - cached[0] > config.SUBSCRIBER_CACHE_SECONDS:
+            cached = (now, frozenset(connections.subscribers(list(topics))))
+            self._cache[key] = cached
+        return cached[1] - self.pusher.gone
+
+    def deliver(self, events: list[TaskEvent]) -> None:
+        if not events:
+            return
+        log = get_logger()
+        try:
+            for chunk in output.chunk_events(events):
+                output.put_chunk(self.task.task_id, chunk)
+            self.stored_seq = events[-1].seq
+        except Exception:
+            self.failures += 1
+            log.exception("could not store task output", extra={"first_seq": events[0].seq})
+        if not self.pusher.endpoint_url:
+            return  # no WebSocket API configured: nothing to push to (and no subscriber lookups)
+        try:
+            watchers = self.subscribers(topics_for(self.task))
+            lifecycle = [e for e in events if e.type in LIFECYCLE]
+            dashboards = self.subscribers([ALL_TOPIC]) - watchers if lifecycle else frozenset()
+        except Exception:
+            self.failures += 1
+            log.exception("could not look up subscribers")
+            return
+        self._push(watchers, events)
+        self._push(dashboards, lifecycle)
+
+    def _push(self, connection_ids: frozenset[str], events: list[TaskEvent]) -> None:
+        if not events:
+            return
+        for connection_id in sorted(connection_ids):
+            before = self.pusher.calls
+            try:
+                self.pusher.send_events([connection_id], events)
+            except Exception as exc:  # one broken connection must not stop the others
+                self.failures += 1
+                get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})
+            self.posts += self.pusher.calls - before
+
+
+class EventStream:
+    """The per-run event pipeline: `emit` numbers events; a background flusher coalesces and delivers them."""
+
+    def __init__(self, task: Task, *, start_seq: int, delivery: Delivery | None = None) -> None:
+        self.task = task
+        self.delivery = delivery or Delivery(task)
+        self.delivery.stored_seq = start_seq
+        self.seq = start_seq
+        self.output_bytes = 0
+        self.dropped_lines = 0
+        self.flushes = 0
+        self.first_emit_at: dict[int, float] = {}  # seq -> monotonic time (benchmarks only; off by default)
+        self.delivered_at: dict[int, float] = {}
+        self.track_latency = False
+        self._pending: list[TaskEvent] = []
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self.handled_seq = start_seq  # delivered or given up on (a failed write is logged, not retried forever)
+        self._task = asyncio.create_task(self._flusher(), name=f"flusher-{task.task_id}")
+
+    @property
+    def stored_seq(self) -> int:
+        return self.delivery.stored_seq
+
+    def emit(self, type_: EventType, payload: dict[str, Any], *, size: int | None = None) -> TaskEvent:
+        self.seq += 1
+        event = TaskEvent(type=type_, task_id=self.task.task_id, session_id=self.task.session_id, seq=self.seq,
+                          payload=payload)
+        n = size if size is not None else 256
+        self._pending.append(event)
+        self._pending_bytes += n
+        if self.track_latency:
+            self.first_emit_at[event.seq] = time.monotonic()
+        self._wake.set()
+        if len(self._pending) >= config.FLUSH_MAX_EVENTS or self._pending_bytes >= config.FLUSH_MAX_BYTES:
+            self._urgent.set()
+        if self._pending_bytes >= config.MAX_PENDING_BYTES:
+            self._room.clear()
+        return event
+
+    def emit_output(self, payload: dict[str, Any], size: int) -> TaskEvent | None:
+        """A task.output event, unless the task's output cap is reached (then counted and dropped)."""
+        if self.output_bytes >= config.MAX_OUTPUT_BYTES:
+            self.dropped_lines += 1
+            return None
+        self.output_bytes += size
+        if self.output_bytes >= config.MAX_OUTPUT_BYTES:
+            self.emit(EventType.OUTPUT, payload, size=size)
+            return self.emit(EventType.OUTPUT, {
+                "kind": "notice",
+                "text": f"output limit reached ({config.MAX_OUTPUT_BYTES} bytes): later lines are not stored or "
+                        "shown; the run goes on and its result is kept"})
+        return self.emit(EventType.OUTPUT, payload, size=size)
+
+    def reserve_seq(self) -> int:
+        """The sequence number the next event will get."""
+        return self.seq + 1
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def _flusher(self) -> None:
+        last = 0.0
+        while True:
+            await self._wake.wait()
+            if not self._closing and not self._urgent.is_set():
+                delay = config.FLUSH_INTERVAL_SECONDS - (time.monotonic() - last)
+                if delay > 0:
+                    # Wait out the window, or less if the burst fills a batch (or the stream closes).
+                    urgent = asyncio.create_task(self._urgent.wait())
+                    await asyncio.wait([urgent], timeout=delay)
+                    urgent.cancel()
+            self._wake.clear()
+            self._urgent.clear()
+            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            self._room.set()
+            last = time.monotonic()
+            if batch:
+                self.flushes += 1
+                await asyncio.to_thread(self._deliver, batch)
+            if self._closing and not self._pending:
+                return
+
+    def _deliver(self, batch: list[TaskEvent]) -> None:
+        self.delivery.deliver(batch)
+        self.handled_seq = batch[-1].seq
+        if self.track_latency:
+            now = time.monotonic()
+            for event in batch:
+                self.delivered_at[event.seq] = now
+
+    async def flush(self) -> None:
+        """Deliver everything emitted so far (and keep the flusher running)."""
+        target = self.seq
+        while self.handled_seq < target and not self._task.done():
+            self._urgent.set()
+            self._wake.set()
+            await asyncio.sleep(0.005)
+
+    async def close(self) -> None:
+        """Deliver what is pending and stop the flusher."""
+        self._closing = True
+        self._wake.set()
+        self._urgent.set()
+        await self._task
+
+
+def publish(task: Task, events: list[TaskEvent]) -> None:
+    """Store and push events outside a run (a refused or dead-lettered task): one batch, no flusher."""
+    Delivery(task).deliver(events)
+
+
+def lifecycle_event(task: Task, type_: EventType, payload: dict[str, Any], *, seq: int | None = None) -> TaskEvent:
+    return TaskEvent(type=type_, task_id=task.task_id, session_id=task.session_id,
+                     seq=seq if seq is not None else task.last_seq + 1, payload=payload)

@@ -1,0 +1,207 @@
+"""What a run came to: the final answer, the status and error kind, and the task's share of the CLI's cumulative
+cost and usage (../shared/claude-cli-protocol.md, "Exit codes and signals")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agent_machine.models import ModelUsage, TaskStatus, TokenUsage
+
+from runner import config
+from runner.stream import AssistantLine, ResultLine, StreamLine, SystemLine
+
+# Why the runner itself ended a run (None: the CLI ended on its own).
+Interruption = Literal["stop", "timeout", "lost", "shutdown", "terminated"]
+
+
+def clip(text: str | None, max_bytes: int) -> str | None:
+    """Text cut to at most max_bytes of UTF-8 (DynamoDB items are bounded), marked when cut."""
+    if text is None:
+        return None
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    marker = f"\n… [truncated: {len(data)} bytes in all]"
+    return data[: max_bytes - len(marker.encode())].decode("utf-8", errors="ignore") + marker
+
+
+@dataclass
+class RunState:
+    """Fed every parsed line; keeps only what the outcome needs."""
+
+    cli_session_id: str | None = None
+    init: SystemLine | None = None
+    result: ResultLine | None = None
+    plan: str | None = None
+    last_message_id: str | None = None
+    last_message_texts: list[str] = field(default_factory=list)
+    json_lines: int = 0
+    text_lines: int = 0
+
+    def feed(self, line: StreamLine) -> None:
+        self.json_lines += 1
+        if line.session_id and self.cli_session_id is None:
+            self.cli_session_id = line.session_id
+        if isinstance(line, SystemLine) and line.subtype == "init":
+            self.init = line
+            self.cli_session_id = line.session_id or self.cli_session_id
+        elif isinstance(line, AssistantLine) and line.parent_tool_use_id is None:
+            # One response comes as several lines (one content block each) sharing message.id.
+            if line.message.id != self.last_message_id:
+                self.last_message_id = line.message.id
+                self.last_message_texts = []
+            self.last_message_texts.extend(t for t in line.texts() if t)
+            for use in line.tool_uses():
+                if use.get("name") == "ExitPlanMode" and isinstance(use.get("input"), dict):
+                    plan = use["input"].get("plan")
+                    if isinstance(plan, str) and plan.strip():
+                        self.plan = plan
+        elif isinstance(line, ResultLine):
+            self.result = line
+            self.cli_session_id = line.session_id or self.cli_session_id
+
+    def final_text(self) -> str | None:
+        """The answer, rebuilt from the last assistant message's text blocks (result.result may hold only part)."""
+        if self.last_message_texts:
+            return "\n\n".join(self.last_message_texts)
+        if self.result is not None and self.result.result:
+            return self.result.result
+        return None
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The CLI's cumulative totals at the end of the session's previous run (what --resume continues from)."""
+
+    total_cost_usd: float = 0.0
+    model_usage: dict[str, ModelUsage] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    status: TaskStatus
+    result: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    cost_usd: float = 0.0
+    cli_total_cost_usd: float | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    model_usage: dict[str, ModelUsage] = field(default_factory=dict)
+    cumulative_model_usage: dict[str, ModelUsage] = field(default_factory=dict)
+    num_turns: int = 0
+    duration_ms: int = 0
+    cli_session_id: str | None = None
+    plan: str | None = None
+    exit_code: int | None = None
+
+    def event_payload(self) -> dict[str, Any]:
+        """The terminal event's payload (task.completed / task.failed / task.stopped)."""
+        payload: dict[str, Any] = {
+            "status": self.status.value,
+            "cost_usd": self.cost_usd,
+            "duration_ms": self.duration_ms,
+            "num_turns": self.num_turns,
+            "usage": self.usage.model_dump(),
+            "model_usage": {k: v.model_dump() for k, v in self.model_usage.items()},
+            "cli_session_id": self.cli_session_id,
+        }
+        if self.result is not None:
+            payload["result"] = self.result
+        if self.error is not None:
+            payload["error"] = self.error
+            payload["error_kind"] = self.error_kind
+        if self.plan is not None:
+            payload["plan"] = self.plan
+        return payload
+
+
+def cumulative_model_usage(result: ResultLine) -> dict[str, ModelUsage]:
+    return {
+        name: ModelUsage(input_tokens=m.input_tokens, output_tokens=m.output_tokens,
+                         cache_read_input_tokens=m.cache_read_input_tokens,
+                         cache_creation_input_tokens=m.cache_creation_input_tokens, cost_usd=m.cost_usd)
+        for name, m in result.model_usage.items()
+    }
+
+
+def _minus(now: ModelUsage, before: ModelUsage | None) -> ModelUsage:
+    if before is None:
+        return now
+    return ModelUsage(
+        input_tokens=max(0, now.input_tokens - before.input_tokens),
+        output_tokens=max(0, now.output_tokens - before.output_tokens),
+        cache_read_input_tokens=max(0, now.cache_read_input_tokens - before.cache_read_input_tokens),
+        cache_creation_input_tokens=max(0, now.cache_creation_input_tokens - before.cache_creation_input_tokens),
+        cost_usd=round(max(0.0, now.cost_usd - before.cost_usd), 10),
+    )
+
+
+def _interruption_status(reason: Interruption) -> tuple[TaskStatus, str, str]:
+    if reason == "timeout":
+        return TaskStatus.TIMED_OUT, "timed_out", "the task ran out of time and was interrupted"
+    if reason == "shutdown":
+        return TaskStatus.STOPPED, "shutdown", "the machine shut down while the task ran"
+    if reason == "terminated":
+        return TaskStatus.STOPPED, "terminated", "the runner was terminated (SIGTERM) while the task ran"
+    return TaskStatus.STOPPED, "stopped", "stopped by request"
+
+
+def decide(
+    state: RunState,
+    *,
+    exit_code: int | None,
+    interruption: Interruption | None,
+    stderr_tail: str,
+    resumed_cli_session: str | None,
+    prior: Prior | None,
+    timeout_detail: str = "",
+) -> Outcome:
+    """The task's outcome from the run's lines, exit code and why (if at all) the runner interrupted it."""
+    result = state.result
+    out = Outcome(status=TaskStatus.FAILED, exit_code=exit_code, cli_session_id=state.cli_session_id,
+                  plan=clip(state.plan, config.MAX_PLAN_BYTES))
+    if result is not None:
+        total = result.total_cost_usd or 0.0
+        resumed = resumed_cli_session is not None and result.session_id == resumed_cli_session
+        before = prior if (resumed and prior is not None) else Prior()
+        out.cli_total_cost_usd = total
+        out.cost_usd = round(max(0.0, total - before.total_cost_usd), 10)
+        cumulative = cumulative_model_usage(result)
+        out.cumulative_model_usage = cumulative
+        out.model_usage = {name: _minus(m, before.model_usage.get(name)) for name, m in cumulative.items()}
+        if result.usage is not None:
+            out.usage = TokenUsage(input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
+                                   cache_read_input_tokens=result.usage.cache_read_input_tokens,
+                                   cache_creation_input_tokens=result.usage.cache_creation_input_tokens)
+        out.num_turns = result.num_turns
+        out.duration_ms = result.duration_ms
+    answer = clip(state.final_text(), config.MAX_RESULT_BYTES)
+
+    if interruption is not None and interruption != "lost":
+        status, kind, message = _interruption_status(interruption)
+        out.status, out.error_kind = status, kind
+        out.error = message + (f" ({timeout_detail})" if timeout_detail and interruption == "timeout" else "")
+        if result is None:
+            out.error += "; the CLI gave no final result, so its cost so far is unknown"
+        out.result = answer
+        return out
+    if result is None:
+        code = "signal" if exit_code is not None and exit_code < 0 else "code"
+        shown = -exit_code if exit_code is not None and exit_code < 0 else exit_code
+        tail = stderr_tail.strip() or "(nothing on stderr)"
+        out.error = clip(f"claude exited with {code} {shown} without a result. stderr:\n{tail}", config.MAX_ERROR_BYTES)
+        out.error_kind = "no_result"
+        return out
+    if result.succeeded:
+        out.status = TaskStatus.COMPLETED
+        out.result = answer if answer is not None else ""
+        return out
+    out.result = answer if result.subtype != "success" else None
+    if result.subtype == "success":  # is_error with subtype success: an API or authentication error
+        out.error_kind = "api_error"
+        out.error = clip(result.result or "the CLI reported an error", config.MAX_ERROR_BYTES)
+    else:
+        out.error_kind = result.subtype or "error"
+        out.error = clip(result.error_text(), config.MAX_ERROR_BYTES)
+    return out
