@@ -198,8 +198,7 @@ class App {
     for (const a of this.shell.nav.children) a.classList.toggle("active", a.dataset.path === route.path);
     const params = { id: parsed.id, rest: parsed.rest, query: parsed.query };
     // A view may take a change of its own parameters without being rebuilt (chat switching sessions).
-    if (this.current && this.current.route === route && !!this.current.params.id === !!params.id
-        && this.current.update?.(params)) {
+    if (this.current && this.current.route === route && this.current.update?.(params)) {
       this.current.params = params;
       return;
     }

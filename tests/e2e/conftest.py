@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from local_runtime.emulator import free_port
+
 from tests.conftest import FAKE_CLAUDE, ROOT, TEST_SECRETS
 
 
@@ -40,7 +40,7 @@ class RunningMachine:
         request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method, headers={
             "Authorization": f"Bearer {token or self.api_token}", "Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(request, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")
@@ -87,7 +87,7 @@ def start_machine(tmp: Path, *, port: int | None = None, extra_env: dict[str, st
         if process.poll() is not None:
             raise RuntimeError(f"local runtime exited early:\n{machine.logs()}")
         try:
-            with urllib.request.urlopen(f"{machine.base_url}/api/health", timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{machine.base_url}/api/health", timeout=2) as resp:
                 if resp.status == 200:
                     return machine
         except OSError:

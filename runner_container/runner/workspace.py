@@ -1,0 +1,226 @@
+"""A task's folders: the agent's tree and skills, the repository clone, and the CLI's own HOME and config.
+
+Layout under the work root (RUNNER_WORK_ROOT, /tmp/agent-machine on Lambda):
+
+    tasks/<task_id>/{home,config,tmp}     one HOME / CLAUDE_CONFIG_DIR per task (sharing one corrupts it)
+    s/<session_id>/w/                     the agent tree (brain's .claude/CLAUDE.md at the root,
+                                          agents/planning/, agents/executor/, custom agents/<name>/)
+    s/<session_id>/w/<agent dir>/repo/    the task's repository, when it has one
+
+The working folder is made fresh for every task but its PATH is stable per session: the CLI files a session's
+transcript under a name derived from the cwd, so a `--resume` on another runner needs the same cwd path.
+The agent's instructions and skills sit in `<agent dir>/.claude/` (loaded when that folder is the cwd); with a
+repository the cwd is the clone, so they are also put in the task's config folder (the CLI's user level), and
+the repository's own `.claude/` keeps working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from agent_machine.models import AgentSpec, RepoContext, SkillSpec, Task
+from agent_machine.settings import get_settings
+
+from runner import config
+
+# The built-in agents' folders in runner_container/agents (any other agent gets agents/<name>).
+BUILTIN_DIRS = {"brain": ".", "planning": "agents/planning", "executor": "agents/executor"}
+
+_SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/\-]{0,250}$")
+_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace could not be prepared (e.g. the clone failed); the message is safe to show."""
+
+
+def munge(path: Path | str) -> str:
+    """The CLI's project folder name for a cwd: every non-alphanumeric character becomes '-'."""
+    return re.sub(r"[^a-zA-Z0-9]", "-", str(path))
+
+
+@dataclass(frozen=True)
+class Workspace:
+    task_dir: Path
+    home: Path
+    config_dir: Path
+    tmp: Path
+    work: Path
+    agent_dir: Path
+    cwd: Path
+    repo_dir: Path | None = None
+
+    def transcript_path(self, cli_session_id: str) -> Path:
+        return self.config_dir / "projects" / munge(self.cwd) / f"{cli_session_id}.jsonl"
+
+    def find_transcript(self, cli_session_id: str) -> Path | None:
+        expected = self.transcript_path(cli_session_id)
+        if expected.is_file():
+            return expected
+        found = sorted((self.config_dir / "projects").glob(f"*/{cli_session_id}.jsonl"))
+        return found[0] if found else None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.task_dir, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def agent_subdir(agent: str) -> Path:
+    """Where an agent lives inside the tree: brain at the root, every other agent under agents/<name>."""
+    return Path(BUILTIN_DIRS.get(agent, f"agents/{agent}"))
+
+
+def skill_markdown(skill: SkillSpec) -> str:
+    """SKILL.md: front matter (name, description) and the body. A body with its own front matter is kept as is."""
+    body = skill.content.lstrip("\ufeff")
+    if body.startswith("---\n"):
+        return body if body.endswith("\n") else body + "\n"
+    description = " ".join(skill.description.split()) or skill.name
+    # JSON strings are valid YAML double-quoted scalars: no escaping surprises in the front matter.
+    return f"---\nname: {skill.name}\ndescription: {json.dumps(description)}\n---\n\n{body.rstrip()}\n"
+
+
+def custom_agent_markdown(agent: AgentSpec) -> str:
+    lines = [f"# The {agent.name} agent", ""]
+    if agent.description:
+        lines += [agent.description, ""]
+    lines += [
+        "You run headless on the agent machine: nobody answers questions while you work. Do the task with the",
+        "tools you have, say plainly what you could not do and why, and end with a short, complete answer.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_skills(target: Path, skills: list[SkillSpec]) -> None:
+    for skill in skills:
+        folder = target / skill.name  # names are validated (RegistryName): no path traversal
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "SKILL.md").write_text(skill_markdown(skill), encoding="utf-8")
+
+
+def _fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, mode=0o700)
+    return path
+
+
+def prepare(task: Task, agent: AgentSpec, skills: list[SkillSpec], *, root: Path | None = None) -> Workspace:
+    """The agent tree, skills and private folders (the clone comes after, in `clone_repository`)."""
+    root = root or config.work_root()
+    task_dir = _fresh_dir(root / "tasks" / task.task_id)
+    home, config_dir, tmp = (task_dir / name for name in ("home", "config", "tmp"))
+    for folder in (home, config_dir, tmp):
+        folder.mkdir(mode=0o700)
+    work = root / "s" / task.session_id / "w"
+    shutil.rmtree(work, ignore_errors=True)
+    work.parent.mkdir(parents=True, exist_ok=True)
+    source = config.agents_dir()
+    if source.is_dir():
+        shutil.copytree(source, work, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        work.mkdir()
+    agent_dir = work / agent_subdir(agent.name)
+    claude_dir = agent_dir / ".claude"
+    claude_dir.mkdir(parents=True, exist_ok=True)
+    if not (claude_dir / "CLAUDE.md").exists():
+        (claude_dir / "CLAUDE.md").write_text(custom_agent_markdown(agent), encoding="utf-8")
+    _write_skills(claude_dir / "skills", skills)
+    cwd = agent_dir
+    repo_dir = None
+    if task.repo is not None and task.repo.clone_url:
+        repo_dir = agent_dir / "repo"
+        cwd = repo_dir
+        # The clone is the cwd, so the agent's own files go to the CLI's user level as well.
+        shutil.copy2(claude_dir / "CLAUDE.md", config_dir / "CLAUDE.md")
+        if (claude_dir / "skills").is_dir():
+            shutil.copytree(claude_dir / "skills", config_dir / "skills", dirs_exist_ok=True)
+    return Workspace(task_dir=task_dir, home=home, config_dir=config_dir, tmp=tmp, work=work, agent_dir=agent_dir,
+                     cwd=cwd, repo_dir=repo_dir)
+
+
+# --------------------------------------------------------------------------------------------------- the clone
+
+
+def _token_host(clone_url: str) -> str | None:
+    """The https origin a GitHub token may be sent to: github.com, or the host of GITHUB_API_URL (Enterprise)."""
+    parts = urlsplit(clone_url)
+    if parts.scheme != "https" or not parts.hostname:
+        return None
+    api = urlsplit(get_settings().github_api_url).hostname or "api.github.com"
+    allowed = {"github.com"} if api == "api.github.com" else {api}
+    return f"https://{parts.hostname}" if parts.hostname in allowed else None
+
+
+def git_auth_env(clone_url: str, token: str | None) -> dict[str, str]:
+    """git configuration through the environment (never the URL or argv): an Authorization header for the
+    repository's host only."""
+    host = _token_host(clone_url) if token else None
+    if not host or not token:
+        return {}
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"http.{host}/.extraheader",
+        "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
+    }
+
+
+def _git_env(ws: Workspace, auth: dict[str, str]) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(ws.home), "TMPDIR": str(ws.tmp),
+           "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C.UTF-8"}
+    env.update(auth)
+    return env
+
+
+async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str | None, deadline: float) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "git", *args, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=max(1.0, deadline - asyncio.get_running_loop().time()))
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise WorkspaceError(f"git {args[0]} timed out") from None
+    if proc.returncode != 0:
+        text = out.decode("utf-8", errors="replace")
+        if secret:
+            text = text.replace(secret, "***")
+        tail = "\n".join(text.strip().splitlines()[-8:])
+        raise WorkspaceError(f"git {args[0]} failed (exit {proc.returncode}): {tail}")
+
+
+async def clone_repository(ws: Workspace, repo: RepoContext, token: str | None) -> None:
+    """A shallow clone of the task's repository at its ref into ws.repo_dir (the CLI's cwd)."""
+    assert ws.repo_dir is not None and repo.clone_url
+    url = repo.clone_url
+    ref = repo.ref
+    if ref is not None and not _SAFE_REF.match(ref):
+        raise WorkspaceError(f"refusing the unusual ref {ref!r}")
+    if ref and ref.startswith("refs/heads/"):
+        ref = ref.removeprefix("refs/heads/")
+    env = _git_env(ws, git_auth_env(url, token))
+    deadline = asyncio.get_running_loop().time() + config.CLONE_TIMEOUT_SECONDS
+    dest = ws.repo_dir
+    if not ref or not (_SHA.match(ref) or ref.startswith("refs/")):
+        branch = ["--branch", ref] if ref else []
+        await _git(["clone", "--depth", "1", "--no-tags", *branch, "--", url, str(dest)],
+                   cwd=ws.agent_dir, env=env, secret=token, deadline=deadline)
+        return
+    # A commit or a ref like refs/pull/12/head: fetch exactly that, shallow.
+    dest.mkdir(parents=True, exist_ok=True)
+    await _git(["init", "--quiet"], cwd=dest, env=env, secret=token, deadline=deadline)
+    await _git(["remote", "add", "origin", "--", url], cwd=dest, env=env, secret=token, deadline=deadline)
+    await _git(["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd=dest, env=env, secret=token,
+               deadline=deadline)
+    await _git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], cwd=dest, env=env, secret=token,
+               deadline=deadline)
