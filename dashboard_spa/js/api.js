@@ -10,6 +10,13 @@ export class ApiError extends Error {
 
 function errorMessage(status, body) {
   if (body && typeof body === "object") {
+    // The API's shape: {"error": {"code", "message", "details": [{loc, msg}]}}; FastAPI's default {"detail"}.
+    if (body.error && typeof body.error === "object") {
+      const { message, details } = body.error;
+      const extra = Array.isArray(details)
+        ? details.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".")}: ${d.msg}`).join("; ") : "";
+      if (message) return extra ? `${message}: ${extra}` : message;
+    }
     const detail = body.detail ?? body.message ?? body.error;
     if (typeof detail === "string") return detail;
     if (Array.isArray(detail)) {

@@ -17,7 +17,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent_machine.models import AgentSpec
@@ -49,7 +49,9 @@ DEFAULT_GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Agent Machine", "GIT_AUTHOR_EMAIL": "agent-machine@users.noreply.github.com",
     "GIT_COMMITTER_NAME": "Agent Machine", "GIT_COMMITTER_EMAIL": "agent-machine@users.noreply.github.com",
 }
+CREDENTIAL_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 MCP_SERVER_NAME = "machine"
+MAX_ARG_BYTES = 120 * 1024
 
 
 class CliNotFound(RuntimeError):
@@ -98,9 +100,8 @@ def build_env(
             if src.get(name):
                 env[name] = src[name]
         env.update(bedrock_credentials or {})
-    elif not any(env.get(k) for k in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")):
-        if anthropic_api_key:
-            env["ANTHROPIC_API_KEY"] = anthropic_api_key
+    elif anthropic_api_key and not any(env.get(k) for k in CREDENTIAL_NAMES):
+        env["ANTHROPIC_API_KEY"] = anthropic_api_key
     env.update(extra or {})
     return env
 
@@ -112,8 +113,6 @@ class Invocation:
     env: dict[str, str]
     cwd: Path
     resume: str | None = None
-    mcp_config: Path | None = None
-    extra_notes: list[str] = field(default_factory=list)
 
     @property
     def argv(self) -> list[str]:
@@ -130,6 +129,20 @@ class Invocation:
         return shown
 
 
+def clip_arg(text: str) -> str:
+    """Linux refuses to exec with one argument over 128 KB (MAX_ARG_STRLEN): cut longer text, and say so."""
+    data = text.encode()
+    if len(data) <= MAX_ARG_BYTES:
+        return text
+    marker = f"\n\n[... cut: the text was {len(data)} bytes, more than one command-line argument can hold]"
+    return data[: MAX_ARG_BYTES - len(marker.encode())].decode("utf-8", errors="ignore") + marker
+
+
+def format_usd(value: float) -> str:
+    """A dollar amount as the CLI parses it: plain decimals, no exponent, no trailing zeros."""
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+
+
 def build_args(
     prompt: str,
     agent: AgentSpec,
@@ -142,7 +155,7 @@ def build_args(
     args = ["-p", "--output-format", "stream-json", "--verbose",
             "--permission-mode", agent.permission_mode.value,
             "--max-turns", str(agent.max_turns),
-            "--max-budget-usd", f"{max_budget_usd:.4f}".rstrip("0").rstrip(".")]
+            "--max-budget-usd", format_usd(max_budget_usd)]
     if agent.model:
         args += ["--model", agent.model]
     if agent.allowed_tools:
@@ -154,8 +167,8 @@ def build_args(
     if resume:
         args += ["--resume", resume]
     if append_system_prompt:
-        args.append(f"--append-system-prompt={append_system_prompt}")
-    args += ["--", prompt]
+        args.append(clip_arg(f"--append-system-prompt={append_system_prompt}"))
+    args += ["--", clip_arg(prompt)]
     return args
 
 

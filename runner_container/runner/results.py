@@ -36,6 +36,7 @@ class RunState:
     plan: str | None = None
     last_message_id: str | None = None
     last_message_texts: list[str] = field(default_factory=list)
+    last_message_bytes: int = 0  # kept texts are bounded: beyond MAX_RESULT_BYTES only the size is counted
     json_lines: int = 0
     text_lines: int = 0
 
@@ -51,7 +52,11 @@ class RunState:
             if line.message.id != self.last_message_id:
                 self.last_message_id = line.message.id
                 self.last_message_texts = []
-            self.last_message_texts.extend(t for t in line.texts() if t)
+                self.last_message_bytes = 0
+            for text in line.texts():
+                if text and self.last_message_bytes <= config.MAX_RESULT_BYTES:
+                    self.last_message_texts.append(text)
+                self.last_message_bytes += len(text)
             for use in line.tool_uses():
                 if use.get("name") == "ExitPlanMode" and isinstance(use.get("input"), dict):
                     plan = use["input"].get("plan")
@@ -64,7 +69,10 @@ class RunState:
     def final_text(self) -> str | None:
         """The answer, rebuilt from the last assistant message's text blocks (result.result may hold only part)."""
         if self.last_message_texts:
-            return "\n\n".join(self.last_message_texts)
+            text = "\n\n".join(self.last_message_texts)
+            if self.last_message_bytes > config.MAX_RESULT_BYTES:
+                text += f"\n… [truncated: the answer was about {self.last_message_bytes} characters]"
+            return text
         if self.result is not None and self.result.result:
             return self.result.result
         return None

@@ -186,7 +186,8 @@ async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str |
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=max(1.0, deadline - asyncio.get_running_loop().time()))
+        left = deadline - asyncio.get_running_loop().time()
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=max(1.0, left))
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -53,7 +53,7 @@ def mgmt(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Manage
                 self.send_response(404)
                 self.end_headers()
                 return
-            connection_id = unquote(path[len(prefix):])
+            connection_id = unquote(path[len(prefix) :])
             if connection_id in state.gone:
                 payload = b'{"message":"Gone"}'
                 self.send_response(410)
@@ -84,10 +84,12 @@ def mgmt(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Manage
     get_settings.cache_clear()
 
 
-def call(route: str, connection_id: str, *, body: str | None = None, query: str = "",
-         headers: dict[str, str] | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = handler(websocket_event(route, connection_id, body=body, query=query, headers=headers),
-                                     LambdaContext("ws"))
+def call(
+    route: str, connection_id: str, *, body: str | None = None, query: str = "", headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = handler(
+        websocket_event(route, connection_id, body=body, query=query, headers=headers), LambdaContext("ws")
+    )
     return result
 
 
@@ -108,12 +110,17 @@ def make_task(status: TaskStatus = TaskStatus.RUNNING, session_id: str = "s-1") 
 
 def store_output(task: Task, seqs: range, *, chunk: int = 3, text: str = "line") -> list[TaskEvent]:
     events = [
-        TaskEvent(type=EventType.OUTPUT, task_id=task.task_id, session_id=task.session_id, seq=seq,
-                  payload={"kind": "text", "text": f"{text} {seq}"})
+        TaskEvent(
+            type=EventType.OUTPUT,
+            task_id=task.task_id,
+            session_id=task.session_id,
+            seq=seq,
+            payload={"kind": "text", "text": f"{text} {seq}"},
+        )
         for seq in seqs
     ]
     for start in range(0, len(events), chunk):
-        output.put_chunk(task.task_id, events[start:start + chunk])
+        output.put_chunk(task.task_id, events[start : start + chunk])
     return events
 
 
@@ -178,12 +185,20 @@ def test_task_subscribe_replays_events_after_last_seq_then_confirms(mgmt: Manage
     task = make_task()
     store_output(task, range(1, 11))
     assert send(connection_id, {"action": "subscribe", "task_id": task.task_id, "last_seq": 4, "id": "r1"}) == {
-        "statusCode": 200}
+        "statusCode": 200
+    }
     frames = mgmt.frames(connection_id)
     assert replayed(frames) == [(task.task_id, seq) for seq in range(5, 11)]
     last = frames[-1]
-    assert last == {"type": "subscribed", "task_id": task.task_id, "session_id": task.session_id,
-                    "status": "running", "replayed": 6, "last_seq": 10, "id": "r1"}
+    assert last == {
+        "type": "subscribed",
+        "task_id": task.task_id,
+        "session_id": task.session_id,
+        "status": "running",
+        "replayed": 6,
+        "last_seq": 10,
+        "id": "r1",
+    }
     assert connections.subscribers([f"task#{task.task_id}"]) == {connection_id}
 
 
@@ -222,13 +237,21 @@ def test_session_subscribe_replays_active_tasks_and_those_named_in_last_seq(mgmt
     for task in (done_named, done_unnamed, running, queued, elsewhere):
         store_output(task, range(1, 6))
     connection_id = connected()
-    send(connection_id, {"action": "subscribe", "session_id": session,
-                         "last_seq": {done_named.task_id: 3, running.task_id: 2, elsewhere.task_id: 0}})
+    send(
+        connection_id,
+        {
+            "action": "subscribe",
+            "session_id": session,
+            "last_seq": {done_named.task_id: 3, running.task_id: 2, elsewhere.task_id: 0},
+        },
+    )
     frames = mgmt.frames(connection_id)
     got = replayed(frames)
     assert sorted(got) == sorted(
-        [(done_named.task_id, s) for s in (4, 5)] + [(running.task_id, s) for s in (3, 4, 5)]
-        + [(queued.task_id, s) for s in range(1, 6)])
+        [(done_named.task_id, s) for s in (4, 5)]
+        + [(running.task_id, s) for s in (3, 4, 5)]
+        + [(queued.task_id, s) for s in range(1, 6)]
+    )
     # Each task's events arrive in order.
     for task in (done_named, running, queued):
         seqs = [s for t, s in got if t == task.task_id]
@@ -270,7 +293,8 @@ def test_subscribe_to_an_unknown_task_is_an_error_and_leaves_no_subscription(mgm
     connection_id = connected()
     send(connection_id, {"action": "subscribe", "task_id": "no-such-task"})
     assert mgmt.frames(connection_id) == [
-        {"type": "error", "message": "unknown task no-such-task", "action": "subscribe"}]
+        {"type": "error", "message": "unknown task no-such-task", "action": "subscribe"}
+    ]
     assert connections.subscribers(["task#no-such-task"]) == set()
 
 

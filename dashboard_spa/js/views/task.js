@@ -49,7 +49,7 @@ export function taskView(ctx, params) {
   });
 
   function fact(label, value, testid) {
-    return [h("dt", {}, label), h("dd", { testid }, value ?? "—")];
+    return h("div", { class: "fact" }, h("dt", {}, label), h("dd", { testid }, value ?? "—"));
   }
 
   function render() {
@@ -59,7 +59,7 @@ export function taskView(ctx, params) {
     el.dataset.status = task.status;
     stopBtn.hidden = !isActive(task.status);
     const planning = task.agent === "planning" || task.agent === "planner";
-    approveBtn.hidden = !(planning && task.status === "completed" && !task.approved && !task.report?.approved_task_id);
+    approveBtn.hidden = !(planning && task.status === "completed" && !task.approved);
     const usage = task.usage || {};
     replace(facts,
       fact("Agent", task.agent, "task-agent"),
@@ -106,6 +106,11 @@ export function taskView(ctx, params) {
     }
     try {
       const children = listOf(await api.get(`/api/tasks/${encodeURIComponent(taskId)}/children`), "children", "tasks");
+      // A plan is approved once an executor task follows from it.
+      if (children.some((c) => c.agent === "executor")) {
+        task.approved = true;
+        render();
+      }
       if (children.length) {
         parts.push(h("h3", {}, "Sub-tasks"), h("ul", { class: "children", testid: "task-children" }, children.map((c) =>
           h("li", {}, badge(c.status), " ", h("a", { href: `#/tasks/${encodeURIComponent(c.task_id)}` }, c.title || shortId(c.task_id)),

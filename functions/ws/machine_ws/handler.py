@@ -23,10 +23,9 @@ Import-light on purpose: no web framework, and the chat domain is imported only 
 from __future__ import annotations
 
 import hmac
-import importlib
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from agent_machine import secrets
 from agent_machine.models import Subscription, TaskEvent, TaskStatus
@@ -224,16 +223,23 @@ def _subscribe_task(ws: _Replies, task_id: str, after: int) -> None:
         ws.error(f"unknown task {task_id}", "subscribe")
         return
     replayed, last = _replay_task(ws, task_id, after)
-    ws.reply({"type": "subscribed", "task_id": task_id, "session_id": task.session_id, "status": task.status.value,
-              "replayed": replayed, "last_seq": last})
+    ws.reply(
+        {
+            "type": "subscribed",
+            "task_id": task_id,
+            "session_id": task.session_id,
+            "status": task.status.value,
+            "replayed": replayed,
+            "last_seq": last,
+        }
+    )
 
 
 def _subscribe_session(ws: _Replies, session_id: str, last_seq: dict[str, int]) -> None:
     statuses: dict[str, str] = {}
     cursor: str | None = None
     while len(statuses) < MAX_SESSION_TASKS:
-        page = tasks.list_tasks(session_id=session_id, limit=min(100, MAX_SESSION_TASKS - len(statuses)),
-                                cursor=cursor)
+        page = tasks.list_tasks(session_id=session_id, limit=min(100, MAX_SESSION_TASKS - len(statuses)), cursor=cursor)
         statuses.update((t.task_id, t.status.value) for t in page.items)
         cursor = page.cursor
         if not cursor:
@@ -253,31 +259,37 @@ def _subscribe_session(ws: _Replies, session_id: str, last_seq: dict[str, int]) 
         n, last = _replay_task(ws, task_id, last_seq.get(task_id, 0))
         replayed += n
         sent[task_id] = last
-    ws.reply({"type": "subscribed", "session_id": session_id, "replayed": replayed, "last_seq": sent,
-              "tasks": {t: statuses[t] for t in wanted}})
+    ws.reply(
+        {
+            "type": "subscribed",
+            "session_id": session_id,
+            "replayed": replayed,
+            "last_seq": sent,
+            "tasks": {t: statuses[t] for t in wanted},
+        }
+    )
 
 
 def unsubscribe(ws: _Replies, msg: SubscribeMessage) -> None:
     sub = _subscription(msg)
     connections.unsubscribe(ws.connection_id, sub)
-    ws.reply({"type": "unsubscribed", **{k: v for k, v in (("session_id", msg.session_id),
-                                                             ("task_id", msg.task_id),
-                                                             ("topic", msg.topic)) if v is not None}})
-
-
-class _StartChat(Protocol):
-    def __call__(self, message: str, session_id: str | None) -> Any: ...
-
-
-def _start_chat() -> _StartChat:
-    module = importlib.import_module("agent_machine.domain.chat")
-    fn: Callable[..., Any] = module.start_chat
-    return fn
+    ws.reply(
+        {
+            "type": "unsubscribed",
+            **{
+                k: v
+                for k, v in (("session_id", msg.session_id), ("task_id", msg.task_id), ("topic", msg.topic))
+                if v is not None
+            },
+        }
+    )
 
 
 def chat(ws: _Replies, msg: ChatMessage) -> None:
+    from agent_machine.domain.chat import start_chat  # only when a chat arrives: keeps cold starts light
+
     try:
-        accepted = _start_chat()(msg.message, msg.session_id)
+        accepted = start_chat(msg.message, msg.session_id)
     except LookupError:
         ws.error(f"unknown session {msg.session_id}", "chat")
         return
@@ -288,7 +300,7 @@ def chat(ws: _Replies, msg: ChatMessage) -> None:
         logger.exception("chat could not be started")
         ws.error("the chat could not be started; try again", "chat")
         return
-    ws.reply({"type": "chat.accepted", "task_id": str(accepted.task_id), "session_id": str(accepted.session_id)})
+    ws.reply({"type": "chat.accepted", "task_id": accepted.task_id, "session_id": accepted.session_id})
 
 
 def message(connection_id: str, body: str | None) -> Response:

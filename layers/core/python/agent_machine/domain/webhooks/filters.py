@@ -204,9 +204,9 @@ def compile_filter(text: str) -> Filter:
 def resolve(payload: Any, steps: tuple[str | int, ...]) -> Any:
     value = payload
     for step in steps:
-        if isinstance(step, int) and isinstance(value, list) and -len(value) <= step < len(value):
-            value = value[step]
-        elif isinstance(step, str) and isinstance(value, dict) and step in value:
+        in_list = isinstance(step, int) and isinstance(value, list) and -len(value) <= step < len(value)
+        in_dict = isinstance(step, str) and isinstance(value, dict) and step in value
+        if in_list or in_dict:
             value = value[step]
         else:
             return None
@@ -247,8 +247,9 @@ def _eval(node: Node, payload: Any) -> Any:
             return right in left
         return isinstance(left, list) and right in left
     if op == "in":
-        return isinstance(right, list) and left in right or isinstance(right, str) and isinstance(left, str) and \
-            left in right
+        if isinstance(right, list):
+            return left in right
+        return isinstance(right, str) and isinstance(left, str) and left in right
     if not _same_kind(left, right) or not isinstance(left, int | float | str) or isinstance(left, bool):
         return False
     return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]

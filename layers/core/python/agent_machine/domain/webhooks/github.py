@@ -23,6 +23,7 @@ from agent_machine.domain.webhooks.decisions import (
     derived_task_id,
     thread_session_id,
 )
+from agent_machine.domain.webhooks.errors import NotApprovable
 from agent_machine.domain.webhooks.prompts import Quoted, build_prompt
 from agent_machine.domain.webhooks.rules import has_label, is_approval, is_stop, mentions, trusted_association
 from agent_machine.domain.webhooks.text import one_line
@@ -223,7 +224,7 @@ def _comment(event: Event, settings: Settings, plan_lookup: PlanLookup, *, comme
         if planning is not None:
             try:
                 task_id = plans.executor_task_id(planning)
-            except plans.NotApprovable as exc:
+            except NotApprovable as exc:
                 return Ignore(str(exc))
             approver = f"{_login(comment.user)} ({comment.author_association})"
             return CreateTask(

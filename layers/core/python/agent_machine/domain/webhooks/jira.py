@@ -24,6 +24,7 @@ from agent_machine.domain.webhooks.decisions import (
     derived_task_id,
     thread_session_id,
 )
+from agent_machine.domain.webhooks.errors import NotApprovable
 from agent_machine.domain.webhooks.prompts import Quoted, build_prompt
 from agent_machine.domain.webhooks.rules import has_label, is_approval, is_stop, mentions
 from agent_machine.domain.webhooks.text import jira_text, one_line
@@ -32,8 +33,8 @@ from agent_machine.settings import Settings
 
 
 class User(Payload):
-    accountId: str | None = None  # noqa: N815 - Jira's field name
-    displayName: str | None = None  # noqa: N815
+    accountId: str | None = None
+    displayName: str | None = None
     name: str | None = None
 
     @property
@@ -71,8 +72,8 @@ class Comment(Payload):
 
 class ChangeItem(Payload):
     field: str | None = None
-    fromString: str | None = None  # noqa: N815
-    toString: str | None = None  # noqa: N815
+    fromString: str | None = None
+    toString: str | None = None
 
 
 class Changelog(Payload):
@@ -80,7 +81,7 @@ class Changelog(Payload):
 
 
 class Event(Payload):
-    webhookEvent: str | None = None  # noqa: N815
+    webhookEvent: str | None = None
     issue_event_type_name: str | None = None
     user: User | None = None
     issue: Issue | None = None
@@ -188,7 +189,7 @@ def _comment(event: Event, issue: Issue, comment: Comment, settings: Settings, p
         if planning is not None:
             try:
                 task_id = plans.executor_task_id(planning)
-            except plans.NotApprovable as exc:
+            except NotApprovable as exc:
                 return Ignore(str(exc))
             return CreateTask(
                 reason=f"{author} approved the plan of task {planning.task_id}", agent=EXECUTOR,

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from agent_machine.domain.agents import EXECUTOR, PLANNING
 from agent_machine.domain.webhooks.decisions import derived_task_id
+from agent_machine.domain.webhooks.errors import NotApprovable
 from agent_machine.domain.webhooks.prompts import Quoted, build_prompt
 from agent_machine.models import Task, TaskStatus
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
-
-
-class NotApprovable(Exception):
-    """Not a completed planning task with a plan, or already approved. Answered 409 by the API."""
 
 
 def latest_plan(session_id: str) -> Task | None:
@@ -67,3 +64,27 @@ def executor_prompt(planning: Task, *, approved_by: str, note: str | None = None
 
 def executor_title(planning: Task) -> str:
     return ("Execute: " + (planning.title or planning.task_id))[:80]
+
+
+def approve(task_id: str, *, actor: str) -> Task:
+    """The dashboard's approval: an executor task (child of the planning task, same session) with its plan.
+    Raises LookupError for an unknown task, NotApprovable (409), submission.EnqueueFailed."""
+    from agent_machine.domain import submission
+    from agent_machine.store import tasks
+
+    planning = tasks.get(task_id)
+    if planning is None:
+        raise LookupError(task_id)
+    executor_id = executor_task_id(planning)
+    task, _ = submission.new_task(
+        executor_prompt(planning, approved_by=actor), session_id=planning.session_id, agent=EXECUTOR,
+        source=planning.source, source_name=planning.source_name, title=executor_title(planning), parent=planning,
+    )
+    task = task.model_copy(update={"task_id": executor_id, "repo": planning.repo, "plan": planning.plan})
+    try:
+        submission.submit(task, None)
+    except submission.AlreadyRecorded as exc:
+        raise NotApprovable("the plan is already approved (another approval won)") from exc
+    except submission.UnknownSession as exc:
+        raise NotApprovable(f"the planning task's session {planning.session_id} no longer exists") from exc
+    return task

@@ -174,7 +174,8 @@ def _from_metric(data: dict[str, Any], action: str) -> Decision:
         context=[("incident", incident), ("link", link), ("severity", action), ("rule", rule.get("name")),
                  ("query", rule.get("query")), ("aggregate", rule.get("aggregate")),
                  ("projects", ", ".join(str(p) for p in _l(alert.get("projects"))))],
-        quoted=[Quoted("alert.title", str(title), 500), Quoted("alert.description", data.get("description_text") or "")],
+        quoted=[Quoted("alert.title", str(title), 500),
+                Quoted("alert.description", data.get("description_text") or "")],
     )
 
 

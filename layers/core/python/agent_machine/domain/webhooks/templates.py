@@ -79,10 +79,10 @@ def fill(template: str, payload: Any) -> Filled:
     seen: dict[str, str] = {}
 
     def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "{{":
+        matched = match.group(0)
+        if matched == "{{":
             return "{"
-        if token == "}}":
+        if matched == "}}":
             return "}"
         expr = (match.group(1) or "").strip()
         if expr not in seen:

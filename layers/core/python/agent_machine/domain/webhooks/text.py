@@ -82,8 +82,9 @@ def _adf(node: Any, out: list[str], depth: int, prefix: str) -> None:
     if not isinstance(node, dict):
         return
     kind = node.get("type")
-    attrs = node.get("attrs") if isinstance(node.get("attrs"), dict) else {}
-    content = node.get("content") if isinstance(node.get("content"), list) else []
+    raw_attrs, raw_content = node.get("attrs"), node.get("content")
+    attrs: dict[str, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
+    content: list[Any] = raw_content if isinstance(raw_content, list) else []
     if kind == "text":
         out.append(str(node.get("text") or ""))
         for mark in node.get("marks") or []:
@@ -120,14 +121,14 @@ def _adf(node: Any, out: list[str], depth: int, prefix: str) -> None:
         _adf(content, out, depth + 1, prefix + "  ")
         return
     if kind == "blockquote":
-        _adf(content, out, depth + 1, prefix + "> ")
+        for child in content:
+            out.append(prefix + "> ")
+            _adf(child, out, depth + 1, prefix + "> ")
         return
     if kind in ("tableCell", "tableHeader"):
         _adf(content, out, depth + 1, prefix)
         out.append(" | ")
         return
-    if kind in ("paragraph", "heading") and prefix:
-        out.append(prefix)
     _adf(content, out, depth + 1, prefix)
     if kind in _BLOCKS or kind in ("bulletList", "orderedList"):
         out.append("\n\n" if kind in ("paragraph", "heading") and not prefix else "\n")

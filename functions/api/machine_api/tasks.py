@@ -1,0 +1,110 @@
+"""Tasks: list (filters, cursor, newest first), one task with its output, children, stop, approve."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from agent_machine.models import Task, TaskEvent, TaskSource, TaskStatus
+from fastapi import APIRouter, Depends, Query, Security
+from pydantic import BaseModel
+
+from machine_api.deps import actor, bearer_scheme
+from machine_api.errors import ApiError
+
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], dependencies=[Security(bearer_scheme)])
+
+
+class TaskList(BaseModel):
+    items: list[Task]
+    cursor: str | None
+
+
+class TaskDetail(BaseModel):
+    task: Task
+    output: list[TaskEvent]
+    last_seq: int
+
+
+class Approved(BaseModel):
+    task_id: str
+    session_id: str
+    parent_task_id: str
+    agent: str
+
+
+def _get(task_id: str) -> Task:
+    from agent_machine.store import tasks
+
+    task = tasks.get(task_id) if 0 < len(task_id) <= 128 else None
+    if task is None:
+        raise ApiError(404, "not_found", f"no task {task_id[:128]}")
+    return task
+
+
+def _page(**kwargs: Any) -> TaskList:
+    from agent_machine.store import tasks
+    from agent_machine.store._dynamo import BadCursor
+
+    try:
+        page = tasks.list_tasks(**kwargs)
+    except BadCursor as exc:
+        raise ApiError(400, "bad_cursor", str(exc)) from exc
+    return TaskList(items=page.items, cursor=page.cursor)
+
+
+@router.get("", response_model=TaskList, summary="Tasks, newest first")
+def list_tasks(
+    status: TaskStatus | None = None,
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+    agent: Annotated[str | None, Query(max_length=63)] = None,
+    source: TaskSource | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> TaskList:
+    return _page(status=status, session_id=session_id, agent=agent, source=source, limit=limit, cursor=cursor)
+
+
+@router.get("/{task_id}", response_model=TaskDetail, summary="A task and its output so far")
+def get_task(task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0) -> TaskDetail:
+    from agent_machine.store import output
+
+    task = _get(task_id)
+    events = output.read_events(task_id, after_seq)
+    return TaskDetail(task=task, output=events, last_seq=events[-1].seq if events else after_seq)
+
+
+@router.get("/{task_id}/children", response_model=TaskList, summary="Tasks this task delegated or led to")
+def children(task_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+             cursor: Annotated[str | None, Query(max_length=2048)] = None) -> TaskList:
+    _get(task_id)
+    return _page(parent_task_id=task_id, limit=limit, cursor=cursor)
+
+
+@router.post("/{task_id}/stop", response_model=Task, summary="Stop a queued or running task",
+             responses={404: {"description": "No such task"}, 409: {"description": "Already finished"}})
+def stop(task_id: str) -> Task:
+    from agent_machine.store import tasks
+
+    task = _get(task_id)
+    if task.status.terminal:
+        raise ApiError(409, "already_finished", f"task {task_id} is {task.status.value}")
+    stopped = tasks.request_stop(task_id)
+    if stopped is None:
+        raise ApiError(409, "already_finished", f"task {task_id} finished meanwhile")
+    return stopped
+
+
+@router.post("/{task_id}/approve", response_model=Approved, status_code=202,
+             summary="Approve a completed planning task's plan: queue an executor task with it",
+             responses={404: {"description": "No such task"}, 409: {"description": "Nothing to approve"}})
+def approve(task_id: str, who: Annotated[str, Depends(actor)]) -> Approved:
+    from agent_machine.domain.submission import EnqueueFailed
+    from agent_machine.domain.webhooks import plans
+
+    try:
+        task = plans.approve(task_id, actor=who)
+    except LookupError as exc:
+        raise ApiError(404, "not_found", f"no task {task_id[:128]}") from exc
+    except EnqueueFailed as exc:
+        raise ApiError(503, "unavailable", "the executor task could not be enqueued; retry") from exc
+    return Approved(task_id=task.task_id, session_id=task.session_id, parent_task_id=task_id, agent=task.agent)

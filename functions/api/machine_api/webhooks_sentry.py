@@ -1,0 +1,24 @@
+"""POST /webhooks/sentry: read the raw body, hand it to the domain, answer its outcome."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from machine_api.body import lower_headers, raw_body
+from machine_api.webhook_common import WEBHOOK_RESPONSES, outcome_response
+
+router = APIRouter(tags=["webhooks"])
+
+
+SUMMARY = "Sentry integration webhook: Sentry-Hook-Signature (bare hex) and Sentry-Hook-Resource."
+
+
+@router.post("/webhooks/sentry", responses=WEBHOOK_RESPONSES, summary=SUMMARY)
+async def receive(request: Request) -> JSONResponse:
+    from agent_machine.domain.webhooks.receive import receive_sentry
+
+    body = await raw_body(request)
+    outcome = await run_in_threadpool(receive_sentry, body, lower_headers(request))
+    return outcome_response(outcome)

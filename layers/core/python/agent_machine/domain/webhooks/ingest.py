@@ -1,0 +1,202 @@
+"""Carrying out a decision, and answering redeliveries with the first answer.
+
+AWS calls per delivery (the ack path):
+- task created: ONE TransactWriteItems (task + new-or-touched session + delivery record, the record conditional on
+  its delivery_key not existing) then ONE SendMessage. Rare retries: a thread's session guessed wrong (new vs
+  existing) costs one more transaction.
+- ignored / answered: ONE conditional PutItem of the delivery record.
+- redelivery: the write's condition fails, then ONE GetItem of the stored record, whose `response` is answered
+  again; nothing else is created.
+- "@claude stop": Query of the thread's queued and running tasks, an UpdateItem per task, then the record.
+Plan lookups (an approval comment) add one Query of the thread's session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent_machine.domain.webhooks.decisions import (
+    Answer,
+    CreateTask,
+    Decision,
+    Delivery,
+    Ignore,
+    StopThread,
+    thread_session_id,
+)
+from agent_machine.models import DeliveryDecision, Session, Task, TaskStatus, WebhookDelivery
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+TASK_PART, SESSION_PART, DELIVERY_PART = 0, 1, 2
+
+
+class IngestUnavailable(RuntimeError):
+    """The task was recorded but could not be enqueued (it is marked failed; the delivery is forgotten so the
+    sender's retry starts over). Answered 503."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict[str, Any]
+    redelivery: bool = False
+
+
+def _record(delivery: Delivery, decision: DeliveryDecision, reason: str, status_code: int,
+            response: dict[str, Any], task_id: str | None = None) -> WebhookDelivery:
+    return WebhookDelivery(
+        delivery_key=delivery.key, sender=delivery.sender, delivery_id=delivery.delivery_id, event=delivery.event,
+        action=delivery.action, decision=decision, reason=reason, task_id=task_id, status_code=status_code,
+        response=response,
+    )
+
+
+def _body(delivery: Delivery, status: str, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"status": status, "reason": reason, "delivery_id": delivery.delivery_id, **extra}
+
+
+def _stored(delivery: Delivery) -> Outcome | None:
+    from agent_machine.store import events
+
+    stored = events.get(delivery.key)
+    if stored is None:
+        return None
+    return Outcome(stored.status_code, stored.response, redelivery=True)
+
+
+def record_only(delivery: Delivery, decision: DeliveryDecision, reason: str, *,
+                extra: dict[str, Any] | None = None) -> Outcome:
+    """ONE conditional PutItem; a redelivery gets the stored answer."""
+    from botocore.exceptions import ClientError
+
+    from agent_machine import aws
+    from agent_machine.store import events
+    from agent_machine.store.tasks import is_condition_failure
+
+    body = _body(delivery, decision.value, reason, **(extra or {}))
+    item = events.put_new_delivery_item(_record(delivery, decision, reason, 200, body))["Put"]
+    try:
+        aws.dynamodb().put_item(**item)
+    except ClientError as exc:
+        if not is_condition_failure(exc):
+            raise
+        stored = _stored(delivery)
+        if stored is not None:
+            return stored
+        # The record is past its TTL but not yet swept: this is a new delivery as far as we are concerned.
+        unconditional = {k: v for k, v in item.items() if k != "ConditionExpression"}
+        aws.dynamodb().put_item(**unconditional)  # type: ignore[arg-type]
+    return Outcome(200, body)
+
+
+def record(delivery: Delivery, decision: Decision) -> Outcome:
+    if isinstance(decision, Ignore):
+        return record_only(delivery, DeliveryDecision.IGNORED, decision.reason)
+    if isinstance(decision, Answer):
+        return record_only(delivery, DeliveryDecision.ANSWERED, decision.reason, extra=decision.extra)
+    if isinstance(decision, StopThread):
+        return _stop(delivery, decision)
+    return _create(delivery, decision)
+
+
+def _stop(delivery: Delivery, decision: StopThread) -> Outcome:
+    from agent_machine.store import tasks
+
+    stored = _stored(delivery)  # stopping twice is harmless, but answer a redelivery as the first time
+    if stored is not None:
+        return stored
+    session_id = thread_session_id(decision.thread_key)
+    stopped: list[str] = []
+    for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+        for task in tasks.list_tasks(session_id=session_id, status=status, limit=100).items:
+            if tasks.request_stop(task.task_id) is not None:
+                stopped.append(task.task_id)
+    reason = f"{decision.reason}: stop requested for {len(stopped)} task(s)" if stopped else \
+        f"{decision.reason}, but nothing is queued or running"
+    return record_only(delivery, DeliveryDecision.ANSWERED, reason, extra={"stopped_task_ids": stopped})
+
+
+def _failed_parts(exc: BaseException) -> set[int] | None:
+    """Which transaction parts failed their condition (None when the error does not say)."""
+    from botocore.exceptions import ClientError
+
+    cause = exc.__cause__
+    if not isinstance(cause, ClientError):
+        return None
+    reasons = cause.response.get("CancellationReasons")
+    if not reasons:
+        return None
+    return {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
+
+
+def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
+    from agent_machine.domain import submission
+    from agent_machine.store import events
+
+    session_id = thread_session_id(decision.thread_key) if decision.thread_key else None
+    task, new_session = submission.new_task(
+        decision.prompt, session_id=session_id, agent=decision.agent, source=delivery.source,
+        source_name=delivery.sender, title=decision.title, parent=decision.parent,
+    )
+    updates: dict[str, Any] = {"repo": decision.repo, "plan": decision.plan}
+    if decision.task_id:
+        updates["task_id"] = decision.task_id
+    task = task.model_copy(update=updates)
+    body = _body(delivery, DeliveryDecision.TASK_CREATED.value, decision.reason, task_id=task.task_id,
+                 session_id=task.session_id, agent=task.agent)
+    guard = events.put_new_delivery_item(
+        _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id))
+    thread_session = None
+    if session_id is not None:
+        thread_session = Session(session_id=session_id, title=decision.thread_title or task.title or "Thread",
+                                 agent=decision.agent, source=delivery.source)
+    # A thread's session: guess whether it exists (a first planning task: no; anything else: yes), and correct
+    # the guess once if the transaction says otherwise.
+    first_try_new = thread_session is None or (decision.parent is None and decision.task_id is not None)
+    attempts = [thread_session if first_try_new else None, None if first_try_new else thread_session]
+    if thread_session is None:
+        attempts = [new_session]
+    for session in attempts:
+        outcome = _submit(delivery, decision, task, session, guard, body)
+        if outcome is not None:
+            return outcome
+    # Both guesses failed (the session vanished between them): answer as a duplicate-free ignore.
+    return record_only(delivery, DeliveryDecision.IGNORED, "the thread's session changed while recording; retry")
+
+
+def _submit(delivery: Delivery, decision: CreateTask, task: Task, session: Session | None,
+            guard: TransactWriteItemTypeDef, body: dict[str, Any]) -> Outcome | None:
+    """One attempt; None when the session guess was wrong and the other guess should be tried."""
+    from agent_machine.domain import submission
+    from agent_machine.store import events
+
+    try:
+        submission.submit(task, session, extra=[guard])
+    except submission.UnknownSession as exc:
+        failed = _failed_parts(exc)
+        if failed is not None and DELIVERY_PART in failed:
+            stored = _stored(delivery)
+            if stored is not None:
+                return stored
+        return None
+    except submission.AlreadyRecorded as exc:
+        failed = _failed_parts(exc)
+        if failed is None or DELIVERY_PART in failed:
+            stored = _stored(delivery)
+            if stored is not None:
+                return stored
+        if failed is not None and TASK_PART in failed:
+            return record_only(delivery, DeliveryDecision.IGNORED, decision.duplicate_reason,
+                               extra={"existing_task_id": task.task_id})
+        if session is not None:
+            return None  # the thread's session exists already: touch it instead
+        return record_only(delivery, DeliveryDecision.IGNORED, decision.duplicate_reason,
+                           extra={"existing_task_id": task.task_id})
+    except submission.EnqueueFailed as exc:
+        events.delete(delivery.key)
+        raise IngestUnavailable("the task could not be enqueued; retry the delivery") from exc
+    return Outcome(202, body)
+

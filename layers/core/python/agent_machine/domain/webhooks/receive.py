@@ -1,0 +1,208 @@
+"""One delivery from raw bytes to an answer: check the media type, verify the signature over the raw body,
+parse, decide, record. The HTTP layer only reads the (size-capped) body and maps errors to status codes.
+
+Signature first: nothing from an unauthenticated body is parsed (the one exception is the legacy unsigned Sentry
+plugin, accepted only when SENTRY_ALLOW_LEGACY_UNSIGNED is set).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from pydantic import ValidationError
+
+from agent_machine.domain.webhooks import github, jira, sentry
+from agent_machine.domain.webhooks.common import PlanLookup
+from agent_machine.domain.webhooks.decisions import Decision, Delivery
+from agent_machine.domain.webhooks.errors import (
+    BadSignature,
+    InvalidPayload,
+    MalformedPayload,
+    UnknownWebhook,
+    UnsupportedMediaType,
+)
+from agent_machine.domain.webhooks.ingest import Outcome, record
+from agent_machine.domain.webhooks.signatures import (
+    SignatureError,
+    verify_generic,
+    verify_github,
+    verify_jira,
+    verify_sentry,
+)
+from agent_machine.domain.webhooks.text import one_line
+from agent_machine.models import TaskSource
+from agent_machine.settings import get_settings
+
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+JSON_TYPES = ("application/json",)
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _require_json(headers: Mapping[str, str]) -> None:
+    kind = media_type(headers)
+    if kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"expected application/json, got {one_line(kind, 80) or 'no content type'}")
+
+
+def parse_json(raw: bytes | str, *, objects_only: bool = True) -> Any:
+    try:
+        data = json.loads(raw)
+    except RecursionError as exc:
+        raise MalformedPayload("JSON is nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise MalformedPayload(f"body is not valid JSON: {one_line(str(exc), 200)}") from exc
+    if objects_only and not isinstance(data, dict):
+        raise InvalidPayload("the payload must be a JSON object")
+    if not isinstance(data, dict | list):
+        raise InvalidPayload("the payload must be a JSON object or array")
+    return data
+
+
+def delivery_id(header: str | None, body: bytes) -> str:
+    """The sender's delivery id when it looks like one; otherwise a hash of the body (same body, same id)."""
+    if header and _DELIVERY_ID.match(header.strip()):
+        return header.strip()
+    return "sha256-" + hashlib.sha256(body).hexdigest()
+
+
+def _decide(fn: Any, *args: Any) -> Decision:
+    try:
+        decision: Decision = fn(*args)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidPayload(f"invalid payload field {where or '(root)'}: {first.get('msg')}") from exc
+    return decision
+
+
+def _log(delivery: Delivery, outcome: Outcome) -> None:
+    from agent_machine.observability import get_logger
+
+    get_logger().info("webhook delivery", extra={
+        "delivery_key": delivery.key, "event": delivery.event, "action": delivery.action,
+        "decision": outcome.body.get("status"), "reason": outcome.body.get("reason"),
+        "task_id": outcome.body.get("task_id"), "redelivery": outcome.redelivery,
+    })
+
+
+def _default_plan_lookup() -> PlanLookup:
+    from agent_machine.domain.webhooks.plans import latest_plan
+
+    return latest_plan
+
+
+def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup | None = None) -> Outcome:
+    from agent_machine.secrets import get_secret
+
+    kind = media_type(headers)
+    if kind not in JSON_TYPES and kind != FORM_TYPE:
+        raise UnsupportedMediaType(f"expected application/json or {FORM_TYPE}, got {one_line(kind, 80) or 'none'}")
+    try:
+        verify_github(body, headers.get("x-hub-signature-256"), get_secret("github_webhook_secret"))
+    except SignatureError as exc:
+        raise BadSignature(str(exc)) from exc
+    if kind == FORM_TYPE:
+        try:
+            fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20,
+                                    strict_parsing=False))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedPayload("form body does not parse") from exc
+        if "payload" not in fields:
+            raise MalformedPayload("form body has no 'payload' field")
+        payload = parse_json(fields["payload"])
+    else:
+        payload = parse_json(body)
+    event = one_line(headers.get("x-github-event") or "unknown", 80)
+    action = payload.get("action")
+    delivery = Delivery("github", delivery_id(headers.get("x-github-delivery"), body), event,
+                        one_line(action, 80) if isinstance(action, str) else None, TaskSource.GITHUB)
+    decision = _decide(github.decide, event, payload, get_settings(), plan_lookup or _default_plan_lookup())
+    outcome = record(delivery, decision)
+    _log(delivery, outcome)
+    return outcome
+
+
+def receive_jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup | None = None) -> Outcome:
+    from agent_machine.secrets import get_secret
+
+    _require_json(headers)
+    secret = get_secret("jira_webhook_secret")
+    if secret:  # fail closed: with a secret configured, unsigned deliveries are refused
+        try:
+            verify_jira(body, headers.get("x-hub-signature"), secret)
+        except SignatureError as exc:
+            raise BadSignature(str(exc)) from exc
+    payload = parse_json(body)
+    issue_event = payload.get("issue_event_type_name")
+    delivery = Delivery("jira", delivery_id(headers.get("x-atlassian-webhook-identifier"), body),
+                        jira.event_name(payload), one_line(issue_event, 80) if isinstance(issue_event, str) else None,
+                        TaskSource.JIRA)
+    decision = _decide(jira.decide, payload, get_settings(), plan_lookup or _default_plan_lookup())
+    outcome = record(delivery, decision)
+    _log(delivery, outcome)
+    return outcome
+
+
+def receive_sentry(body: bytes, headers: Mapping[str, str]) -> Outcome:
+    from agent_machine.secrets import get_secret
+
+    _require_json(headers)
+    resource = headers.get("sentry-hook-resource") or None
+    signature = headers.get("sentry-hook-signature")
+    if signature or resource or not get_settings().sentry_allow_legacy_unsigned:
+        try:
+            verify_sentry(body, signature, get_secret("sentry_webhook_secret"))
+        except SignatureError as exc:
+            raise BadSignature(str(exc)) from exc
+        payload = parse_json(body)
+    else:
+        payload = parse_json(body)
+        if not sentry.is_legacy(payload):
+            raise BadSignature("missing Sentry-Hook-Signature (only legacy plugin payloads may be unsigned)")
+    action = payload.get("action")
+    delivery = Delivery("sentry", delivery_id(headers.get("request-id"), body),
+                        sentry.resource_name(resource, payload),
+                        one_line(action, 80) if isinstance(action, str) else None, TaskSource.SENTRY)
+    decision = _decide(sentry.decide, resource, payload)
+    outcome = record(delivery, decision)
+    _log(delivery, outcome)
+    return outcome
+
+
+DYNAMIC_DELIVERY_HEADERS = ("x-delivery-id", "x-request-id", "idempotency-key", "x-github-delivery",
+                            "x-atlassian-webhook-identifier", "request-id")
+
+
+def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outcome:
+    from agent_machine.domain.webhooks import dynamic
+    from agent_machine.models import WebhookSpec
+    from agent_machine.store import registry
+
+    spec = None if name in dynamic.RESERVED_NAMES else registry.get("webhook", name, WebhookSpec)
+    if spec is None:
+        raise UnknownWebhook(f"no webhook named '{one_line(name, 64)}'")
+    _require_json(headers)
+    if not spec.secret:
+        raise BadSignature(f"webhook '{spec.name}' has no secret: every delivery is refused")
+    try:
+        verify_generic(body, headers.get(spec.signature_header.lower()), spec.secret, spec.signature_header)
+    except SignatureError as exc:
+        raise BadSignature(str(exc)) from exc
+    payload = parse_json(body, objects_only=False)
+    header_id = next((headers[h] for h in DYNAMIC_DELIVERY_HEADERS if headers.get(h)), None)
+    action = payload.get("action") if isinstance(payload, dict) else None
+    delivery = Delivery(spec.name, delivery_id(header_id, body), "webhook",
+                        one_line(action, 80) if isinstance(action, str) else None, TaskSource.WEBHOOK)
+    decision = _decide(dynamic.decide, spec, payload)
+    outcome = record(delivery, decision)
+    _log(delivery, outcome)
+    return outcome

@@ -1,0 +1,65 @@
+"""DlqFunction: messages that exhausted MAX_TASK_ATTEMPTS receives land here; their tasks are failed.
+
+A task is never left "queued" or "running" forever: whatever state its last runner left it in, it becomes
+failed with a reason that says what happened, and the dashboards are told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_machine import queue
+from agent_machine.domain import lifecycle
+from agent_machine.models import EventType, TaskStatus
+from agent_machine.observability import get_logger, get_metrics, quiet_noisy_loggers
+from agent_machine.settings import get_settings
+from agent_machine.store import tasks
+from aws_lambda_powertools.metrics import MetricUnit
+
+from runner.orchestrator import flush_metrics
+from runner.output import lifecycle_event, publish
+
+quiet_noisy_loggers()
+ERROR_KIND = "dead_letter"
+
+
+def reason() -> str:
+    return (f"gave up after {get_settings().max_task_attempts} deliveries of the task's message (MAX_TASK_ATTEMPTS): "
+            "its runner kept failing or timing out before the task finished; see the runner's logs")
+
+
+def fail_task(task_id: str) -> bool:
+    error = reason()
+    if not lifecycle.fail_unfinished(task_id, error, ERROR_KIND):
+        return False
+    task = tasks.get(task_id)
+    if task is not None:
+        publish(task, [lifecycle_event(task, EventType.FAILED, {
+            "status": TaskStatus.FAILED.value, "error": error, "error_kind": ERROR_KIND, "cost_usd": task.cost_usd,
+            "duration_ms": 0, "num_turns": task.num_turns, "usage": task.usage.model_dump()})])
+    get_metrics().add_metric(name="TasksDeadLettered", unit=MetricUnit.Count, value=1)
+    return True
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    log = get_logger()
+    failures: list[dict[str, str]] = []
+    try:
+        for record in event.get("Records", []):
+            message_id = str(record.get("messageId", ""))
+            try:
+                task_id = queue.parse_body(record.get("body") or "")
+            except ValueError:
+                log.error("not a task message: dropping it", extra={"message_id": message_id})
+                continue
+            try:
+                if fail_task(task_id):
+                    log.warning("dead-lettered task failed", extra={"task_id": task_id})
+                else:
+                    log.info("dead-lettered task had already finished", extra={"task_id": task_id})
+            except Exception:
+                log.exception("could not fail the dead-lettered task", extra={"task_id": task_id})
+                failures.append({"itemIdentifier": message_id})
+    finally:
+        flush_metrics()
+    return {"batchItemFailures": failures}

@@ -1,0 +1,203 @@
+"""`python -m runner.machine_mcp`: the machine's tools for an agent, as an MCP server over stdio.
+
+The CLI starts it from `--mcp-config` (server name "machine": tools `mcp__machine__<tool>`). It holds no AWS
+credentials and imports nothing but the standard library: every tool call is forwarded over a Unix socket to
+the runner that started the CLI (MACHINE_BRIDGE, authenticated by MACHINE_BRIDGE_TOKEN), which applies the
+caps (depth, fan-out, budgets) and talks to the machine with its own role. See runner/delegation.py.
+
+MCP over stdio is JSON-RPC 2.0, one message per line: `initialize`, `notifications/initialized`, `ping`,
+`tools/list`, `tools/call`. Tool calls run in threads (waiting for a child task must not block other calls).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from typing import Any
+
+SERVER_INFO = {"name": "machine", "version": "1.0.0"}
+PROTOCOL_VERSIONS = ("2025-06-18", "2025-03-26", "2024-11-05")
+INSTRUCTIONS = (
+    "Tools of the agent machine you run on. Delegate work as tracked tasks (create_task), then look them up "
+    "(get_task) or wait for them (wait_for_task). Each task runs on its own runner with its own cost and output, "
+    "linked to yours as a child."
+)
+
+_AGENT = {"type": "string", "description": "Agent to run: planning (analyse and write a plan), executor "
+                                           "(implement an approved plan and open a pull request), or another "
+                                           "agent from list_agents."}
+TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "create_task",
+        "description": "Start a sub-task on the machine, run by another agent, as a child of the current task. "
+                       "Returns its task_id at once; use wait_for_task or get_task for the result.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "agent": _AGENT,
+                "prompt": {"type": "string", "description": "Everything the agent needs: it sees nothing else "
+                                                            "of this conversation."},
+                "title": {"type": "string", "description": "Short title shown on the dashboard."},
+                "with_repository": {"type": "boolean", "default": True,
+                                    "description": "Give the child this task's repository (clone, issue, PR)."},
+                "max_budget_usd": {"type": "number", "exclusiveMinimum": 0,
+                                   "description": "Spending cap of the child (at most this task's own cap)."},
+            },
+            "required": ["agent", "prompt"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "get_task",
+        "description": "Look up a task: status, result or plan, error, cost, and its children.",
+        "inputSchema": {"type": "object", "properties": {"task_id": {"type": "string"}},
+                        "required": ["task_id"], "additionalProperties": False},
+    },
+    {
+        "name": "wait_for_task",
+        "description": "Wait until a task has finished (or the timeout passes) and return it as get_task does.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"task_id": {"type": "string"},
+                           "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 840, "default": 600}},
+            "required": ["task_id"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "list_agents",
+        "description": "The agents this machine can run, with what each is for.",
+        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
+    },
+    {
+        "name": "machine_status",
+        "description": "This task (id, depth, budget, children) and today's spending against the daily cap.",
+        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
+    },
+]
+TOOL_NAMES = frozenset(t["name"] for t in TOOLS)
+
+
+class BridgeError(RuntimeError):
+    pass
+
+
+def call_bridge(method: str, params: dict[str, Any], *, path: str, token: str, timeout: float = 900.0) -> Any:
+    """One request to the runner's bridge: a JSON line out, a JSON line back."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            raise BridgeError(f"the runner is not reachable ({exc})") from exc
+        sock.sendall(json.dumps({"token": token, "method": method, "params": params}).encode() + b"\n")
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    if not buf:
+        raise BridgeError("the runner closed the connection")
+    reply = json.loads(buf)
+    if not isinstance(reply, dict):
+        raise BridgeError("bad reply from the runner")
+    if reply.get("error"):
+        raise BridgeError(str(reply["error"]))
+    return reply.get("result")
+
+
+class Server:
+    def __init__(self, out: Any, bridge_path: str, token: str) -> None:
+        self.out = out
+        self.bridge_path = bridge_path
+        self.token = token
+        self._write_lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":")) + "\n"
+        with self._write_lock:
+            self.out.write(data)
+            self.out.flush()
+
+    def reply(self, msg_id: Any, result: Any) -> None:
+        self.send({"jsonrpc": "2.0", "id": msg_id, "result": result})
+
+    def error(self, msg_id: Any, code: int, message: str) -> None:
+        self.send({"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}})
+
+    def handle(self, message: Any) -> threading.Thread | None:
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return None
+        method = message.get("method")
+        msg_id = message.get("id")
+        if method is None or msg_id is None:  # a response or a notification: nothing to answer
+            return None
+        params = message.get("params") or {}
+        if method == "initialize":
+            asked = params.get("protocolVersion") if isinstance(params, dict) else None
+            version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
+            self.reply(msg_id, {"protocolVersion": version, "capabilities": {"tools": {"listChanged": False}},
+                                "serverInfo": SERVER_INFO, "instructions": INSTRUCTIONS})
+        elif method == "ping":
+            self.reply(msg_id, {})
+        elif method == "tools/list":
+            self.reply(msg_id, {"tools": TOOLS})
+        elif method == "tools/call":
+            thread = threading.Thread(target=self.call_tool, args=(msg_id, params), daemon=True)
+            thread.start()
+            return thread
+        else:
+            self.error(msg_id, -32601, f"method not found: {method}")
+        return None
+
+    def call_tool(self, msg_id: Any, params: Any) -> None:
+        name = params.get("name") if isinstance(params, dict) else None
+        arguments = (params.get("arguments") or {}) if isinstance(params, dict) else {}
+        if name not in TOOL_NAMES:
+            self.error(msg_id, -32602, f"unknown tool: {name}")
+            return
+        try:
+            result = call_bridge(str(name), arguments if isinstance(arguments, dict) else {},
+                                 path=self.bridge_path, token=self.token)
+            text, is_error = json.dumps(result, indent=2, ensure_ascii=False), False
+        except (BridgeError, OSError, ValueError) as exc:
+            text, is_error = f"{name} failed: {exc}", True
+        self.reply(msg_id, {"content": [{"type": "text", "text": text}], "isError": is_error})
+
+    def serve(self, stdin: Any) -> None:
+        threads: list[threading.Thread] = []
+        for line in stdin:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                message = json.loads(line)
+            except ValueError:
+                self.error(None, -32700, "parse error")
+                continue
+            thread = self.handle(message)
+            if thread is not None:
+                threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=5)
+
+
+def main() -> int:
+    path = os.environ.get("MACHINE_BRIDGE", "")
+    token = os.environ.get("MACHINE_BRIDGE_TOKEN", "")
+    if not path or not token:
+        sys.stderr.write("machine_mcp: MACHINE_BRIDGE and MACHINE_BRIDGE_TOKEN must be set\n")
+        return 2
+    try:
+        Server(sys.stdout, path, token).serve(sys.stdin)
+    except KeyboardInterrupt:  # the CLI's process group got SIGINT (a stop): just end
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

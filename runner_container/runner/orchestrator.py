@@ -1,0 +1,281 @@
+"""From a queue message (or a Fargate start) to a run: what to do with a task, decided from its record.
+
+    finished .......................... nothing (an SQS redelivery)
+    running, heartbeat fresh .......... nothing: its runner is alive (a duplicate delivery); for a run on
+                                        Fargate, re-arm the watchdog message
+    running, heartbeat stale .......... its runner died: take it over and run it again (the message came back
+                                        after the visibility timeout), or fail it after MAX_TASK_ATTEMPTS runs
+    another task of the session runs .. come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
+                                        answered one at a time: each resumes the conversation of the previous)
+    long-running agent ................ hand it to Fargate (+ a delayed watchdog copy of the message)
+    over the daily budget ............. failed, error_kind "budget", with the reason
+    otherwise ......................... queued -> running (conditional: one runner only), run, book
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from agent_machine import aws, queue
+from agent_machine.domain import agents as agent_registry
+from agent_machine.domain import budgets, lifecycle
+from agent_machine.models import AgentSpec, EventType, Task, TaskStatus, utcnow
+from agent_machine.observability import get_logger, get_metrics
+from agent_machine.settings import get_settings
+from agent_machine.store import tasks
+from aws_lambda_powertools.metrics import MetricUnit
+
+from runner import config, fargate
+from runner.output import lifecycle_event, publish
+from runner.run import RunOptions, run_task
+
+T = TypeVar("T")
+LOG_KEYS = ["task_id", "session_id", "agent"]
+
+
+class Disposition(StrEnum):
+    DONE = "done"  # delete the message
+    RETRY = "retry"  # report it as a batch item failure (it comes back after its visibility timeout)
+
+
+@dataclass(frozen=True)
+class Message:
+    task_id: str
+    message_id: str = ""
+    receipt_handle: str | None = None
+    receive_count: int = 1
+
+
+def new_runner_id(run_mode: str, request_id: str | None = None) -> str:
+    if request_id:
+        return f"{run_mode}:{request_id}"
+    return f"{run_mode}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on a private event loop: the caller's thread may own a loop (the local runtime's workers do)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+def flush_metrics() -> None:
+    """Publish the metrics gathered (EMF log lines); nothing when there are none (no empty-metrics warning)."""
+    metrics = get_metrics()
+    if metrics.metric_set:
+        metrics.flush_metrics()
+
+
+def is_stale(task: Task) -> bool:
+    if task.heartbeat_at is None:
+        return True
+    return (utcnow() - task.heartbeat_at).total_seconds() > config.STALE_AFTER_SECONDS
+
+
+def end_unstarted(task: Task, error: str, error_kind: str) -> bool:
+    """Fail a task that will not run (budget, unknown agent, lost runners) and tell its watchers."""
+    seq = task.last_seq + 1
+    if not lifecycle.finish(task, TaskStatus.FAILED, runner_id=None, error=error, error_kind=error_kind,
+                            extra={"last_seq": seq}):
+        return False
+    publish(task, [lifecycle_event(task, EventType.FAILED, {
+        "status": "failed", "error": error, "error_kind": error_kind, "cost_usd": 0.0, "duration_ms": 0,
+        "num_turns": 0, "usage": {}}, seq=seq)])
+    get_metrics().add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
+    get_logger().warning("task failed before it ran", extra={"error_kind": error_kind, "error": error})
+    return True
+
+
+def session_busy(task: Task) -> bool:
+    """Another task of the same session is running (and alive)."""
+    page = tasks.list_tasks(session_id=task.session_id, status=TaskStatus.RUNNING, limit=10)
+    return any(other.task_id != task.task_id and not is_stale(other) for other in page.items)
+
+
+def put_back(msg: Message) -> Disposition:
+    """Look at the message again shortly. Changing its visibility is one call but counts a receive (the DLQ
+    takes it after MAX_TASK_ATTEMPTS receives), so near that limit a fresh delayed copy replaces it."""
+    delay = config.SESSION_BUSY_DELAY_SECONDS
+    settings = get_settings()
+    if msg.receipt_handle and msg.receive_count < settings.max_task_attempts - 1:
+        aws.sqs().change_message_visibility(QueueUrl=settings.task_queue_url, ReceiptHandle=msg.receipt_handle,
+                                            VisibilityTimeout=delay)
+        return Disposition.RETRY
+    queue.send(msg.task_id, delay_seconds=delay)
+    return Disposition.DONE
+
+
+def retry_soon(msg: Message, seconds: int) -> Disposition:
+    if msg.receipt_handle:
+        try:
+            aws.sqs().change_message_visibility(QueueUrl=get_settings().task_queue_url,
+                                                ReceiptHandle=msg.receipt_handle, VisibilityTimeout=seconds)
+        except Exception:
+            get_logger().exception("could not shorten the message's visibility")
+    return Disposition.RETRY
+
+
+def arm_watchdog(task: Task) -> None:
+    """A delayed copy of the message: if the Fargate run dies or never starts, it finds out and acts."""
+    queue.send(task.task_id, delay_seconds=config.FARGATE_WATCHDOG_SECONDS)
+
+
+def budget_refusal() -> str | None:
+    check = budgets.check_daily()
+    return None if check.allowed else check.reason
+
+
+def claim(task: Task, runner_id: str, run_mode: str) -> Task | None:
+    if task.status == TaskStatus.QUEUED:
+        return tasks.start(task.task_id, runner_id, run_mode)
+    stale_before = utcnow() - timedelta(seconds=config.STALE_AFTER_SECONDS)
+    return tasks.take_over_stale(task.task_id, runner_id, run_mode, stale_before)
+
+
+def resolve_agent(task: Task) -> AgentSpec | None:
+    try:
+        return agent_registry.get_agent(task.agent)
+    except agent_registry.UnknownAgent:
+        end_unstarted(task, f"there is no agent named {task.agent!r}", "unknown_agent")
+        return None
+
+
+def run_claimed(claimed: Task, agent: AgentSpec, *, runner_id: str, run_mode: str, seconds: float,
+                timeout_detail: str) -> None:
+    metrics = get_metrics()
+    metrics.add_metric(name="TasksStarted", unit=MetricUnit.Count, value=1)
+    if claimed.started_at is not None and claimed.attempt <= 1:
+        wait_ms = max(0.0, (claimed.started_at - claimed.created_at).total_seconds() * 1000)
+        metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds, value=wait_ms)
+    if claimed.last_seq and claimed.attempt > 1:
+        claimed = claimed.model_copy(update={"last_seq": _last_stored_seq(claimed)})
+    opts = RunOptions(runner_id=runner_id, run_mode=run_mode, deadline=time.monotonic() + seconds,
+                      timeout_detail=timeout_detail)
+    run_coroutine(run_task(claimed, agent, opts))
+
+
+def _last_stored_seq(task: Task) -> int:
+    """After a takeover, continue numbering after everything the lost run stored (it may be past last_seq)."""
+    from agent_machine.store import output
+
+    stored = output.read_events(task.task_id, after_seq=task.last_seq)
+    return max([task.last_seq, *(e.seq for e in stored)])
+
+
+def handle(msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | None = None,
+           request_id: str | None = None) -> Disposition:
+    """Decide and act for one task message on Lambda (or in the local runtime playing Lambda)."""
+    log = get_logger()
+    settings = get_settings()
+    task = tasks.get(msg.task_id)
+    if task is None:
+        log.warning("no such task: dropping the message", extra={"task_id": msg.task_id})
+        return Disposition.DONE
+    log.thread_safe_append_keys(task_id=task.task_id, session_id=task.session_id, agent=task.agent)
+    try:
+        if task.status.terminal:
+            log.info("task already finished: nothing to do", extra={"status": task.status.value})
+            return Disposition.DONE
+        agent = resolve_agent(task)
+        if agent is None:
+            return Disposition.DONE
+        if task.status == TaskStatus.RUNNING:
+            if not is_stale(task):
+                log.info("task is running elsewhere: nothing to do", extra={"runner_id": task.runner_id})
+                if task.run_mode in ("fargate", "local"):
+                    arm_watchdog(task)
+                return Disposition.DONE
+            if task.attempt >= settings.max_task_attempts:
+                end_unstarted(task, f"the runner was lost {task.attempt} times (last heartbeat "
+                                    f"{task.heartbeat_at.isoformat() if task.heartbeat_at else 'never'}); giving up",
+                              "runner_lost")
+                return Disposition.DONE
+            log.warning("taking over a stale run", extra={"runner_id": task.runner_id, "attempt": task.attempt})
+        if session_busy(task):
+            log.info("another task of this session is running: trying again shortly")
+            return put_back(msg)
+        if task.status == TaskStatus.QUEUED:
+            refusal = budget_refusal()
+            if refusal:
+                end_unstarted(task, refusal, "budget")
+                return Disposition.DONE
+        if fargate.should_dispatch(agent):
+            try:
+                where = fargate.dispatch(task)
+            except Exception:
+                log.exception("could not start the Fargate run")
+                return retry_soon(msg, 30)
+            arm_watchdog(task)
+            log.info("handed to Fargate", extra={"mode": where.mode, "ref": where.ref})
+            return Disposition.DONE
+        seconds = float(settings.task_timeout_seconds)
+        detail = f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}"
+        if seconds_left is not None:
+            lambda_seconds = seconds_left() - config.LAMBDA_SAFETY_MARGIN_SECONDS
+            if lambda_seconds < seconds:
+                seconds = lambda_seconds
+                detail = (f"Lambda's time limit: {max(0, int(lambda_seconds))} s were left for the run; agents marked "
+                          "long_running run on Fargate without this limit")
+            if seconds < 5:
+                log.warning("too little Lambda time left to start a run")
+                return retry_soon(msg, 5)
+        runner_id = new_runner_id(run_mode, request_id)
+        claimed = claim(task, runner_id, run_mode)
+        if claimed is None:
+            log.info("another runner claimed the task first")
+            return Disposition.DONE
+        run_claimed(claimed, agent, runner_id=runner_id, run_mode=run_mode, seconds=seconds, timeout_detail=detail)
+        return Disposition.DONE
+    finally:
+        log.thread_safe_remove_keys(LOG_KEYS)
+
+
+def run_by_id(task_id: str, *, run_mode: str) -> int:
+    """The Fargate entry: claim the task (queued, or stale) and run it here, without the Lambda time limit."""
+    log = get_logger()
+    settings = get_settings()
+    task = tasks.get(task_id)
+    if task is None:
+        log.error("no such task", extra={"task_id": task_id})
+        return 1
+    log.thread_safe_append_keys(task_id=task.task_id, session_id=task.session_id, agent=task.agent)
+    try:
+        if task.status.terminal or (task.status == TaskStatus.RUNNING and not is_stale(task)):
+            log.info("nothing to do", extra={"status": task.status.value})
+            return 0
+        agent = resolve_agent(task)
+        if agent is None:
+            return 0
+        if task.status == TaskStatus.RUNNING and task.attempt >= settings.max_task_attempts:
+            end_unstarted(task, f"the runner was lost {task.attempt} times; giving up", "runner_lost")
+            return 0
+        if task.status == TaskStatus.QUEUED:
+            refusal = budget_refusal()
+            if refusal:
+                end_unstarted(task, refusal, "budget")
+                return 0
+        runner_id = new_runner_id(run_mode)
+        claimed = claim(task, runner_id, run_mode)
+        if claimed is None:
+            log.info("another runner claimed the task first")
+            return 0
+        run_claimed(claimed, agent, runner_id=runner_id, run_mode=run_mode,
+                    seconds=float(settings.task_timeout_seconds),
+                    timeout_detail=f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}")
+        return 0
+    finally:
+        log.thread_safe_remove_keys(LOG_KEYS)

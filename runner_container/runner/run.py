@@ -1,0 +1,453 @@
+"""One run of the CLI for a task this runner has claimed: prepare, spawn, stream, control, book.
+
+Control: a watch loop beats the task's heartbeat every HEARTBEAT_SECONDS; the same write tells it whether a
+stop was requested (or whether the task was taken from it). A stop, the deadline (task timeout, or Lambda's
+remaining time minus a safety margin) or a shutdown sends SIGINT to the CLI's process group — the CLI then
+writes a final result with the cost so far — and SIGKILL after STOP_GRACE_SECONDS. When the CLI has exited,
+whatever is left of its process group is killed too: no orphans.
+
+Booking: the transcript goes to S3 first (what the next message resumes), then `lifecycle.finish` books status,
+result, cost and usage in one conditional transaction (never twice), then the terminal event is pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from agent_machine import secrets
+from agent_machine.domain import agents as agent_registry
+from agent_machine.domain import lifecycle
+from agent_machine.models import AgentSpec, EventType, Task, TaskStatus
+from agent_machine.observability import get_logger, get_metrics
+from agent_machine.settings import get_settings
+from agent_machine.store import sessions, tasks
+from aws_lambda_powertools.metrics import MetricUnit
+
+from runner import cli, config, transcripts, workspace
+from runner.delegation import Bridge, Delegation
+from runner.output import EventStream
+from runner.results import Interruption, Outcome, Prior, RunState, clip, decide
+from runner.stream import Parsed, RawLine, parse_line, read_lines
+
+MAX_PLAN_IN_PROMPT = 60 * 1024  # one argv string may not exceed 128 KB (Linux MAX_ARG_STRLEN)
+
+TERMINAL_EVENT = {
+    TaskStatus.COMPLETED: EventType.COMPLETED,
+    TaskStatus.FAILED: EventType.FAILED,
+    TaskStatus.TIMED_OUT: EventType.FAILED,
+    TaskStatus.STOPPED: EventType.STOPPED,
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    runner_id: str
+    run_mode: str
+    deadline: float  # time.monotonic() by which the CLI is interrupted
+    timeout_detail: str = ""
+
+
+# --------------------------------------------------------------------------------------------------- control
+
+_active: dict[str, Controller] = {}
+_active_lock = threading.Lock()
+
+
+def active_runs() -> dict[str, Controller]:
+    with _active_lock:
+        return dict(_active)
+
+
+class Controller:
+    """Heartbeat, stop, deadline and signals for one run. `request` may be called from any thread."""
+
+    def __init__(self, task: Task, opts: RunOptions, events: EventStream) -> None:
+        self.task = task
+        self.opts = opts
+        self.events = events
+        self.loop = asyncio.get_running_loop()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.interruption: Interruption | None = None
+        self.interrupted_at: float | None = None
+        self.killed = False
+        self.heartbeats = 0
+
+    def request(self, reason: Interruption) -> None:
+        self.loop.call_soon_threadsafe(self.interrupt, reason)
+
+    def attach(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        if self.interruption is not None:
+            self.interrupt(self.interruption)
+
+    def interrupt(self, reason: Interruption) -> None:
+        if self.interruption is None:
+            self.interruption = reason
+            get_logger().info("interrupting the CLI", extra={"reason": reason, "task_id": self.task.task_id})
+        if self.proc is not None and self.proc.returncode is None and self.interrupted_at is None:
+            self.interrupted_at = time.monotonic()
+            self.signal(signal.SIGINT)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)  # start_new_session: the process group id is the CLI's pid
+
+    def kill_group(self) -> None:
+        self.killed = True
+        self.signal(signal.SIGKILL)
+
+    async def watch(self) -> None:
+        next_beat = time.monotonic() + config.HEARTBEAT_SECONDS
+        while self.proc is not None and self.proc.returncode is None:
+            now = time.monotonic()
+            if self.interrupted_at is not None and now - self.interrupted_at >= config.STOP_GRACE_SECONDS:
+                get_logger().warning("the CLI ignored SIGINT: killing its process group")
+                self.kill_group()
+                return
+            if now >= self.opts.deadline:
+                self.interrupt("timeout")
+            if now >= next_beat:
+                next_beat = now + config.HEARTBEAT_SECONDS
+                await self.beat()
+            await asyncio.sleep(min(0.1, max(0.01, next_beat - time.monotonic())))
+
+    async def beat(self) -> None:
+        try:
+            current = await asyncio.to_thread(tasks.heartbeat, self.task.task_id, self.opts.runner_id,
+                                              self.events.stored_seq)
+        except Exception as exc:  # a blip must not end the run; the next beat tries again
+            get_logger().warning("heartbeat failed", extra={"error": repr(exc)})
+            return
+        self.heartbeats += 1
+        if current is None:
+            get_logger().warning("the task is no longer ours (finished or taken over elsewhere)")
+            self.interrupt("lost")
+        elif current.stop_requested:
+            self.interrupt("stop")
+
+
+# --------------------------------------------------------------------------------------------------- streaming
+
+
+def output_payload(parsed: Parsed) -> dict[str, Any] | None:
+    """A task.output payload: {"kind", "data"} for JSON lines, {"kind": "text", "text"} for others; lines too big
+    for one stored event become a truncated preview."""
+    raw = parsed.raw
+    if parsed.obj is not None and raw.size <= config.MAX_EVENT_BYTES:
+        return {"kind": parsed.kind, "data": parsed.obj}
+    if parsed.obj is None and not raw.data.strip():
+        return None
+    if raw.size <= config.MAX_EVENT_BYTES and parsed.text is not None:
+        return {"kind": "text", "text": parsed.text}
+    preview = raw.data[: config.PREVIEW_BYTES].decode("utf-8", errors="ignore")
+    return {"kind": parsed.kind, "text": preview, "truncated": True, "bytes": raw.size}
+
+
+async def pump_stdout(stream: asyncio.StreamReader, state: RunState, events: EventStream) -> None:
+    async for raw in read_lines(stream):
+        parsed = parse_line(raw)
+        if parsed.line is not None:
+            state.feed(parsed.line)
+        else:
+            state.text_lines += 1
+        payload = output_payload(parsed)
+        if payload is not None:
+            events.emit_output(payload, raw.size)
+        await events.wait_for_room()
+
+
+async def pump_stderr(stream: asyncio.StreamReader, tail: deque[str], events: EventStream) -> None:
+    async for raw in read_lines(stream, max_line=config.STDERR_LINE_BYTES):
+        text = _decode(raw)
+        if not text.strip():
+            continue
+        tail.append(text)
+        events.emit_output({"kind": "stderr", "text": text}, raw.size)
+        await events.wait_for_room()
+
+
+def _decode(raw: RawLine) -> str:
+    text = raw.data.decode("utf-8", errors="replace").rstrip("\r")
+    return text + " …" if raw.truncated else text
+
+
+@dataclass
+class Execution:
+    exit_code: int | None
+    stderr_tail: str
+
+
+async def execute(inv: cli.Invocation, controller: Controller, state: RunState, events: EventStream) -> Execution:
+    """Spawn the CLI and stream it until it exits (and its process group is gone)."""
+    proc = await cli.spawn(inv)
+    controller.attach(proc)
+    assert proc.stdout is not None and proc.stderr is not None
+    tail: deque[str] = deque(maxlen=config.STDERR_TAIL_LINES)
+    readers = {asyncio.create_task(pump_stdout(proc.stdout, state, events)),
+               asyncio.create_task(pump_stderr(proc.stderr, tail, events))}
+    watcher = asyncio.create_task(controller.watch())
+    try:
+        code = await proc.wait()
+        _done, pending = await asyncio.wait(readers, timeout=config.DRAIN_SECONDS)
+        controller.kill_group()  # whatever the run left behind (background commands, MCP servers)
+        if pending:
+            _done, pending = await asyncio.wait(pending, timeout=1.0)
+            for task in pending:
+                task.cancel()
+        for task in readers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                get_logger().error("reading the CLI's output failed", exc_info=task.exception())
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if proc.returncode is None:
+            controller.kill_group()
+            await proc.wait()
+    return Execution(code, "\n".join(tail))
+
+
+# --------------------------------------------------------------------------------------------------- the run
+
+
+def anthropic_key() -> str | None:
+    """The Anthropic key for the CLI when the environment has no credentials of its own (Secrets Manager)."""
+    env = os.environ
+    if cli.is_true(env.get("CLAUDE_CODE_USE_BEDROCK")) or any(env.get(k) for k in cli.CREDENTIAL_NAMES):
+        return None
+    return secrets.get_secret("anthropic_api_key")
+
+
+def bedrock_credentials(task: Task) -> dict[str, str]:
+    """Under Bedrock, credentials of BEDROCK_ROLE_ARN (a role that may only call Bedrock) for the CLI."""
+    role = os.environ.get("BEDROCK_ROLE_ARN")
+    if not role or not cli.is_true(os.environ.get("CLAUDE_CODE_USE_BEDROCK")):
+        return {}
+    import boto3
+
+    sts: Any = boto3.client("sts", region_name=get_settings().aws_region)
+    creds = sts.assume_role(RoleArn=role, RoleSessionName=f"claude-{task.task_id}"[:64],
+                            DurationSeconds=3600)["Credentials"]
+    return {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": creds["SessionToken"]}
+
+
+def can_push(agent: AgentSpec) -> bool:
+    """Agents with unrestricted Bash that may edit (the executor) get git credentials for the task's repository."""
+    return "Bash" in agent.allowed_tools and agent.permission_mode.value != "plan"
+
+
+def task_context(task: Task) -> str:
+    lines = ["## This task on the agent machine",
+             f"- task id: {task.task_id} (agent: {task.agent}, source: {task.source.value}"
+             + (f" / {task.source_name}" if task.source_name else "") + ")"]
+    if task.parent_task_id:
+        lines.append(f"- delegated by task {task.parent_task_id} (depth {task.depth})")
+    repo = task.repo
+    if repo is not None:
+        if repo.full_name:
+            lines.append(f"- repository: {repo.full_name}" + (f" at {repo.ref}" if repo.ref else "")
+                         + (" (cloned into the current folder)" if repo.clone_url else ""))
+        for label, value in (("issue", repo.issue_number), ("pull request", repo.pr_number),
+                             ("issue URL", repo.issue_url), ("Jira issue", repo.jira_issue_key),
+                             ("Sentry issue", repo.sentry_url or repo.sentry_issue_id)):
+            if value:
+                lines.append(f"- {label}: {value}")
+    text = "\n".join(lines)
+    if task.plan and task.agent != agent_registry.PLANNING and task.plan.strip() not in task.prompt:
+        text += "\n\n## The approved plan for this task\n\n" + (clip(task.plan, MAX_PLAN_IN_PROMPT) or "")
+    return text
+
+
+def system_prompt_addition(task: Task, agent: AgentSpec) -> str:
+    parts = [agent.instructions.strip()] if agent.instructions.strip() else []
+    parts.append(task_context(task))
+    return "\n\n".join(parts)
+
+
+def read_plan(ws: workspace.Workspace) -> str | None:
+    for folder in (ws.cwd, ws.agent_dir):
+        path = folder / "PLAN.md"
+        if path.is_file():
+            with contextlib.suppress(OSError):
+                return path.read_text(encoding="utf-8", errors="replace")
+    return None
+
+
+class TaskRun:
+    """Everything between a claimed task and its booked end."""
+
+    def __init__(self, task: Task, agent: AgentSpec, opts: RunOptions) -> None:
+        self.task = task
+        self.agent = agent
+        self.opts = opts
+        self.events = EventStream(task, start_seq=task.last_seq)
+        self.controller = Controller(task, opts, self.events)
+        self.state = RunState()
+        self.ws: workspace.Workspace | None = None
+        self.bridge: Bridge | None = None
+        self.resumed: str | None = None
+        self.prior: Prior | None = None
+        self.started = time.monotonic()
+        self.spawned_at: float | None = None
+        self.exited_at: float | None = None
+
+    async def run(self) -> Outcome | None:
+        log = get_logger()
+        with _active_lock:
+            _active[self.task.task_id] = self.controller
+        try:
+            self.events.emit(EventType.STARTED, {
+                "status": "running", "agent": self.agent.name, "attempt": self.task.attempt,
+                "run_mode": self.opts.run_mode, "runner_id": self.opts.runner_id,
+                "model": self.agent.model, "max_budget_usd": self.budget()})
+            try:
+                outcome = await self._run_cli()
+            except cli.CliNotFound as exc:
+                outcome = Outcome(TaskStatus.FAILED, error=str(exc), error_kind="cli_missing")
+            except workspace.WorkspaceError as exc:
+                outcome = Outcome(TaskStatus.FAILED, error=clip(str(exc), config.MAX_ERROR_BYTES),
+                                  error_kind="workspace")
+            except Exception as exc:
+                log.exception("the run failed")
+                outcome = Outcome(TaskStatus.FAILED, error=f"the runner failed: {type(exc).__name__}: {exc}",
+                                  error_kind="runner_error")
+            booked = await self._book(outcome)
+            return outcome if booked else None
+        finally:
+            with _active_lock:
+                _active.pop(self.task.task_id, None)
+            if self.bridge is not None:
+                await self.bridge.close()
+            await self.events.close()
+            if self.ws is not None:
+                await asyncio.to_thread(self.ws.cleanup)
+
+    def budget(self) -> float:
+        return self.task.max_budget_usd or self.agent.max_budget_usd or get_settings().task_budget_usd
+
+    async def _run_cli(self) -> Outcome:
+        task, agent = self.task, self.agent
+        executable = cli.resolve_executable(get_settings().claude_cli_path)
+        skills = await asyncio.to_thread(agent_registry.skills_for, agent.name)
+        ws = self.ws = await asyncio.to_thread(workspace.prepare, task, agent, skills)
+        github_token: str | None = None
+        if ws.repo_dir is not None and task.repo is not None:
+            github_token = await asyncio.to_thread(secrets.get_secret, "github_token")
+            await workspace.clone_repository(ws, task.repo, github_token)
+        await self._restore_session(ws)
+        key = await asyncio.to_thread(anthropic_key)
+        bedrock = await asyncio.to_thread(bedrock_credentials, task)
+        self.bridge = Bridge(Delegation(task, deadline=self.opts.deadline))
+        await self.bridge.start()
+        extra: dict[str, str] = {}
+        if github_token and task.repo is not None and task.repo.clone_url and can_push(agent):
+            extra.update(workspace.git_auth_env(task.repo.clone_url, github_token))
+            extra.update({"GITHUB_TOKEN": github_token, "GH_TOKEN": github_token,
+                          "GITHUB_API_URL": get_settings().github_api_url})
+        inv = cli.Invocation(
+            executable=executable,
+            args=cli.build_args(task.prompt, agent, max_budget_usd=self.budget(), resume=self.resumed,
+                                append_system_prompt=system_prompt_addition(task, agent),
+                                mcp_config=self.bridge.write_mcp_config(ws.task_dir)),
+            env=cli.build_env(ws, anthropic_api_key=key, bedrock_credentials=bedrock, extra=extra),
+            cwd=ws.cwd, resume=self.resumed,
+        )
+        if time.monotonic() >= self.opts.deadline:
+            return Outcome(TaskStatus.TIMED_OUT, error="no time left to start the CLI", error_kind="timed_out")
+        if self.controller.interruption is not None:
+            status = TaskStatus.STOPPED
+            return Outcome(status, error=f"{self.controller.interruption} before the CLI started",
+                           error_kind=self.controller.interruption)
+        get_logger().info("starting the CLI", extra={"cli_args": inv.describe(), "cwd": str(ws.cwd)})
+        self.spawned_at = time.monotonic()
+        execution = await execute(inv, self.controller, self.state, self.events)
+        self.exited_at = time.monotonic()
+        outcome = decide(self.state, exit_code=execution.exit_code, interruption=self.controller.interruption,
+                         stderr_tail=execution.stderr_tail, resumed_cli_session=self.resumed, prior=self.prior,
+                         timeout_detail=self.opts.timeout_detail)
+        plan = read_plan(ws) or outcome.plan
+        if plan is None and agent.name == agent_registry.PLANNING and outcome.status == TaskStatus.COMPLETED:
+            plan = outcome.result
+        outcome.plan = clip(plan, config.MAX_PLAN_BYTES)
+        if outcome.cli_session_id:
+            try:
+                await asyncio.to_thread(transcripts.save, ws, task.session_id, outcome.cli_session_id,
+                                        total_cost_usd=outcome.cli_total_cost_usd,
+                                        model_usage=outcome.cumulative_model_usage)
+            except Exception:
+                get_logger().exception("could not save the session transcript")
+        return outcome
+
+    async def _restore_session(self, ws: workspace.Workspace) -> None:
+        task = self.task
+        resume = task.resume_cli_session_id
+        if resume is None:
+            session = await asyncio.to_thread(sessions.get, task.session_id)
+            resume = session.cli_session_id if session else None
+        if resume is None:
+            return
+        prior = await asyncio.to_thread(transcripts.restore, ws, task.session_id, resume)
+        if prior is None:
+            self.events.emit_output({"kind": "notice", "text": "the previous conversation of this session could "
+                                     "not be found; this message starts a new one"}, 0)
+            get_logger().warning("no stored transcript to resume", extra={"cli_session_id": resume})
+            return
+        self.resumed, self.prior = resume, prior
+
+    async def _book(self, outcome: Outcome) -> bool:
+        task = self.task
+        if outcome.duration_ms == 0:
+            outcome.duration_ms = int((time.monotonic() - self.started) * 1000)
+        terminal_seq = self.events.reserve_seq()
+        extra: dict[str, Any] = {
+            "last_seq": terminal_seq, "num_turns": outcome.num_turns, "duration_ms": outcome.duration_ms,
+            "model_usage": {name: usage.model_dump() for name, usage in outcome.model_usage.items()},
+        }
+        if outcome.plan is not None:
+            extra["plan"] = outcome.plan
+        if self.controller.interruption == "lost":
+            get_logger().warning("the task was taken from this runner: not booking it")
+            return False
+        booked = await asyncio.to_thread(
+            lifecycle.finish, task, outcome.status, runner_id=self.opts.runner_id, result=outcome.result,
+            error=outcome.error, error_kind=outcome.error_kind, cost_usd=outcome.cost_usd, usage=outcome.usage,
+            extra=extra, cli_session_id=outcome.cli_session_id, cli_total_cost_usd=outcome.cli_total_cost_usd,
+        )
+        if not booked:
+            get_logger().warning("the task was finished elsewhere: not booking it")
+            return False
+        payload = outcome.event_payload()
+        if self.events.dropped_lines:
+            payload["output_dropped_lines"] = self.events.dropped_lines
+        self.events.emit(TERMINAL_EVENT[outcome.status], payload)
+        record_metrics(task, outcome)
+        get_logger().info("task finished", extra={"status": outcome.status.value, "cost_usd": outcome.cost_usd,
+                                                   "error_kind": outcome.error_kind,
+                                                   "num_turns": outcome.num_turns})
+        return True
+
+
+async def run_task(task: Task, agent: AgentSpec, opts: RunOptions) -> Outcome | None:
+    """Run a claimed task to its booked end (None: it was not ours to book)."""
+    return await TaskRun(task, agent, opts).run()
+
+
+def record_metrics(task: Task, outcome: Outcome) -> None:
+    metrics = get_metrics()
+    name = {TaskStatus.COMPLETED: "TasksCompleted", TaskStatus.STOPPED: "TasksStopped",
+            TaskStatus.TIMED_OUT: "TasksTimedOut"}.get(outcome.status, "TasksFailed")
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="TaskCostUsd", unit=MetricUnit.NoUnit, value=outcome.cost_usd)
+    metrics.add_metric(name="TaskDuration", unit=MetricUnit.Milliseconds, value=outcome.duration_ms)
+

@@ -1,0 +1,238 @@
+"""Control of a run: stop, timeout, redelivery, stale takeover, one task per session at a time, the DLQ, long
+runs handed to the local "Fargate" child, and a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from agent_machine import aws
+from agent_machine.models import EventType, TaskStatus, iso, utcnow
+from agent_machine.settings import get_settings
+from agent_machine.store import output, tasks
+from local_runtime.events import sqs_event
+from local_runtime.provision import Provisioned
+
+from runner import config, dlq_handler, fargate, shutdown
+from runner.output import lifecycle_event
+from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
+from tests.integration.runner_support import (
+    cli_pid,
+    group_alive,
+    in_background,
+    invoke,
+    receive,
+    run_task,
+    submit,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(autouse=True)
+def work_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "runner"
+    monkeypatch.setenv("RUNNER_WORK_ROOT", str(root))
+    yield root
+
+
+def test_stop_is_noticed_within_two_seconds_and_leaves_no_process(stack: Provisioned) -> None:
+    task = submit("[[hang]] wait for me")
+    message = receive(task.task_id)
+    with in_background(lambda: invoke(stack, message)) as running:
+        pgid = cli_pid(task.task_id)
+        wait_until(lambda: any(e.type.value == "task.output" for e in output.read_events(task.task_id)))
+        asked = time.monotonic()
+        assert tasks.request_stop(task.task_id) is not None
+        stopped = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=10)
+        took = time.monotonic() - asked
+        running.result(timeout=10)
+    assert stopped.status == TaskStatus.STOPPED and stopped.error_kind == "stopped"
+    assert took < 2.0, f"stop took {took:.2f} s"
+    assert stopped.cost_usd == pytest.approx(COST)  # the CLI's result after SIGINT carries the cost so far
+    assert not group_alive(pgid), "the CLI's process group outlived the run"
+    events = output.read_events(task.task_id)
+    assert events[-1].type.value == "task.stopped" and events[-1].payload["cost_usd"] == pytest.approx(COST)
+
+
+def test_lambda_time_limit_interrupts_and_records_timed_out(stack: Provisioned,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "LAMBDA_SAFETY_MARGIN_SECONDS", 20.0)
+    task = submit("[[hang]] forever")
+    started = time.monotonic()
+    invoke(stack, receive(task.task_id), timeout_seconds=26)  # 6 s for the run
+    elapsed = time.monotonic() - started
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.TIMED_OUT and done.error_kind == "timed_out"
+    assert "Lambda's time limit" in (done.error or "")
+    assert done.cost_usd == pytest.approx(COST)
+    assert 5 < elapsed < 15
+
+
+def test_a_cli_that_ignores_sigint_is_killed_after_the_grace_period(stack: Provisioned, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    stubborn = tmp_path / "stubborn-claude"
+    stubborn.write_text("#!/usr/bin/env python3\nimport signal, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                        "print('{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\"}', flush=True)\n"
+                        "time.sleep(120)\n")
+    stubborn.chmod(0o755)
+    monkeypatch.setenv("CLAUDE_CLI_PATH", str(stubborn))
+    monkeypatch.setattr(config, "STOP_GRACE_SECONDS", 1.0)
+    get_settings.cache_clear()
+    task = submit("anything")
+    message = receive(task.task_id)
+    with in_background(lambda: invoke(stack, message)) as running:
+        pgid = cli_pid(task.task_id)
+        time.sleep(0.3)
+        tasks.request_stop(task.task_id)
+        running.result(timeout=15)
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.STOPPED
+    assert "cost so far is unknown" in (done.error or "")
+    assert not group_alive(pgid)
+
+
+def test_redelivery_of_a_running_or_finished_task_does_nothing(stack: Provisioned) -> None:
+    finished = run_task(stack, "[[text]] once")
+    assert finished.status == TaskStatus.COMPLETED
+    aws.sqs().send_message(QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"task_id": finished.task_id}))
+    result = invoke(stack, receive(finished.task_id))
+    assert result == {"batchItemFailures": []}
+    again = tasks.get(finished.task_id)
+    assert again is not None and again.attempt == 1 and again.cost_usd == finished.cost_usd
+
+    task = submit("[[hang]] busy")
+    message = receive(task.task_id)
+    with in_background(lambda: invoke(stack, message)) as running:
+        cli_pid(task.task_id)
+        aws.sqs().send_message(QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"task_id": task.task_id}))
+        duplicate = receive(task.task_id)
+        started = time.monotonic()
+        assert invoke(stack, duplicate) == {"batchItemFailures": []}
+        assert time.monotonic() - started < 3  # acknowledged at once, no second CLI
+        current = tasks.get(task.task_id)
+        assert current is not None and current.status == TaskStatus.RUNNING and current.attempt == 1
+        tasks.request_stop(task.task_id)
+        running.result(timeout=10)
+
+
+def test_a_stale_run_is_taken_over_and_numbering_continues(stack: Provisioned) -> None:
+    task = submit("[[text:second try]] hello")
+    runner_id = "lambda:dead-runner"
+    claimed = tasks.start(task.task_id, runner_id, "lambda")
+    assert claimed is not None
+    # The dead runner had stored a few events and then stopped beating.
+    dead = lifecycle_event(claimed, EventType.STARTED, {}, seq=1)
+    output.put_chunk(task.task_id, [dead, dead.model_copy(update={"seq": 2})])
+    tasks.set_fields(task.task_id, heartbeat_at=iso(utcnow() - timedelta(seconds=120)), last_seq=1)
+    invoke(stack, receive(task.task_id))
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.COMPLETED and done.result == "second try"
+    assert done.attempt == 2 and done.runner_id != runner_id
+    seqs = [e.seq for e in output.read_events(task.task_id)]
+    assert seqs[:3] == [1, 2, 3] and seqs == sorted(set(seqs))
+
+
+def test_a_stale_run_past_its_attempts_is_failed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_TASK_ATTEMPTS", "1")
+    get_settings.cache_clear()
+    task = submit("[[text]] never again")
+    tasks.start(task.task_id, "lambda:dead", "lambda")
+    tasks.set_fields(task.task_id, heartbeat_at=iso(utcnow() - timedelta(seconds=120)))
+    invoke(stack, receive(task.task_id))
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.FAILED and done.error_kind == "runner_lost"
+
+
+def test_one_task_per_session_at_a_time(stack: Provisioned) -> None:
+    first = submit("[[hang]] first")
+    first_msg = receive(first.task_id)
+    with in_background(lambda: invoke(stack, first_msg)) as running:
+        cli_pid(first.task_id)
+        second = submit("[[text]] second", session_id=first.session_id)
+        message = receive(second.task_id)
+        result = invoke(stack, message)
+        assert result == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+        waiting = tasks.get(second.task_id)
+        assert waiting is not None and waiting.status == TaskStatus.QUEUED
+        # It comes back after SESSION_BUSY_DELAY_SECONDS, not after the queue's visibility timeout.
+        back = time.monotonic()
+        tasks.request_stop(first.task_id)
+        running.result(timeout=10)
+        again = receive(second.task_id, timeout=config.SESSION_BUSY_DELAY_SECONDS + 5)
+        assert time.monotonic() - back < config.SESSION_BUSY_DELAY_SECONDS + 3
+    invoke(stack, again)
+    done = tasks.get(second.task_id)
+    assert done is not None and done.status == TaskStatus.COMPLETED
+
+
+def test_session_busy_near_the_attempt_limit_requeues_a_fresh_message(stack: Provisioned) -> None:
+    first = submit("[[hang]] first")
+    first_msg = receive(first.task_id)
+    with in_background(lambda: invoke(stack, first_msg)) as running:
+        cli_pid(first.task_id)
+        second = submit("[[text]] second", session_id=first.session_id)
+        message = receive(second.task_id)
+        message["Attributes"]["ApproximateReceiveCount"] = str(get_settings().max_task_attempts)
+        assert invoke(stack, message) == {"batchItemFailures": []}  # acknowledged: a delayed copy replaces it
+        fresh = receive(second.task_id, timeout=config.SESSION_BUSY_DELAY_SECONDS + 5)
+        assert fresh["Attributes"]["ApproximateReceiveCount"] == "1"
+        tasks.request_stop(first.task_id)
+        running.result(timeout=10)
+
+
+def test_dead_lettered_task_is_failed_with_a_reason(stack: Provisioned) -> None:
+    task = submit("[[text]] unlucky")
+    tasks.start(task.task_id, "lambda:gone", "lambda")
+    event = sqs_event([{"MessageId": "m1", "ReceiptHandle": "r1", "Body": json.dumps({"task_id": task.task_id}),
+                        "Attributes": {"ApproximateReceiveCount": "3"}}],
+                      stack.resolver.attrs["TaskDeadLetterQueue.Arn"])
+    assert dlq_handler.handler(event, None) == {"batchItemFailures": []}
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.FAILED and done.error_kind == "dead_letter"
+    assert "gave up after 3 deliveries" in (done.error or "")
+    assert output.read_events(task.task_id)[-1].type.value == "task.failed"
+    # Again (an SQS duplicate): nothing changes.
+    assert dlq_handler.handler(event, None) == {"batchItemFailures": []}
+
+
+def test_long_running_agent_is_handed_to_the_local_fargate_child(stack: Provisioned) -> None:
+    task = submit("[[text:done on fargate]] implement it", agent="executor")
+    started = time.monotonic()
+    assert invoke(stack, receive(task.task_id)) == {"batchItemFailures": []}
+    assert time.monotonic() - started < 5  # the Lambda only dispatched
+    done = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=60)
+    assert done.status == TaskStatus.COMPLETED and done.result == "done on fargate"
+    assert done.run_mode == "local" and done.cost_usd == pytest.approx(COST)
+    wait_until(lambda: not fargate.local_children(), timeout=10)
+    # The watchdog copy of the message is in the queue (delayed), and would find the task finished.
+    attrs = aws.sqs().get_queue_attributes(QueueUrl=get_settings().task_queue_url,
+                                           AttributeNames=["ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"
+
+
+def test_shutdown_stops_local_children_and_running_clis(stack: Provisioned) -> None:
+    long_task = submit("[[hang]] on fargate", agent="executor")
+    invoke(stack, receive(long_task.task_id))
+    wait_until(lambda: (t := tasks.get(long_task.task_id)) and t.status == TaskStatus.RUNNING, timeout=30)
+    wait_until(lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(long_task.task_id)),
+               timeout=30)
+    chat = submit("[[hang]] on lambda")
+    message = receive(chat.task_id)
+    with in_background(lambda: invoke(stack, message)) as running:
+        pgid = cli_pid(chat.task_id)
+        wait_until(lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(chat.task_id)))
+        shutdown.shutdown_all(timeout=15)
+        running.result(timeout=15)
+    assert not group_alive(pgid)
+    for task_id in (long_task.task_id, chat.task_id):
+        done = tasks.get(task_id)
+        assert done is not None and done.status == TaskStatus.STOPPED, (done.status, done.error) if done else None
+        assert done.cost_usd == pytest.approx(COST)
+    assert tasks.get(long_task.task_id).error_kind == "terminated"  # type: ignore[union-attr]
+    assert tasks.get(chat.task_id).error_kind == "shutdown"  # type: ignore[union-attr]
