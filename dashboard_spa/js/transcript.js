@@ -194,6 +194,7 @@ export class Transcript {
       this.el.append(md);
       this.texts += 1;
     }
+    this.el.querySelector(":scope > .tx-footer")?.remove(); // a footer drawn from the task record before
     this.el.append(h("div", { class: ["tx-footer", `tx-${status}`], testid: "reply-footer", dataset: { status } },
       h("span", { class: ["badge", `badge-${status}`] }, status),
       bits.length ? h("span", { class: "tx-cost", testid: "reply-cost" }, bits.join(" · ")) : null));

@@ -26,28 +26,75 @@ from runner import config
 from runner.workspace import Workspace
 
 # Names passed through exactly as set in the runner's environment.
-PASS_NAMES = frozenset({
-    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ",
-    "DISABLE_AUTOUPDATER", "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "DISABLE_BUG_COMMAND",
-    "DISABLE_COST_WARNINGS", "DISABLE_NON_ESSENTIAL_MODEL_CALLS", "IS_SANDBOX",
-    "API_TIMEOUT_MS", "BASH_DEFAULT_TIMEOUT_MS", "BASH_MAX_TIMEOUT_MS", "BASH_MAX_OUTPUT_LENGTH",
-    "MCP_TIMEOUT", "MCP_TOOL_TIMEOUT", "MAX_THINKING_TOKENS", "MAX_MCP_OUTPUT_TOKENS",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
-})
+PASS_NAMES = frozenset(
+    {
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_TELEMETRY",
+        "DISABLE_ERROR_REPORTING",
+        "DISABLE_BUG_COMMAND",
+        "DISABLE_COST_WARNINGS",
+        "DISABLE_NON_ESSENTIAL_MODEL_CALLS",
+        "IS_SANDBOX",
+        "API_TIMEOUT_MS",
+        "BASH_DEFAULT_TIMEOUT_MS",
+        "BASH_MAX_TIMEOUT_MS",
+        "BASH_MAX_OUTPUT_LENGTH",
+        "MCP_TIMEOUT",
+        "MCP_TOOL_TIMEOUT",
+        "MAX_THINKING_TOKENS",
+        "MAX_MCP_OUTPUT_TOKENS",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+    }
+)
 # Prefixes passed through: the CLI's own settings (keys, base URL, models, Bedrock/Vertex switches, tunables).
 PASS_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_")
 # Never, whatever the lists above say (defence in depth against a too-broad prefix).
-NEVER = frozenset({
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE", "API_TOKEN", "GITHUB_TOKEN", "GH_TOKEN", "JIRA_API_TOKEN",
-    "GITHUB_WEBHOOK_SECRET", "JIRA_WEBHOOK_SECRET", "SENTRY_WEBHOOK_SECRET", "SECRETS_NAME", "TASK_ID",
-})
+NEVER = frozenset(
+    {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_PROFILE",
+        "API_TOKEN",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "JIRA_API_TOKEN",
+        "GITHUB_WEBHOOK_SECRET",
+        "JIRA_WEBHOOK_SECRET",
+        "SENTRY_WEBHOOK_SECRET",
+        "SECRETS_NAME",
+        "TASK_ID",
+    }
+)
 DEFAULT_GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "Agent Machine", "GIT_AUTHOR_EMAIL": "agent-machine@users.noreply.github.com",
-    "GIT_COMMITTER_NAME": "Agent Machine", "GIT_COMMITTER_EMAIL": "agent-machine@users.noreply.github.com",
+    "GIT_AUTHOR_NAME": "Agent Machine",
+    "GIT_AUTHOR_EMAIL": "agent-machine@users.noreply.github.com",
+    "GIT_COMMITTER_NAME": "Agent Machine",
+    "GIT_COMMITTER_EMAIL": "agent-machine@users.noreply.github.com",
 }
 CREDENTIAL_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 MCP_SERVER_NAME = "machine"
@@ -152,10 +199,18 @@ def build_args(
     append_system_prompt: str | None,
     mcp_config: Path | None,
 ) -> list[str]:
-    args = ["-p", "--output-format", "stream-json", "--verbose",
-            "--permission-mode", agent.permission_mode.value,
-            "--max-turns", str(agent.max_turns),
-            "--max-budget-usd", format_usd(max_budget_usd)]
+    args = [
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        agent.permission_mode.value,
+        "--max-turns",
+        str(agent.max_turns),
+        "--max-budget-usd",
+        format_usd(max_budget_usd),
+    ]
     if agent.model:
         args += ["--model", agent.model]
     if agent.allowed_tools:
@@ -188,8 +243,13 @@ def resolve_executable(path: str) -> str:
 async def spawn(inv: Invocation) -> asyncio.subprocess.Process:
     try:
         return await asyncio.create_subprocess_exec(
-            inv.executable, *inv.args, cwd=str(inv.cwd), env=inv.env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            inv.executable,
+            *inv.args,
+            cwd=str(inv.cwd),
+            env=inv.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:

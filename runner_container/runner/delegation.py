@@ -71,9 +71,16 @@ class NoArgs(_Args):
 
 def task_view(task: Task, *, children: list[Task] | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
-        "task_id": task.task_id, "agent": task.agent, "status": task.status.value, "title": task.title,
-        "session_id": task.session_id, "parent_task_id": task.parent_task_id, "depth": task.depth,
-        "cost_usd": task.cost_usd, "num_turns": task.num_turns, "created_at": task.created_at.isoformat(),
+        "task_id": task.task_id,
+        "agent": task.agent,
+        "status": task.status.value,
+        "title": task.title,
+        "session_id": task.session_id,
+        "parent_task_id": task.parent_task_id,
+        "depth": task.depth,
+        "cost_usd": task.cost_usd,
+        "num_turns": task.num_turns,
+        "created_at": task.created_at.isoformat(),
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }
     for name in ("result", "plan", "error", "error_kind"):
@@ -83,8 +90,9 @@ def task_view(task: Task, *, children: list[Task] | None = None) -> dict[str, An
     if task.repo and task.repo.full_name:
         view["repository"] = task.repo.full_name
     if children is not None:
-        view["children"] = [{"task_id": c.task_id, "agent": c.agent, "status": c.status.value, "title": c.title}
-                            for c in children]
+        view["children"] = [
+            {"task_id": c.task_id, "agent": c.agent, "status": c.status.value, "title": c.title} for c in children
+        ]
     return view
 
 
@@ -103,8 +111,10 @@ class Delegation:
     def create_task(self, args: CreateArgs) -> dict[str, Any]:
         parent = self.parent
         if parent.depth + 1 > config.MAX_DELEGATION_DEPTH:
-            raise Refused(f"delegation depth limit reached: this task is at depth {parent.depth}, children may go "
-                          f"to depth {config.MAX_DELEGATION_DEPTH} at most. Do the work yourself or report back.")
+            raise Refused(
+                f"delegation depth limit reached: this task is at depth {parent.depth}, children may go "
+                f"to depth {config.MAX_DELEGATION_DEPTH} at most. Do the work yourself or report back."
+            )
         children = tasks.list_tasks(parent_task_id=parent.task_id, limit=config.MAX_CHILDREN_PER_TASK + 1).items
         if len(children) >= config.MAX_CHILDREN_PER_TASK:
             raise Refused(f"this task already has {len(children)} children, the most it may start.")
@@ -118,16 +128,30 @@ class Delegation:
             raise Refused(check.reason)
         cap = min(args.max_budget_usd or agent.max_budget_usd or task_budget(parent), task_budget(parent))
         task, session = submission.new_task(
-            args.prompt, agent=agent.name, source=TaskSource.AGENT, source_name=parent.agent, title=args.title,
-            parent=parent, max_budget_usd=cap,
+            args.prompt,
+            agent=agent.name,
+            source=TaskSource.AGENT,
+            source_name=parent.agent,
+            title=args.title,
+            parent=parent,
+            max_budget_usd=cap,
         )
         if args.with_repository and parent.repo is not None:
             task = task.model_copy(update={"repo": parent.repo})
         submission.submit(task, session)
-        get_logger().info("delegated a task", extra={"child_task_id": task.task_id, "child_agent": agent.name})
-        return {"task_id": task.task_id, "session_id": task.session_id, "agent": agent.name, "status": "queued",
-                "max_budget_usd": cap, "depth": task.depth,
-                "note": "the child runs on its own runner; use wait_for_task or get_task for its result"}
+        get_logger().info(
+            "delegated a task",
+            extra={"task_id": parent.task_id, "child_task_id": task.task_id, "child_agent": agent.name},
+        )
+        return {
+            "task_id": task.task_id,
+            "session_id": task.session_id,
+            "agent": agent.name,
+            "status": "queued",
+            "max_budget_usd": cap,
+            "depth": task.depth,
+            "note": "the child runs on its own runner; use wait_for_task or get_task for its result",
+        }
 
     def get_task(self, args: TaskArgs) -> dict[str, Any]:
         task = tasks.get(args.task_id)
@@ -155,26 +179,38 @@ class Delegation:
             self.closed.wait(min(config.WAIT_POLL_SECONDS, max(0.05, end - time.monotonic())))
 
     def list_agents(self, args: NoArgs) -> dict[str, Any]:
-        return {"agents": [{"name": a.name, "description": a.description, "long_running": a.long_running,
-                            "builtin": a.builtin} for a in agent_registry.list_agents()]}
+        return {
+            "agents": [
+                {"name": a.name, "description": a.description, "long_running": a.long_running, "builtin": a.builtin}
+                for a in agent_registry.list_agents()
+            ]
+        }
 
     def machine_status(self, args: NoArgs) -> dict[str, Any]:
         check = budgets.check_daily()
         children = tasks.list_tasks(parent_task_id=self.parent.task_id, limit=50).items
         return {
-            "task": {"task_id": self.parent.task_id, "agent": self.parent.agent, "depth": self.parent.depth,
-                     "max_budget_usd": task_budget(self.parent),
-                     "children": [{"task_id": c.task_id, "agent": c.agent, "status": c.status.value}
-                                  for c in children]},
+            "task": {
+                "task_id": self.parent.task_id,
+                "agent": self.parent.agent,
+                "depth": self.parent.depth,
+                "max_budget_usd": task_budget(self.parent),
+                "children": [{"task_id": c.task_id, "agent": c.agent, "status": c.status.value} for c in children],
+            },
             "limits": {"max_depth": config.MAX_DELEGATION_DEPTH, "max_children": config.MAX_CHILDREN_PER_TASK},
-            "today": {"spent_usd": round(check.spent_today, 6), "daily_cap_usd": check.daily_cap,
-                      "allowed": check.allowed},
+            "today": {
+                "spent_usd": round(check.spent_today, 6),
+                "daily_cap_usd": check.daily_cap,
+                "allowed": check.allowed,
+            },
         }
 
     def call(self, method: str, params: dict[str, Any]) -> Any:
         handlers: dict[str, tuple[type[_Args], Any]] = {
-            "create_task": (CreateArgs, self.create_task), "get_task": (TaskArgs, self.get_task),
-            "wait_for_task": (WaitArgs, self.wait_for_task), "list_agents": (NoArgs, self.list_agents),
+            "create_task": (CreateArgs, self.create_task),
+            "get_task": (TaskArgs, self.get_task),
+            "wait_for_task": (WaitArgs, self.wait_for_task),
+            "list_agents": (NoArgs, self.list_agents),
             "machine_status": (NoArgs, self.machine_status),
         }
         if method not in handlers:
@@ -203,13 +239,21 @@ class Bridge:
         self.path.chmod(0o600)
 
     def mcp_config(self) -> dict[str, Any]:
-        return {"mcpServers": {MCP_SERVER_NAME: {
-            "type": "stdio",
-            "command": sys.executable,
-            "args": ["-m", "runner.machine_mcp"],
-            "env": {"PYTHONPATH": str(config.code_root()), "MACHINE_BRIDGE": str(self.path),
-                    "MACHINE_BRIDGE_TOKEN": self.token, "PYTHONDONTWRITEBYTECODE": "1"},
-        }}}
+        return {
+            "mcpServers": {
+                MCP_SERVER_NAME: {
+                    "type": "stdio",
+                    "command": sys.executable,
+                    "args": ["-m", "runner.machine_mcp"],
+                    "env": {
+                        "PYTHONPATH": str(config.code_root()),
+                        "MACHINE_BRIDGE": str(self.path),
+                        "MACHINE_BRIDGE_TOKEN": self.token,
+                        "PYTHONDONTWRITEBYTECODE": "1",
+                    },
+                }
+            }
+        }
 
     def write_mcp_config(self, folder: Path) -> Path:
         path = folder / "mcp.json"

@@ -24,8 +24,10 @@ ERROR_KIND = "dead_letter"
 
 
 def reason() -> str:
-    return (f"gave up after {get_settings().max_task_attempts} deliveries of the task's message (MAX_TASK_ATTEMPTS): "
-            "its runner kept failing or timing out before the task finished; see the runner's logs")
+    return (
+        f"gave up after {get_settings().max_task_attempts} deliveries of the task's message (MAX_TASK_ATTEMPTS): "
+        "its runner kept failing or timing out before the task finished; see the runner's logs"
+    )
 
 
 def fail_task(task_id: str) -> bool:
@@ -34,9 +36,24 @@ def fail_task(task_id: str) -> bool:
         return False
     task = tasks.get(task_id)
     if task is not None:
-        publish(task, [lifecycle_event(task, EventType.FAILED, {
-            "status": TaskStatus.FAILED.value, "error": error, "error_kind": ERROR_KIND, "cost_usd": task.cost_usd,
-            "duration_ms": 0, "num_turns": task.num_turns, "usage": task.usage.model_dump()})])
+        publish(
+            task,
+            [
+                lifecycle_event(
+                    task,
+                    EventType.FAILED,
+                    {
+                        "status": TaskStatus.FAILED.value,
+                        "error": error,
+                        "error_kind": ERROR_KIND,
+                        "cost_usd": task.cost_usd,
+                        "duration_ms": 0,
+                        "num_turns": task.num_turns,
+                        "usage": task.usage.model_dump(),
+                    },
+                )
+            ],
+        )
     get_metrics().add_metric(name="TasksDeadLettered", unit=MetricUnit.Count, value=1)
     return True
 

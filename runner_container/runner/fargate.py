@@ -60,20 +60,29 @@ def dispatch(task: Task) -> Dispatched:
     if settings.fargate_mode == "local":
         return _spawn_local(task.task_id)
     public_ip: Literal["ENABLED", "DISABLED"] = (
-        "DISABLED" if os.environ.get("ECS_ASSIGN_PUBLIC_IP", "").upper() == "DISABLED" else "ENABLED")
-    network: NetworkConfigurationTypeDef = {"awsvpcConfiguration": {
-        "subnets": settings.ecs_subnets, "securityGroups": settings.ecs_security_groups, "assignPublicIp": public_ip,
-    }}
+        "DISABLED" if os.environ.get("ECS_ASSIGN_PUBLIC_IP", "").upper() == "DISABLED" else "ENABLED"
+    )
+    network: NetworkConfigurationTypeDef = {
+        "awsvpcConfiguration": {
+            "subnets": settings.ecs_subnets,
+            "securityGroups": settings.ecs_security_groups,
+            "assignPublicIp": public_ip,
+        }
+    }
     resp = aws.ecs().run_task(
         cluster=settings.ecs_cluster or "",
         taskDefinition=settings.ecs_task_definition or "",
         count=1,
         startedBy=f"agent-machine-{task.task_id}"[:128],
         networkConfiguration=network,
-        overrides={"containerOverrides": [{
-            "name": settings.ecs_container_name,
-            "environment": [{"name": "TASK_ID", "value": task.task_id}],
-        }]},
+        overrides={
+            "containerOverrides": [
+                {
+                    "name": settings.ecs_container_name,
+                    "environment": [{"name": "TASK_ID", "value": task.task_id}],
+                }
+            ]
+        },
         tags=[{"key": "task_id", "value": task.task_id}, {"key": "agent", "value": task.agent}],
     )
     started = resp.get("tasks", [])

@@ -39,8 +39,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 log.error("not a task message: dropping it", extra={"message_id": message_id, "error": str(exc)})
                 continue
             try:
-                disposition = handle(msg, run_mode="lambda", request_id=request_id,
-                                     seconds_left=lambda: context.get_remaining_time_in_millis() / 1000)
+                disposition = handle(
+                    msg,
+                    run_mode="lambda",
+                    request_id=request_id,
+                    seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
+                )
             except Exception:
                 log.exception("handling the task failed; it will be retried", extra={"task_id": msg.task_id})
                 disposition = retry_soon(msg, 10)

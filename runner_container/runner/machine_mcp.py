@@ -26,25 +26,36 @@ INSTRUCTIONS = (
     "linked to yours as a child."
 )
 
-_AGENT = {"type": "string", "description": "Agent to run: planning (analyse and write a plan), executor "
-                                           "(implement an approved plan and open a pull request), or another "
-                                           "agent from list_agents."}
+_AGENT = {
+    "type": "string",
+    "description": "Agent to run: planning (analyse and write a plan), executor "
+    "(implement an approved plan and open a pull request), or another "
+    "agent from list_agents.",
+}
 TOOLS: list[dict[str, Any]] = [
     {
         "name": "create_task",
         "description": "Start a sub-task on the machine, run by another agent, as a child of the current task. "
-                       "Returns its task_id at once; use wait_for_task or get_task for the result.",
+        "Returns its task_id at once; use wait_for_task or get_task for the result.",
         "inputSchema": {
             "type": "object",
             "properties": {
                 "agent": _AGENT,
-                "prompt": {"type": "string", "description": "Everything the agent needs: it sees nothing else "
-                                                            "of this conversation."},
+                "prompt": {
+                    "type": "string",
+                    "description": "Everything the agent needs: it sees nothing else of this conversation.",
+                },
                 "title": {"type": "string", "description": "Short title shown on the dashboard."},
-                "with_repository": {"type": "boolean", "default": True,
-                                    "description": "Give the child this task's repository (clone, issue, PR)."},
-                "max_budget_usd": {"type": "number", "exclusiveMinimum": 0,
-                                   "description": "Spending cap of the child (at most this task's own cap)."},
+                "with_repository": {
+                    "type": "boolean",
+                    "default": True,
+                    "description": "Give the child this task's repository (clone, issue, PR).",
+                },
+                "max_budget_usd": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "Spending cap of the child (at most this task's own cap).",
+                },
             },
             "required": ["agent", "prompt"],
             "additionalProperties": False,
@@ -53,16 +64,22 @@ TOOLS: list[dict[str, Any]] = [
     {
         "name": "get_task",
         "description": "Look up a task: status, result or plan, error, cost, and its children.",
-        "inputSchema": {"type": "object", "properties": {"task_id": {"type": "string"}},
-                        "required": ["task_id"], "additionalProperties": False},
+        "inputSchema": {
+            "type": "object",
+            "properties": {"task_id": {"type": "string"}},
+            "required": ["task_id"],
+            "additionalProperties": False,
+        },
     },
     {
         "name": "wait_for_task",
         "description": "Wait until a task has finished (or the timeout passes) and return it as get_task does.",
         "inputSchema": {
             "type": "object",
-            "properties": {"task_id": {"type": "string"},
-                           "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 840, "default": 600}},
+            "properties": {
+                "task_id": {"type": "string"},
+                "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 840, "default": 600},
+            },
             "required": ["task_id"],
             "additionalProperties": False,
         },
@@ -140,8 +157,15 @@ class Server:
         if method == "initialize":
             asked = params.get("protocolVersion") if isinstance(params, dict) else None
             version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
-            self.reply(msg_id, {"protocolVersion": version, "capabilities": {"tools": {"listChanged": False}},
-                                "serverInfo": SERVER_INFO, "instructions": INSTRUCTIONS})
+            self.reply(
+                msg_id,
+                {
+                    "protocolVersion": version,
+                    "capabilities": {"tools": {"listChanged": False}},
+                    "serverInfo": SERVER_INFO,
+                    "instructions": INSTRUCTIONS,
+                },
+            )
         elif method == "ping":
             self.reply(msg_id, {})
         elif method == "tools/list":
@@ -161,8 +185,9 @@ class Server:
             self.error(msg_id, -32602, f"unknown tool: {name}")
             return
         try:
-            result = call_bridge(str(name), arguments if isinstance(arguments, dict) else {},
-                                 path=self.bridge_path, token=self.token)
+            result = call_bridge(
+                str(name), arguments if isinstance(arguments, dict) else {}, path=self.bridge_path, token=self.token
+            )
             text, is_error = json.dumps(result, indent=2, ensure_ascii=False), False
         except (BridgeError, OSError, ValueError) as exc:
             text, is_error = f"{name} failed: {exc}", True

@@ -1,15 +1,15 @@
 """From a queue message (or a Fargate start) to a run: what to do with a task, decided from its record.
 
-    finished .......................... nothing (an SQS redelivery)
-    running, heartbeat fresh .......... nothing: its runner is alive (a duplicate delivery); for a run on
-                                        Fargate, re-arm the watchdog message
-    running, heartbeat stale .......... its runner died: take it over and run it again (the message came back
-                                        after the visibility timeout), or fail it after MAX_TASK_ATTEMPTS runs
-    another task of the session runs .. come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
-                                        answered one at a time: each resumes the conversation of the previous)
-    long-running agent ................ hand it to Fargate (+ a delayed watchdog copy of the message)
-    over the daily budget ............. failed, error_kind "budget", with the reason
-    otherwise ......................... queued -> running (conditional: one runner only), run, book
+finished .......................... nothing (an SQS redelivery)
+running, heartbeat fresh .......... nothing: its runner is alive (a duplicate delivery); for a run on
+                                    Fargate, re-arm the watchdog message
+running, heartbeat stale .......... its runner died: take it over and run it again (the message came back
+                                    after the visibility timeout), or fail it after MAX_TASK_ATTEMPTS runs
+another task of the session runs .. come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
+                                    answered one at a time: each resumes the conversation of the previous)
+long-running agent ................ hand it to Fargate (+ a delayed watchdog copy of the message)
+over the daily budget ............. failed, error_kind "budget", with the reason
+otherwise ......................... queued -> running (conditional: one runner only), run, book
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -89,12 +91,29 @@ def is_stale(task: Task) -> bool:
 def end_unstarted(task: Task, error: str, error_kind: str) -> bool:
     """Fail a task that will not run (budget, unknown agent, lost runners) and tell its watchers."""
     seq = task.last_seq + 1
-    if not lifecycle.finish(task, TaskStatus.FAILED, runner_id=None, error=error, error_kind=error_kind,
-                            extra={"last_seq": seq}):
+    if not lifecycle.finish(
+        task, TaskStatus.FAILED, runner_id=None, error=error, error_kind=error_kind, extra={"last_seq": seq}
+    ):
         return False
-    publish(task, [lifecycle_event(task, EventType.FAILED, {
-        "status": "failed", "error": error, "error_kind": error_kind, "cost_usd": 0.0, "duration_ms": 0,
-        "num_turns": 0, "usage": {}}, seq=seq)])
+    publish(
+        task,
+        [
+            lifecycle_event(
+                task,
+                EventType.FAILED,
+                {
+                    "status": "failed",
+                    "error": error,
+                    "error_kind": error_kind,
+                    "cost_usd": 0.0,
+                    "duration_ms": 0,
+                    "num_turns": 0,
+                    "usage": {},
+                },
+                seq=seq,
+            )
+        ],
+    )
     get_metrics().add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
     get_logger().warning("task failed before it ran", extra={"error_kind": error_kind, "error": error})
     return True
@@ -112,8 +131,9 @@ def put_back(msg: Message) -> Disposition:
     delay = config.SESSION_BUSY_DELAY_SECONDS
     settings = get_settings()
     if msg.receipt_handle and msg.receive_count < settings.max_task_attempts - 1:
-        aws.sqs().change_message_visibility(QueueUrl=settings.task_queue_url, ReceiptHandle=msg.receipt_handle,
-                                            VisibilityTimeout=delay)
+        aws.sqs().change_message_visibility(
+            QueueUrl=settings.task_queue_url, ReceiptHandle=msg.receipt_handle, VisibilityTimeout=delay
+        )
         return Disposition.RETRY
     queue.send(msg.task_id, delay_seconds=delay)
     return Disposition.DONE
@@ -122,8 +142,9 @@ def put_back(msg: Message) -> Disposition:
 def retry_soon(msg: Message, seconds: int) -> Disposition:
     if msg.receipt_handle:
         try:
-            aws.sqs().change_message_visibility(QueueUrl=get_settings().task_queue_url,
-                                                ReceiptHandle=msg.receipt_handle, VisibilityTimeout=seconds)
+            aws.sqs().change_message_visibility(
+                QueueUrl=get_settings().task_queue_url, ReceiptHandle=msg.receipt_handle, VisibilityTimeout=seconds
+            )
         except Exception:
             get_logger().exception("could not shorten the message's visibility")
     return Disposition.RETRY
@@ -154,8 +175,9 @@ def resolve_agent(task: Task) -> AgentSpec | None:
         return None
 
 
-def run_claimed(claimed: Task, agent: AgentSpec, *, runner_id: str, run_mode: str, seconds: float,
-                timeout_detail: str) -> None:
+def run_claimed(
+    claimed: Task, agent: AgentSpec, *, runner_id: str, run_mode: str, seconds: float, timeout_detail: str
+) -> None:
     metrics = get_metrics()
     metrics.add_metric(name="TasksStarted", unit=MetricUnit.Count, value=1)
     if claimed.started_at is not None and claimed.attempt <= 1:
@@ -163,9 +185,30 @@ def run_claimed(claimed: Task, agent: AgentSpec, *, runner_id: str, run_mode: st
         metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds, value=wait_ms)
     if claimed.last_seq and claimed.attempt > 1:
         claimed = claimed.model_copy(update={"last_seq": _last_stored_seq(claimed)})
-    opts = RunOptions(runner_id=runner_id, run_mode=run_mode, deadline=time.monotonic() + seconds,
-                      timeout_detail=timeout_detail)
-    run_coroutine(run_task(claimed, agent, opts))
+    opts = RunOptions(
+        runner_id=runner_id, run_mode=run_mode, deadline=time.monotonic() + seconds, timeout_detail=timeout_detail
+    )
+    # Two messages of one chat claimed at the same moment (both saw the session idle) must not share the
+    # session's working folder in this process: the second runs after the first, resuming its conversation.
+    with _session_lock(claimed.session_id):
+        run_coroutine(run_task(claimed, agent, opts))
+
+
+_session_locks: dict[str, threading.Lock] = {}
+_session_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _session_lock(session_id: str) -> Iterator[None]:
+    with _session_locks_guard:
+        lock = _session_locks.setdefault(session_id, threading.Lock())
+    try:
+        with lock:
+            yield
+    finally:
+        with _session_locks_guard:
+            if not lock.locked():
+                _session_locks.pop(session_id, None)
 
 
 def _last_stored_seq(task: Task) -> int:
@@ -176,8 +219,9 @@ def _last_stored_seq(task: Task) -> int:
     return max([task.last_seq, *(e.seq for e in stored)])
 
 
-def handle(msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | None = None,
-           request_id: str | None = None) -> Disposition:
+def handle(
+    msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | None = None, request_id: str | None = None
+) -> Disposition:
     """Decide and act for one task message on Lambda (or in the local runtime playing Lambda)."""
     log = get_logger()
     settings = get_settings()
@@ -190,9 +234,6 @@ def handle(msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | N
         if task.status.terminal:
             log.info("task already finished: nothing to do", extra={"status": task.status.value})
             return Disposition.DONE
-        agent = resolve_agent(task)
-        if agent is None:
-            return Disposition.DONE
         if task.status == TaskStatus.RUNNING:
             if not is_stale(task):
                 log.info("task is running elsewhere: nothing to do", extra={"runner_id": task.runner_id})
@@ -200,11 +241,17 @@ def handle(msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | N
                     arm_watchdog(task)
                 return Disposition.DONE
             if task.attempt >= settings.max_task_attempts:
-                end_unstarted(task, f"the runner was lost {task.attempt} times (last heartbeat "
-                                    f"{task.heartbeat_at.isoformat() if task.heartbeat_at else 'never'}); giving up",
-                              "runner_lost")
+                end_unstarted(
+                    task,
+                    f"the runner was lost {task.attempt} times (last heartbeat "
+                    f"{task.heartbeat_at.isoformat() if task.heartbeat_at else 'never'}); giving up",
+                    "runner_lost",
+                )
                 return Disposition.DONE
             log.warning("taking over a stale run", extra={"runner_id": task.runner_id, "attempt": task.attempt})
+        agent = resolve_agent(task)
+        if agent is None:
+            return Disposition.DONE
         if session_busy(task):
             log.info("another task of this session is running: trying again shortly")
             return put_back(msg)
@@ -228,8 +275,10 @@ def handle(msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | N
             lambda_seconds = seconds_left() - config.LAMBDA_SAFETY_MARGIN_SECONDS
             if lambda_seconds < seconds:
                 seconds = lambda_seconds
-                detail = (f"Lambda's time limit: {max(0, int(lambda_seconds))} s were left for the run; agents marked "
-                          "long_running run on Fargate without this limit")
+                detail = (
+                    f"Lambda's time limit: {max(0, int(lambda_seconds))} s were left for the run; agents marked "
+                    "long_running run on Fargate without this limit"
+                )
             if seconds < 5:
                 log.warning("too little Lambda time left to start a run")
                 return retry_soon(msg, 5)
@@ -257,11 +306,11 @@ def run_by_id(task_id: str, *, run_mode: str) -> int:
         if task.status.terminal or (task.status == TaskStatus.RUNNING and not is_stale(task)):
             log.info("nothing to do", extra={"status": task.status.value})
             return 0
-        agent = resolve_agent(task)
-        if agent is None:
-            return 0
         if task.status == TaskStatus.RUNNING and task.attempt >= settings.max_task_attempts:
             end_unstarted(task, f"the runner was lost {task.attempt} times; giving up", "runner_lost")
+            return 0
+        agent = resolve_agent(task)
+        if agent is None:
             return 0
         if task.status == TaskStatus.QUEUED:
             refusal = budget_refusal()
@@ -273,9 +322,14 @@ def run_by_id(task_id: str, *, run_mode: str) -> int:
         if claimed is None:
             log.info("another runner claimed the task first")
             return 0
-        run_claimed(claimed, agent, runner_id=runner_id, run_mode=run_mode,
-                    seconds=float(settings.task_timeout_seconds),
-                    timeout_detail=f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}")
+        run_claimed(
+            claimed,
+            agent,
+            runner_id=runner_id,
+            run_mode=run_mode,
+            seconds=float(settings.task_timeout_seconds),
+            timeout_detail=f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}",
+        )
         return 0
     finally:
         log.thread_safe_remove_keys(LOG_KEYS)

@@ -25,8 +25,7 @@ from agent_machine.store import connections, output
 
 from runner import config
 
-LIFECYCLE = frozenset({EventType.CREATED, EventType.STARTED, EventType.COMPLETED, EventType.FAILED,
-                       EventType.STOPPED})
+LIFECYCLE = frozenset({EventType.CREATED, EventType.STARTED, EventType.COMPLETED, EventType.FAILED, EventType.STOPPED})
 ALL_TOPIC = "all"
 
 
@@ -122,8 +121,9 @@ class EventStream:
 
     def emit(self, type_: EventType, payload: dict[str, Any], *, size: int | None = None) -> TaskEvent:
         self.seq += 1
-        event = TaskEvent(type=type_, task_id=self.task.task_id, session_id=self.task.session_id, seq=self.seq,
-                          payload=payload)
+        event = TaskEvent(
+            type=type_, task_id=self.task.task_id, session_id=self.task.session_id, seq=self.seq, payload=payload
+        )
         n = size if size is not None else 256
         self._pending.append(event)
         self._pending_bytes += n
@@ -144,10 +144,14 @@ class EventStream:
         self.output_bytes += size
         if self.output_bytes >= config.MAX_OUTPUT_BYTES:
             self.emit(EventType.OUTPUT, payload, size=size)
-            return self.emit(EventType.OUTPUT, {
-                "kind": "notice",
-                "text": f"output limit reached ({config.MAX_OUTPUT_BYTES} bytes): later lines are not stored or "
-                        "shown; the run goes on and its result is kept"})
+            return self.emit(
+                EventType.OUTPUT,
+                {
+                    "kind": "notice",
+                    "text": f"output limit reached ({config.MAX_OUTPUT_BYTES} bytes): later lines are not stored or "
+                    "shown; the run goes on and its result is kept",
+                },
+            )
         return self.emit(EventType.OUTPUT, payload, size=size)
 
     def reserve_seq(self) -> int:
@@ -209,5 +213,10 @@ def publish(task: Task, events: list[TaskEvent]) -> None:
 
 
 def lifecycle_event(task: Task, type_: EventType, payload: dict[str, Any], *, seq: int | None = None) -> TaskEvent:
-    return TaskEvent(type=type_, task_id=task.task_id, session_id=task.session_id,
-                     seq=seq if seq is not None else task.last_seq + 1, payload=payload)
+    return TaskEvent(
+        type=type_,
+        task_id=task.task_id,
+        session_id=task.session_id,
+        seq=seq if seq is not None else task.last_seq + 1,
+        payload=payload,
+    )

@@ -1,5 +1,13 @@
-"""What a run came to: the final answer, the status and error kind, and the task's share of the CLI's cumulative
-cost and usage (../shared/claude-cli-protocol.md, "Exit codes and signals")."""
+"""What a run came to: the final answer, the status and error kind, and the task's share of the CLI's cost and
+usage (../shared/claude-cli-protocol.md, "Exit codes and signals").
+
+The cost of a resumed run. The protocol notes say `total_cost_usd` and `modelUsage` continue from the session's
+saved totals after `--resume` (and the test fake does that), so a task's cost is the difference from the total
+at the end of the previous run. The real 2.1.197 in `-p` mode on a fresh config folder — which is what every
+task gets here — reports this run's totals only. Both are handled, told apart by the tokens: a result whose
+`modelUsage` tokens cover the previous runs' tokens plus this run's (`usage`, always per run) is cumulative;
+otherwise it is this run's alone. The session's totals are kept cumulative either way.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from typing import Any, Literal
 from agent_machine.models import ModelUsage, TaskStatus, TokenUsage
 
 from runner import config
-from runner.stream import AssistantLine, ResultLine, StreamLine, SystemLine
+from runner.stream import AssistantLine, ResultLine, ResultUsage, StreamLine, SystemLine
 
 # Why the runner itself ended a run (None: the CLI ended on its own).
 Interruption = Literal["stop", "timeout", "lost", "shutdown", "terminated"]
@@ -126,9 +134,13 @@ class Outcome:
 
 def cumulative_model_usage(result: ResultLine) -> dict[str, ModelUsage]:
     return {
-        name: ModelUsage(input_tokens=m.input_tokens, output_tokens=m.output_tokens,
-                         cache_read_input_tokens=m.cache_read_input_tokens,
-                         cache_creation_input_tokens=m.cache_creation_input_tokens, cost_usd=m.cost_usd)
+        name: ModelUsage(
+            input_tokens=m.input_tokens,
+            output_tokens=m.output_tokens,
+            cache_read_input_tokens=m.cache_read_input_tokens,
+            cache_creation_input_tokens=m.cache_creation_input_tokens,
+            cost_usd=m.cost_usd,
+        )
         for name, m in result.model_usage.items()
     }
 
@@ -143,6 +155,41 @@ def _minus(now: ModelUsage, before: ModelUsage | None) -> ModelUsage:
         cache_creation_input_tokens=max(0, now.cache_creation_input_tokens - before.cache_creation_input_tokens),
         cost_usd=round(max(0.0, now.cost_usd - before.cost_usd), 10),
     )
+
+
+def _plus(a: dict[str, ModelUsage], b: dict[str, ModelUsage]) -> dict[str, ModelUsage]:
+    out = dict(a)
+    for name, u in b.items():
+        v = out.get(name)
+        out[name] = (
+            u
+            if v is None
+            else ModelUsage(
+                input_tokens=v.input_tokens + u.input_tokens,
+                output_tokens=v.output_tokens + u.output_tokens,
+                cache_read_input_tokens=v.cache_read_input_tokens + u.cache_read_input_tokens,
+                cache_creation_input_tokens=v.cache_creation_input_tokens + u.cache_creation_input_tokens,
+                cost_usd=round(v.cost_usd + u.cost_usd, 10),
+            )
+        )
+    return out
+
+
+def _tokens(u: TokenUsage | ResultUsage | None) -> int:
+    if u is None:
+        return 0
+    return u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
+
+
+def reports_cumulative(result: ResultLine, before: Prior) -> bool:
+    """Whether a resumed run's totals include the previous runs' (see the module docstring)."""
+    if before.total_cost_usd <= 0 and not before.model_usage:
+        return False  # nothing before: per-run and cumulative are the same
+    prior_tokens = sum(_tokens(u) for u in before.model_usage.values())
+    if prior_tokens > 0:
+        reported_tokens = sum(_tokens(u) for u in cumulative_model_usage(result).values())
+        return reported_tokens >= prior_tokens + _tokens(result.usage)
+    return (result.total_cost_usd or 0.0) >= before.total_cost_usd  # no token figures: trust the notes
 
 
 def _interruption_status(reason: Interruption) -> tuple[TaskStatus, str, str]:
@@ -167,21 +214,33 @@ def decide(
 ) -> Outcome:
     """The task's outcome from the run's lines, exit code and why (if at all) the runner interrupted it."""
     result = state.result
-    out = Outcome(status=TaskStatus.FAILED, exit_code=exit_code, cli_session_id=state.cli_session_id,
-                  plan=clip(state.plan, config.MAX_PLAN_BYTES))
+    out = Outcome(
+        status=TaskStatus.FAILED,
+        exit_code=exit_code,
+        cli_session_id=state.cli_session_id,
+        plan=clip(state.plan, config.MAX_PLAN_BYTES),
+    )
     if result is not None:
         total = result.total_cost_usd or 0.0
+        reported = cumulative_model_usage(result)
         resumed = resumed_cli_session is not None and result.session_id == resumed_cli_session
         before = prior if (resumed and prior is not None) else Prior()
-        out.cli_total_cost_usd = total
-        out.cost_usd = round(max(0.0, total - before.total_cost_usd), 10)
-        cumulative = cumulative_model_usage(result)
-        out.cumulative_model_usage = cumulative
-        out.model_usage = {name: _minus(m, before.model_usage.get(name)) for name, m in cumulative.items()}
+        if reports_cumulative(result, before):
+            out.cost_usd = round(max(0.0, total - before.total_cost_usd), 10)
+            out.model_usage = {name: _minus(m, before.model_usage.get(name)) for name, m in reported.items()}
+            out.cli_total_cost_usd, out.cumulative_model_usage = total, reported
+        else:
+            out.cost_usd = round(total, 10)
+            out.model_usage = reported
+            out.cli_total_cost_usd = round(before.total_cost_usd + total, 10)
+            out.cumulative_model_usage = _plus(before.model_usage, reported)
         if result.usage is not None:
-            out.usage = TokenUsage(input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
-                                   cache_read_input_tokens=result.usage.cache_read_input_tokens,
-                                   cache_creation_input_tokens=result.usage.cache_creation_input_tokens)
+            out.usage = TokenUsage(
+                input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+                cache_read_input_tokens=result.usage.cache_read_input_tokens,
+                cache_creation_input_tokens=result.usage.cache_creation_input_tokens,
+            )
         out.num_turns = result.num_turns
         out.duration_ms = result.duration_ms
     answer = clip(state.final_text(), config.MAX_RESULT_BYTES)

@@ -77,7 +77,6 @@ class Controller:
         self.proc: asyncio.subprocess.Process | None = None
         self.interruption: Interruption | None = None
         self.interrupted_at: float | None = None
-        self.killed = False
         self.heartbeats = 0
 
     def request(self, reason: Interruption) -> None:
@@ -103,7 +102,6 @@ class Controller:
             os.killpg(self.proc.pid, sig)  # start_new_session: the process group id is the CLI's pid
 
     def kill_group(self) -> None:
-        self.killed = True
         self.signal(signal.SIGKILL)
 
     async def watch(self) -> None:
@@ -123,8 +121,9 @@ class Controller:
 
     async def beat(self) -> None:
         try:
-            current = await asyncio.to_thread(tasks.heartbeat, self.task.task_id, self.opts.runner_id,
-                                              self.events.stored_seq)
+            current = await asyncio.to_thread(
+                tasks.heartbeat, self.task.task_id, self.opts.runner_id, self.events.stored_seq
+            )
         except Exception as exc:  # a blip must not end the run; the next beat tries again
             get_logger().warning("heartbeat failed", extra={"error": repr(exc)})
             return
@@ -193,8 +192,10 @@ async def execute(inv: cli.Invocation, controller: Controller, state: RunState, 
     controller.attach(proc)
     assert proc.stdout is not None and proc.stderr is not None
     tail: deque[str] = deque(maxlen=config.STDERR_TAIL_LINES)
-    readers = {asyncio.create_task(pump_stdout(proc.stdout, state, events)),
-               asyncio.create_task(pump_stderr(proc.stderr, tail, events))}
+    readers = {
+        asyncio.create_task(pump_stdout(proc.stdout, state, events)),
+        asyncio.create_task(pump_stderr(proc.stderr, tail, events)),
+    }
     watcher = asyncio.create_task(controller.watch())
     try:
         code = await proc.wait()
@@ -236,10 +237,14 @@ def bedrock_credentials(task: Task) -> dict[str, str]:
     import boto3
 
     sts: Any = boto3.client("sts", region_name=get_settings().aws_region)
-    creds = sts.assume_role(RoleArn=role, RoleSessionName=f"claude-{task.task_id}"[:64],
-                            DurationSeconds=3600)["Credentials"]
-    return {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-            "AWS_SESSION_TOKEN": creds["SessionToken"]}
+    creds = sts.assume_role(RoleArn=role, RoleSessionName=f"claude-{task.task_id}"[:64], DurationSeconds=3600)[
+        "Credentials"
+    ]
+    return {
+        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": creds["SessionToken"],
+    }
 
 
 def can_push(agent: AgentSpec) -> bool:
@@ -248,19 +253,29 @@ def can_push(agent: AgentSpec) -> bool:
 
 
 def task_context(task: Task) -> str:
-    lines = ["## This task on the agent machine",
-             f"- task id: {task.task_id} (agent: {task.agent}, source: {task.source.value}"
-             + (f" / {task.source_name}" if task.source_name else "") + ")"]
+    lines = [
+        "## This task on the agent machine",
+        f"- task id: {task.task_id} (agent: {task.agent}, source: {task.source.value}"
+        + (f" / {task.source_name}" if task.source_name else "")
+        + ")",
+    ]
     if task.parent_task_id:
         lines.append(f"- delegated by task {task.parent_task_id} (depth {task.depth})")
     repo = task.repo
     if repo is not None:
         if repo.full_name:
-            lines.append(f"- repository: {repo.full_name}" + (f" at {repo.ref}" if repo.ref else "")
-                         + (" (cloned into the current folder)" if repo.clone_url else ""))
-        for label, value in (("issue", repo.issue_number), ("pull request", repo.pr_number),
-                             ("issue URL", repo.issue_url), ("Jira issue", repo.jira_issue_key),
-                             ("Sentry issue", repo.sentry_url or repo.sentry_issue_id)):
+            lines.append(
+                f"- repository: {repo.full_name}"
+                + (f" at {repo.ref}" if repo.ref else "")
+                + (" (cloned into the current folder)" if repo.clone_url else "")
+            )
+        for label, value in (
+            ("issue", repo.issue_number),
+            ("pull request", repo.pr_number),
+            ("issue URL", repo.issue_url),
+            ("Jira issue", repo.jira_issue_key),
+            ("Sentry issue", repo.sentry_url or repo.sentry_issue_id),
+        ):
             if value:
                 lines.append(f"- {label}: {value}")
     text = "\n".join(lines)
@@ -301,27 +316,40 @@ class TaskRun:
         self.started = time.monotonic()
         self.spawned_at: float | None = None
         self.exited_at: float | None = None
+        self.booked_at: float | None = None
 
     async def run(self) -> Outcome | None:
         log = get_logger()
         with _active_lock:
             _active[self.task.task_id] = self.controller
         try:
-            self.events.emit(EventType.STARTED, {
-                "status": "running", "agent": self.agent.name, "attempt": self.task.attempt,
-                "run_mode": self.opts.run_mode, "runner_id": self.opts.runner_id,
-                "model": self.agent.model, "max_budget_usd": self.budget()})
+            self.events.emit(
+                EventType.STARTED,
+                {
+                    "status": "running",
+                    "agent": self.agent.name,
+                    "attempt": self.task.attempt,
+                    "run_mode": self.opts.run_mode,
+                    "runner_id": self.opts.runner_id,
+                    "model": self.agent.model,
+                    "max_budget_usd": self.budget(),
+                },
+            )
             try:
                 outcome = await self._run_cli()
             except cli.CliNotFound as exc:
                 outcome = Outcome(TaskStatus.FAILED, error=str(exc), error_kind="cli_missing")
             except workspace.WorkspaceError as exc:
-                outcome = Outcome(TaskStatus.FAILED, error=clip(str(exc), config.MAX_ERROR_BYTES),
-                                  error_kind="workspace")
+                outcome = Outcome(
+                    TaskStatus.FAILED, error=clip(str(exc), config.MAX_ERROR_BYTES), error_kind="workspace"
+                )
             except Exception as exc:
                 log.exception("the run failed")
-                outcome = Outcome(TaskStatus.FAILED, error=f"the runner failed: {type(exc).__name__}: {exc}",
-                                  error_kind="runner_error")
+                outcome = Outcome(
+                    TaskStatus.FAILED,
+                    error=f"the runner failed: {type(exc).__name__}: {exc}",
+                    error_kind="runner_error",
+                )
             booked = await self._book(outcome)
             return outcome if booked else None
         finally:
@@ -353,38 +381,66 @@ class TaskRun:
         extra: dict[str, str] = {}
         if github_token and task.repo is not None and task.repo.clone_url and can_push(agent):
             extra.update(workspace.git_auth_env(task.repo.clone_url, github_token))
-            extra.update({"GITHUB_TOKEN": github_token, "GH_TOKEN": github_token,
-                          "GITHUB_API_URL": get_settings().github_api_url})
+            extra.update(
+                {
+                    "GITHUB_TOKEN": github_token,
+                    "GH_TOKEN": github_token,
+                    "GITHUB_API_URL": get_settings().github_api_url,
+                }
+            )
         inv = cli.Invocation(
             executable=executable,
-            args=cli.build_args(task.prompt, agent, max_budget_usd=self.budget(), resume=self.resumed,
-                                append_system_prompt=system_prompt_addition(task, agent),
-                                mcp_config=self.bridge.write_mcp_config(ws.task_dir)),
+            args=cli.build_args(
+                task.prompt,
+                agent,
+                max_budget_usd=self.budget(),
+                resume=self.resumed,
+                append_system_prompt=system_prompt_addition(task, agent),
+                mcp_config=self.bridge.write_mcp_config(ws.task_dir),
+            ),
             env=cli.build_env(ws, anthropic_api_key=key, bedrock_credentials=bedrock, extra=extra),
-            cwd=ws.cwd, resume=self.resumed,
+            cwd=ws.cwd,
+            resume=self.resumed,
         )
         if time.monotonic() >= self.opts.deadline:
             return Outcome(TaskStatus.TIMED_OUT, error="no time left to start the CLI", error_kind="timed_out")
         if self.controller.interruption is not None:
             status = TaskStatus.STOPPED
-            return Outcome(status, error=f"{self.controller.interruption} before the CLI started",
-                           error_kind=self.controller.interruption)
+            return Outcome(
+                status,
+                error=f"{self.controller.interruption} before the CLI started",
+                error_kind=self.controller.interruption,
+            )
         get_logger().info("starting the CLI", extra={"cli_args": inv.describe(), "cwd": str(ws.cwd)})
         self.spawned_at = time.monotonic()
         execution = await execute(inv, self.controller, self.state, self.events)
         self.exited_at = time.monotonic()
-        outcome = decide(self.state, exit_code=execution.exit_code, interruption=self.controller.interruption,
-                         stderr_tail=execution.stderr_tail, resumed_cli_session=self.resumed, prior=self.prior,
-                         timeout_detail=self.opts.timeout_detail)
+        outcome = decide(
+            self.state,
+            exit_code=execution.exit_code,
+            interruption=self.controller.interruption,
+            stderr_tail=execution.stderr_tail,
+            resumed_cli_session=self.resumed,
+            prior=self.prior,
+            timeout_detail=self.opts.timeout_detail,
+        )
         plan = read_plan(ws) or outcome.plan
         if plan is None and agent.name == agent_registry.PLANNING and outcome.status == TaskStatus.COMPLETED:
             plan = outcome.result
         outcome.plan = clip(plan, config.MAX_PLAN_BYTES)
         if outcome.cli_session_id:
+            # Without a result (killed) the totals are unknown: keep the ones the run started from.
+            known = outcome.cli_total_cost_usd is not None
+            prior = self.prior or Prior()
             try:
-                await asyncio.to_thread(transcripts.save, ws, task.session_id, outcome.cli_session_id,
-                                        total_cost_usd=outcome.cli_total_cost_usd,
-                                        model_usage=outcome.cumulative_model_usage)
+                await asyncio.to_thread(
+                    transcripts.save,
+                    ws,
+                    task.session_id,
+                    outcome.cli_session_id,
+                    total_cost_usd=outcome.cli_total_cost_usd if known else prior.total_cost_usd,
+                    model_usage=outcome.cumulative_model_usage if known else prior.model_usage,
+                )
             except Exception:
                 get_logger().exception("could not save the session transcript")
         return outcome
@@ -399,8 +455,14 @@ class TaskRun:
             return
         prior = await asyncio.to_thread(transcripts.restore, ws, task.session_id, resume)
         if prior is None:
-            self.events.emit_output({"kind": "notice", "text": "the previous conversation of this session could "
-                                     "not be found; this message starts a new one"}, 0)
+            self.events.emit_output(
+                {
+                    "kind": "notice",
+                    "text": "the previous conversation of this session could "
+                    "not be found; this message starts a new one",
+                },
+                0,
+            )
             get_logger().warning("no stored transcript to resume", extra={"cli_session_id": resume})
             return
         self.resumed, self.prior = resume, prior
@@ -411,7 +473,9 @@ class TaskRun:
             outcome.duration_ms = int((time.monotonic() - self.started) * 1000)
         terminal_seq = self.events.reserve_seq()
         extra: dict[str, Any] = {
-            "last_seq": terminal_seq, "num_turns": outcome.num_turns, "duration_ms": outcome.duration_ms,
+            "last_seq": terminal_seq,
+            "num_turns": outcome.num_turns,
+            "duration_ms": outcome.duration_ms,
             "model_usage": {name: usage.model_dump() for name, usage in outcome.model_usage.items()},
         }
         if outcome.plan is not None:
@@ -420,21 +484,37 @@ class TaskRun:
             get_logger().warning("the task was taken from this runner: not booking it")
             return False
         booked = await asyncio.to_thread(
-            lifecycle.finish, task, outcome.status, runner_id=self.opts.runner_id, result=outcome.result,
-            error=outcome.error, error_kind=outcome.error_kind, cost_usd=outcome.cost_usd, usage=outcome.usage,
-            extra=extra, cli_session_id=outcome.cli_session_id, cli_total_cost_usd=outcome.cli_total_cost_usd,
+            lifecycle.finish,
+            task,
+            outcome.status,
+            runner_id=self.opts.runner_id,
+            result=outcome.result,
+            error=outcome.error,
+            error_kind=outcome.error_kind,
+            cost_usd=outcome.cost_usd,
+            usage=outcome.usage,
+            extra=extra,
+            cli_session_id=outcome.cli_session_id,
+            cli_total_cost_usd=outcome.cli_total_cost_usd,
         )
         if not booked:
             get_logger().warning("the task was finished elsewhere: not booking it")
             return False
+        self.booked_at = time.monotonic()
         payload = outcome.event_payload()
         if self.events.dropped_lines:
             payload["output_dropped_lines"] = self.events.dropped_lines
         self.events.emit(TERMINAL_EVENT[outcome.status], payload)
         record_metrics(task, outcome)
-        get_logger().info("task finished", extra={"status": outcome.status.value, "cost_usd": outcome.cost_usd,
-                                                   "error_kind": outcome.error_kind,
-                                                   "num_turns": outcome.num_turns})
+        get_logger().info(
+            "task finished",
+            extra={
+                "status": outcome.status.value,
+                "cost_usd": outcome.cost_usd,
+                "error_kind": outcome.error_kind,
+                "num_turns": outcome.num_turns,
+            },
+        )
         return True
 
 
@@ -445,9 +525,11 @@ async def run_task(task: Task, agent: AgentSpec, opts: RunOptions) -> Outcome | 
 
 def record_metrics(task: Task, outcome: Outcome) -> None:
     metrics = get_metrics()
-    name = {TaskStatus.COMPLETED: "TasksCompleted", TaskStatus.STOPPED: "TasksStopped",
-            TaskStatus.TIMED_OUT: "TasksTimedOut"}.get(outcome.status, "TasksFailed")
+    name = {
+        TaskStatus.COMPLETED: "TasksCompleted",
+        TaskStatus.STOPPED: "TasksStopped",
+        TaskStatus.TIMED_OUT: "TasksTimedOut",
+    }.get(outcome.status, "TasksFailed")
     metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="TaskCostUsd", unit=MetricUnit.NoUnit, value=outcome.cost_usd)
     metrics.add_metric(name="TaskDuration", unit=MetricUnit.Milliseconds, value=outcome.duration_ms)
-

@@ -140,7 +140,10 @@ class OtherLine(_Line):
 StreamLine = SystemLine | AssistantLine | UserLine | ResultLine | OtherLine
 
 _MODELS: dict[str, type[_Line]] = {
-    "system": SystemLine, "assistant": AssistantLine, "user": UserLine, "result": ResultLine,
+    "system": SystemLine,
+    "assistant": AssistantLine,
+    "user": UserLine,
+    "result": ResultLine,
 }
 
 
@@ -214,7 +217,7 @@ async def read_lines(
             end = len(chunk) if newline < 0 else newline
             room = limit - len(buf)
             if room > 0:
-                buf += chunk[start:min(end, start + room)]
+                buf += chunk[start : min(end, start + room)]
             size += end - start
             if newline < 0:
                 break

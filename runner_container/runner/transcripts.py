@@ -27,8 +27,10 @@ def key(session_id: str, cli_session_id: str) -> str:
 
 
 def _encode_usage(usage: dict[str, ModelUsage]) -> str:
-    compact = {name: [u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens,
-                      u.cost_usd] for name, u in usage.items()}
+    compact = {
+        name: [u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens, u.cost_usd]
+        for name, u in usage.items()
+    }
     return json.dumps(compact, separators=(",", ":"))
 
 
@@ -37,9 +39,16 @@ def _decode_usage(raw: str | None) -> dict[str, ModelUsage]:
         return {}
     try:
         data: Any = json.loads(raw)
-        return {str(name): ModelUsage(input_tokens=int(v[0]), output_tokens=int(v[1]),
-                                      cache_read_input_tokens=int(v[2]), cache_creation_input_tokens=int(v[3]),
-                                      cost_usd=float(v[4])) for name, v in data.items()}
+        return {
+            str(name): ModelUsage(
+                input_tokens=int(v[0]),
+                output_tokens=int(v[1]),
+                cache_read_input_tokens=int(v[2]),
+                cache_creation_input_tokens=int(v[3]),
+                cost_usd=float(v[4]),
+            )
+            for name, v in data.items()
+        }
     except (ValueError, TypeError, IndexError, AttributeError):
         return {}
 
@@ -66,8 +75,14 @@ def restore(ws: Workspace, session_id: str, cli_session_id: str) -> Prior | None
     return Prior(total_cost_usd=total, model_usage=_decode_usage(meta.get("model-usage")))
 
 
-def save(ws: Workspace, session_id: str, cli_session_id: str, *, total_cost_usd: float | None,
-         model_usage: dict[str, ModelUsage]) -> bool:
+def save(
+    ws: Workspace,
+    session_id: str,
+    cli_session_id: str,
+    *,
+    total_cost_usd: float | None,
+    model_usage: dict[str, ModelUsage],
+) -> bool:
     """Upload the run's transcript; False when the CLI saved none (nothing to resume from)."""
     path = ws.find_transcript(cli_session_id)
     if path is None:
@@ -77,6 +92,11 @@ def save(ws: Workspace, session_id: str, cli_session_id: str, *, total_cost_usd:
     if len(usage) <= _MAX_METADATA:
         metadata["model-usage"] = usage
     with path.open("rb") as f:
-        aws.s3().put_object(Bucket=get_settings().artifacts_bucket, Key=key(session_id, cli_session_id), Body=f,
-                            ContentType="application/x-ndjson", Metadata=metadata)
+        aws.s3().put_object(
+            Bucket=get_settings().artifacts_bucket,
+            Key=key(session_id, cli_session_id),
+            Body=f,
+            ContentType="application/x-ndjson",
+            Metadata=metadata,
+        )
     return True

@@ -114,7 +114,7 @@ def _fresh_dir(path: Path) -> Path:
 
 def prepare(task: Task, agent: AgentSpec, skills: list[SkillSpec], *, root: Path | None = None) -> Workspace:
     """The agent tree, skills and private folders (the clone comes after, in `clone_repository`)."""
-    root = root or config.work_root()
+    root = (root or config.work_root()).resolve()  # the CLI names transcripts after the real cwd path
     task_dir = _fresh_dir(root / "tasks" / task.task_id)
     home, config_dir, tmp = (task_dir / name for name in ("home", "config", "tmp"))
     for folder in (home, config_dir, tmp):
@@ -142,8 +142,16 @@ def prepare(task: Task, agent: AgentSpec, skills: list[SkillSpec], *, root: Path
         shutil.copy2(claude_dir / "CLAUDE.md", config_dir / "CLAUDE.md")
         if (claude_dir / "skills").is_dir():
             shutil.copytree(claude_dir / "skills", config_dir / "skills", dirs_exist_ok=True)
-    return Workspace(task_dir=task_dir, home=home, config_dir=config_dir, tmp=tmp, work=work, agent_dir=agent_dir,
-                     cwd=cwd, repo_dir=repo_dir)
+    return Workspace(
+        task_dir=task_dir,
+        home=home,
+        config_dir=config_dir,
+        tmp=tmp,
+        work=work,
+        agent_dir=agent_dir,
+        cwd=cwd,
+        repo_dir=repo_dir,
+    )
 
 
 # --------------------------------------------------------------------------------------------------- the clone
@@ -174,16 +182,28 @@ def git_auth_env(clone_url: str, token: str | None) -> dict[str, str]:
 
 
 def _git_env(ws: Workspace, auth: dict[str, str]) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(ws.home), "TMPDIR": str(ws.tmp),
-           "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C.UTF-8"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(ws.home),
+        "TMPDIR": str(ws.tmp),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "LANG": "C.UTF-8",
+    }
     env.update(auth)
     return env
 
 
 async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str | None, deadline: float) -> None:
     proc = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        "git",
+        *args,
+        cwd=str(cwd),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         left = deadline - asyncio.get_running_loop().time()
@@ -214,14 +234,19 @@ async def clone_repository(ws: Workspace, repo: RepoContext, token: str | None) 
     dest = ws.repo_dir
     if not ref or not (_SHA.match(ref) or ref.startswith("refs/")):
         branch = ["--branch", ref] if ref else []
-        await _git(["clone", "--depth", "1", "--no-tags", *branch, "--", url, str(dest)],
-                   cwd=ws.agent_dir, env=env, secret=token, deadline=deadline)
+        await _git(
+            ["clone", "--depth", "1", "--no-tags", *branch, "--", url, str(dest)],
+            cwd=ws.agent_dir,
+            env=env,
+            secret=token,
+            deadline=deadline,
+        )
         return
     # A commit or a ref like refs/pull/12/head: fetch exactly that, shallow.
     dest.mkdir(parents=True, exist_ok=True)
     await _git(["init", "--quiet"], cwd=dest, env=env, secret=token, deadline=deadline)
     await _git(["remote", "add", "origin", "--", url], cwd=dest, env=env, secret=token, deadline=deadline)
-    await _git(["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd=dest, env=env, secret=token,
-               deadline=deadline)
-    await _git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], cwd=dest, env=env, secret=token,
-               deadline=deadline)
+    await _git(
+        ["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd=dest, env=env, secret=token, deadline=deadline
+    )
+    await _git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], cwd=dest, env=env, secret=token, deadline=deadline)

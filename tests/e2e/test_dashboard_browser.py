@@ -7,9 +7,14 @@ Chromium is Debian's (`/usr/bin/chromium`, never `playwright install`). Screensh
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import re
 import shutil
+import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,7 @@ from tests.conftest import ROOT
 from tests.e2e.conftest import RunningMachine
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+SPA = ROOT / "dashboard_spa"
 
 CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -47,8 +52,20 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 DOCS_SHOTS = ROOT / "docs" / "screenshots"
 RUN_SHOTS = ROOT / "test-results" / "screenshots"
 TIMEOUT_MS = 45_000
+WEBHOOK_SECRET = "deploys-webhook-secret-0123456789"
 
 expect.set_options(timeout=TIMEOUT_MS)
+
+
+def post_signed(url: str, payload: dict[str, Any]) -> int:
+    """A delivery to a dynamic webhook, signed the way its default header expects."""
+    body = json.dumps(payload).encode()
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", "X-Signature-256": signature}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return int(resp.status)
 
 
 def money(value: float) -> str:
@@ -90,7 +107,7 @@ class Tab:
         # Not failures: CSP reports for inline handlers stripped from sanitised Markdown, expected 4xx answers,
         # and network errors while the machine is down or a socket is refused on purpose.
         text = message.text
-        expected = ("Content Security Policy", "status of 40", "net::ERR_", "WebSocket connection to")
+        expected = ("Content Security Policy", "status of 4", "net::ERR_", "WebSocket connection to")
         if message.type == "error" and not any(e in text for e in expected):
             self.console_errors.append(text)
 
@@ -122,6 +139,7 @@ class Tab:
     def shot(self, name: str, *, full_page: bool = False) -> None:
         RUN_SHOTS.mkdir(parents=True, exist_ok=True)
         target = RUN_SHOTS / f"{name}.png"
+        self.page.evaluate("document.querySelector('.toasts')?.remove()")
         self.page.wait_for_timeout(250)  # let transitions settle
         self.page.screenshot(path=str(target), full_page=full_page)
         docs = DOCS_SHOTS / f"{name}.png"
@@ -143,6 +161,8 @@ def tab(chromium: Browser, local_machine: RunningMachine) -> Iterator[Tab]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_sign_in_chat_streams_output_and_shows_the_cost(tab: Tab) -> None:
     page = tab.open("#/chat")
     expect(page.get_by_test_id("signin")).to_be_visible()
@@ -168,6 +188,7 @@ def test_sign_in_chat_streams_output_and_shows_the_cost(tab: Tab) -> None:
     expect(turn.get_by_test_id("reply-status")).to_have_attribute("data-status", "completed")
     tool.locator("summary").click()
     expect(tool).to_contain_text("hello-from-tool")
+    expect(page.get_by_test_id("session-cost")).to_contain_text(money(2 * COST_PER_RESPONSE_USD))
     tab.shot("chat")
 
     # Output streams in as the CLI writes it: the first line shows long before the run ends.
@@ -185,6 +206,8 @@ def test_sign_in_chat_streams_output_and_shows_the_cost(tab: Tab) -> None:
     tab.assert_clean()
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_stop_a_hanging_task_with_the_button(tab: Tab) -> None:
     page = tab.signed_in("#/chat")
     task_id = tab.chat("[[hang]] wait for a stop")
@@ -208,9 +231,9 @@ def test_stop_a_hanging_task_with_the_button(tab: Tab) -> None:
         "data-status", "stopped"
     )
     expect(page.get_by_test_id("task-cost")).to_have_text(money(COST_PER_RESPONSE_USD))
-    status, task = tab.machine.api("GET", f"/api/tasks/{task_id}")
-    assert status == 200 and isinstance(task, dict)
-    assert task["status"] == "stopped"
+    status, detail = tab.machine.api("GET", f"/api/tasks/{task_id}")
+    assert status == 200 and isinstance(detail, dict)
+    assert detail["task"]["status"] == "stopped"
 
     # The chat shows it stopped too.
     page.go_back()
@@ -218,6 +241,8 @@ def test_stop_a_hanging_task_with_the_button(tab: Tab) -> None:
     tab.assert_clean()
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_reload_mid_task_replays_the_output(tab: Tab) -> None:
     page = tab.signed_in("#/chat")
     task_id = tab.chat("[[lines:10:600]] a long answer")
@@ -251,6 +276,8 @@ def test_reload_mid_task_replays_the_output(tab: Tab) -> None:
     tab.assert_clean()
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_create_edit_and_delete_a_skill(tab: Tab) -> None:
     page = tab.signed_in("#/skills")
     expect(page.get_by_test_id("skills-view")).to_be_visible()
@@ -296,6 +323,8 @@ def test_create_edit_and_delete_a_skill(tab: Tab) -> None:
     tab.assert_clean()
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_main_pages_render_and_are_captured(tab: Tab) -> None:
     page = tab.signed_in("#/chat")
     task_id = tab.chat("Summarise the open issues")
@@ -325,18 +354,33 @@ def test_main_pages_render_and_are_captured(tab: Tab) -> None:
     expect(page.get_by_test_id("budget")).to_be_visible()
     tab.shot("costs", full_page=True)
 
-    page.get_by_test_id("nav-status").click()
-    expect(page.get_by_test_id("status-queue")).to_be_visible()
-    expect(page.get_by_test_id("status-limit")).to_contain_text(re.compile(r"\d"))
-    tab.shot("status")
-
     page.get_by_test_id("nav-agents").click()
     expect(page.locator('[data-testid="registry-item"][data-name="brain"]')).to_be_visible()
     tab.shot("agents")
 
+    # A webhook defined in the dashboard takes a signed delivery, which the status page then lists.
     page.get_by_test_id("nav-webhooks").click()
     expect(page.locator('[data-testid="registry-item"][data-name="github"]')).to_be_visible()
+    page.get_by_test_id("registry-new").click()
+    form = page.get_by_test_id("registry-form")
+    form.get_by_test_id("field-name").fill("deploys")
+    form.get_by_test_id("field-description").fill("Deployment notices from CI")
+    form.get_by_test_id("field-prompt_template").fill("A deployment finished: {payload}")
+    form.get_by_test_id("field-secret").fill(WEBHOOK_SECRET)
+    form.get_by_test_id("registry-save").click()
+    deploys = page.locator('[data-testid="registry-item"][data-name="deploys"]')
+    expect(deploys.get_by_test_id("webhook-url")).to_have_text(f"{tab.machine.base_url}/webhooks/deploys")
+    expect(deploys).to_contain_text("signed")
     tab.shot("webhooks")
+    status = post_signed(f"{tab.machine.base_url}/webhooks/deploys", {"service": "api", "state": "done"})
+    assert 200 <= status < 300
+
+    page.get_by_test_id("nav-status").click()
+    expect(page.get_by_test_id("status-queue")).to_be_visible()
+    expect(page.get_by_test_id("status-limit")).to_contain_text(re.compile(r"\d"))
+    expect(page.get_by_test_id("delivery-row")).to_have_count(1)
+    expect(page.get_by_test_id("delivery-row")).to_contain_text("task created")
+    tab.shot("status")
 
     # Phone width: the same pages stay usable.
     page.set_viewport_size(PHONE)
@@ -344,17 +388,20 @@ def test_main_pages_render_and_are_captured(tab: Tab) -> None:
     expect(page.get_by_test_id("chat-input")).to_be_visible()
     expect(page.get_by_test_id("sessions-toggle")).to_be_visible()
     page.get_by_test_id("sessions-toggle").click()
-    page.get_by_test_id("session-item").first.click()
+    page.get_by_test_id("session-item").filter(has_text="Summarise the open issues").click()
     expect(page.get_by_test_id("turn")).to_have_count(2)
     tab.shot("phone-chat")
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 1, f"the page scrolls sideways on a phone by {overflow}px"
     page.get_by_test_id("nav-tasks").click()
-    expect(page.get_by_test_id("task-row")).to_have_count(2)
+    expect(page.get_by_test_id("task-row")).to_have_count(3)  # the two chats and the webhook's planning task
+    expect(page.get_by_test_id("tasks-table")).to_contain_text("webhook: deploys")
     tab.shot("phone-tasks")
     tab.assert_clean()
 
 
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_a_socket_without_the_token_is_refused_and_offline_is_shown(tab: Tab) -> None:
     page = tab.signed_in("#/tasks")
     refused = page.evaluate(
@@ -382,3 +429,34 @@ def test_a_socket_without_the_token_is_refused_and_offline_is_shown(tab: Tab) ->
     expect(page.get_by_test_id("offline-banner")).to_be_visible()
     tab.shot("offline")
     tab.assert_clean()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The SPA's own checks (no browser, no machine): its JS unit tests, and the vendored libraries vs the lockfile.
+def test_spa_unit_tests_pass_under_node() -> None:
+    node = shutil.which("node")
+    if node is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is missing")
+        pytest.skip("node is missing")
+    result = subprocess.run([node, "--test", "tests/"], cwd=SPA, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"^# pass [1-9]", result.stdout, re.MULTILINE), result.stdout[-2000:]
+
+
+def test_vendored_libraries_are_the_locked_versions() -> None:
+    lock = json.loads((SPA / "package-lock.json").read_text())
+    vendored = json.loads((SPA / "vendor" / "VERSIONS.json").read_text())
+    locked = {name: lock["packages"][f"node_modules/{name}"]["version"] for name in vendored}
+    assert vendored == locked
+    manifest = json.loads((SPA / "package.json").read_text())
+    assert manifest["devDependencies"] == vendored  # pinned exactly
+    assert f"marked v{vendored['marked']}" in (SPA / "vendor" / "marked.esm.js").read_text()[:400]
+    assert f"DOMPurify {vendored['dompurify']}" in (SPA / "vendor" / "purify.es.mjs").read_text()[:400]
+    # No CDN at run time: every script and stylesheet the page loads is one of ours.
+    index = (SPA / "index.html").read_text()
+    assert not re.search(r"(src|href)=\"(https?:)?//", index)
+    for source in [SPA / "app.js", *sorted((SPA / "js").rglob("*.js"))]:
+        for target in re.findall(r"from \"([^\"]+)\"", source.read_text()):
+            assert target.startswith("."), f"{source.name} imports {target}"
+            assert (source.parent / target).resolve().is_file(), f"{source.name} imports missing {target}"

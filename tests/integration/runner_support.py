@@ -22,13 +22,18 @@ from agent_machine.settings import get_settings
 from agent_machine.store import tasks
 from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
-
 from runner import lambda_handler
 from runner.run import active_runs
 
 
-def submit(prompt: str, *, session_id: str | None = None, agent: str = "brain",
-           repo: RepoContext | None = None, max_budget_usd: float | None = None) -> Task:
+def submit(
+    prompt: str,
+    *,
+    session_id: str | None = None,
+    agent: str = "brain",
+    repo: RepoContext | None = None,
+    max_budget_usd: float | None = None,
+) -> Task:
     task, session = submission.new_task(prompt, session_id=session_id, agent=agent, max_budget_usd=max_budget_usd)
     if repo is not None:
         task = task.model_copy(update={"repo": repo})
@@ -41,8 +46,9 @@ def receive(task_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
     url = get_settings().task_queue_url
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                   AttributeNames=["All"], VisibilityTimeout=30)
+        resp = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"], VisibilityTimeout=30
+        )
         for msg in resp.get("Messages", []):
             if json.loads(msg["Body"]).get("task_id") == task_id:
                 return dict(msg)
@@ -87,6 +93,7 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, interval:
 
 def cli_pid(task_id: str, timeout: float = 20.0) -> int:
     """The running CLI's pid (= its process group id) once the runner has spawned it."""
+
     def spawned() -> int | None:
         controller = active_runs().get(task_id)
         return controller.proc.pid if controller and controller.proc else None
@@ -126,6 +133,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args: Any) -> None:
                 pass

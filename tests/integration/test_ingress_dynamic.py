@@ -8,9 +8,9 @@ import hmac
 import json
 from typing import Any
 
+from agent_machine.domain.webhooks.prompts import data_blocks
 from local_runtime.provision import Provisioned
 
-from agent_machine.domain.webhooks.prompts import data_blocks
 from tests.integration.test_ingress_github import TOKEN, all_tasks, call, queue_bodies
 
 HOOK_SECRET = "a-webhook-secret-of-some-length"
@@ -76,7 +76,7 @@ def test_custom_header_and_arrays(stack: Provisioned) -> None:
     assert status == 201
     status, answer = send([{"level": "fatal", "message": "disk full"}], name="batch", header="x-hook-sig")
     assert status == 202, answer
-    assert data_blocks(all_tasks(stack)[0]["prompt"])["payload_0_.message"] == "disk full"
+    assert data_blocks(all_tasks(stack)[0]["prompt"])["payload[0].message"] == "disk full"
 
 
 def test_disabled_webhook_ignores(stack: Provisioned) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
+from agent_machine.domain.webhooks.prompts import DATA_TAG, data_blocks
 from local_runtime.events import LambdaContext, http_event
 from local_runtime.provision import Provisioned
 
-from agent_machine.domain.webhooks.prompts import DATA_TAG, data_blocks
 from tests.conftest import WEBHOOKS
 
 SECRET = "It's a Secret to Everybody"
@@ -23,11 +23,17 @@ TOKEN = {"authorization": "Bearer test-api-token"}
 GITHUB_FILES = sorted((WEBHOOKS / "github").glob("*.json"))
 
 
+def api_context() -> Any:
+    """The Lambda context Mangum is handed (typed Any: local_runtime's LambdaContext lacks client_context and
+    identity, which Mangum's protocol lists but never reads)."""
+    return LambdaContext("api")
+
+
 def call(method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
          query: str = "") -> tuple[int, Any]:
     from machine_api.handler import handler
 
-    resp = handler(http_event(method, path, body=body, headers=headers or {}, query=query), LambdaContext("api"))
+    resp = handler(http_event(method, path, body=body, headers=headers or {}, query=query), api_context())
     raw = resp.get("body") or ""
     if resp.get("isBase64Encoded"):
         raw = base64.b64decode(raw).decode()
@@ -56,9 +62,8 @@ def event_of(path: Path) -> str:
 
 
 def all_tasks(stack: Provisioned) -> list[dict[str, Any]]:
-    from agent_machine.store._dynamo import from_item
-
     from agent_machine import aws
+    from agent_machine.store._dynamo import from_item
 
     items = aws.dynamodb().scan(TableName=stack.tables["TasksTable"])["Items"]
     return [from_item(i) for i in items]
@@ -223,6 +228,7 @@ def test_trigger_label_plans_an_issue(stack: Provisioned) -> None:
     status, answer = deliver("issues", labeled, "label-77")
     assert status == 202
     task = all_tasks(stack)[0]
+    assert task["task_id"] == answer["task_id"]
     assert task["agent"] == "planning"
     assert task["repo"]["issue_number"] == 77
     blocks = data_blocks(task["prompt"])

@@ -8,11 +8,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from agent_machine.domain.webhooks.prompts import data_blocks
 from local_runtime.provision import Provisioned
 
-from agent_machine.domain.webhooks.prompts import data_blocks
 from tests.conftest import WEBHOOKS
-from tests.integration.test_ingress_github import all_tasks, call, comment_payload, deliver, queue_bodies, sign
+from tests.integration.test_ingress_github import (
+    all_tasks,
+    api_context,
+    call,
+    comment_payload,
+    deliver,
+    queue_bodies,
+    sign,
+)
 
 MB = 1024 * 1024
 
@@ -67,8 +75,8 @@ def test_huge_content_length_is_413_before_reading_or_hashing(nothing_written: P
 
 def test_huge_body_without_content_length_is_413(nothing_written: Provisioned) -> None:
     body = b'{"a":"' + b"x" * (25 * MB) + b'"}'
-    status, answer = call("POST", "/webhooks/github", body, {"content-type": "application/json",
-                                                             "x-github-event": "ping", "x-hub-signature-256": sign(body)})
+    headers = {"content-type": "application/json", "x-github-event": "ping", "x-hub-signature-256": sign(body)}
+    status, answer = call("POST", "/webhooks/github", body, headers)
     assert (status, answer["error"]["code"]) == (413, "payload_too_large")
 
 
@@ -105,15 +113,14 @@ def test_wrong_field_types_are_422(nothing_written: Provisioned) -> None:
 
 def test_invalid_utf8_is_400(nothing_written: Provisioned) -> None:
     # API Gateway hands bytes that are not UTF-8 to Lambda base64-encoded.
-    from local_runtime.events import LambdaContext, http_event
-
+    from local_runtime.events import http_event
     from machine_api.handler import handler
 
     body = b'{"action": "\xff\xfe"}'
     event = http_event("POST", "/webhooks/github", body=b"{}", headers={
         "content-type": "application/json", "x-github-event": "issues", "x-hub-signature-256": sign(body)})
     event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
-    resp = handler(event, LambdaContext("api"))
+    resp = handler(event, api_context())
     assert resp["statusCode"] == 400
     assert json.loads(resp["body"])["error"]["code"] == "malformed_json"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_machine.domain.webhooks.prompts import data_blocks
 from local_runtime.provision import Provisioned
 
-from agent_machine.domain.webhooks.prompts import data_blocks
 from tests.conftest import WEBHOOKS
 from tests.integration.test_ingress_github import SECRET, all_tasks, call, queue_bodies
 

@@ -14,8 +14,8 @@ from agent_machine.models import TaskStatus
 from agent_machine.settings import get_settings
 from agent_machine.store import costs, output, sessions, tasks
 from local_runtime.provision import Provisioned
-
 from runner import transcripts
+
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
 from tests.integration.runner_support import run_task
 
@@ -62,10 +62,12 @@ def test_chat_completes_with_the_fake_cli_exact_cost(stack: Provisioned, work_ro
     assert day[f"SESSION#{task.session_id}"].cost_usd == pytest.approx(2 * COST)
     # The working folder and the private HOME are gone; the transcript is in S3.
     assert not any((work_root / "tasks").iterdir())
-    obj = aws.s3().get_object(Bucket=get_settings().artifacts_bucket,
-                              Key=transcripts.key(task.session_id, task.cli_session_id))
+    obj = aws.s3().get_object(
+        Bucket=get_settings().artifacts_bucket, Key=transcripts.key(task.session_id, task.cli_session_id)
+    )
     assert obj["Metadata"]["cli-total-cost-usd"] == repr(2 * COST) or float(
-        obj["Metadata"]["cli-total-cost-usd"]) == pytest.approx(2 * COST)
+        obj["Metadata"]["cli-total-cost-usd"]
+    ) == pytest.approx(2 * COST)
 
 
 def test_second_message_resumes_on_a_fresh_runner(stack: Provisioned, work_root: Path) -> None:
@@ -94,8 +96,9 @@ def test_second_message_resumes_on_a_fresh_runner(stack: Provisioned, work_root:
 def test_resume_without_a_stored_transcript_starts_a_new_conversation(stack: Provisioned, work_root: Path) -> None:
     first = run_task(stack, "[[text]] hello")
     assert first.cli_session_id
-    aws.s3().delete_object(Bucket=get_settings().artifacts_bucket,
-                           Key=transcripts.key(first.session_id, first.cli_session_id))
+    aws.s3().delete_object(
+        Bucket=get_settings().artifacts_bucket, Key=transcripts.key(first.session_id, first.cli_session_id)
+    )
     second = run_task(stack, "[[args]] again", session_id=first.session_id)
     assert second.status == TaskStatus.COMPLETED
     assert "--resume" not in json.loads(second.result or "[]")
@@ -147,8 +150,10 @@ def test_missing_cli_fails_clearly(stack: Provisioned, work_root: Path, monkeypa
     get_settings.cache_clear()
     task = run_task(stack, "hello")
     assert task.status == TaskStatus.FAILED and task.error_kind == "cli_missing"
-    assert task.error == ("claude CLI not found at /nonexistent/claude; install it with "
-                          "`npm install -g @anthropic-ai/claude-code@2.1.197`")
+    assert task.error == (
+        "claude CLI not found at /nonexistent/claude; install it with "
+        "`npm install -g @anthropic-ai/claude-code@2.1.197`"
+    )
     events = output.read_events(task.task_id)
     assert events[-1].type.value == "task.failed" and events[-1].payload["error_kind"] == "cli_missing"
 

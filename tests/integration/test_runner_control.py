@@ -16,9 +16,9 @@ from agent_machine.settings import get_settings
 from agent_machine.store import output, tasks
 from local_runtime.events import sqs_event
 from local_runtime.provision import Provisioned
-
 from runner import config, dlq_handler, fargate, shutdown
 from runner.output import lifecycle_event
+
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
 from tests.integration.runner_support import (
     cli_pid,
@@ -60,8 +60,9 @@ def test_stop_is_noticed_within_two_seconds_and_leaves_no_process(stack: Provisi
     assert events[-1].type.value == "task.stopped" and events[-1].payload["cost_usd"] == pytest.approx(COST)
 
 
-def test_lambda_time_limit_interrupts_and_records_timed_out(stack: Provisioned,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lambda_time_limit_interrupts_and_records_timed_out(
+    stack: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(config, "LAMBDA_SAFETY_MARGIN_SECONDS", 20.0)
     task = submit("[[hang]] forever")
     started = time.monotonic()
@@ -74,12 +75,15 @@ def test_lambda_time_limit_interrupts_and_records_timed_out(stack: Provisioned,
     assert 5 < elapsed < 15
 
 
-def test_a_cli_that_ignores_sigint_is_killed_after_the_grace_period(stack: Provisioned, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cli_that_ignores_sigint_is_killed_after_the_grace_period(
+    stack: Provisioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stubborn = tmp_path / "stubborn-claude"
-    stubborn.write_text("#!/usr/bin/env python3\nimport signal, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                        "print('{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\"}', flush=True)\n"
-                        "time.sleep(120)\n")
+    stubborn.write_text(
+        "#!/usr/bin/env python3\nimport signal, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        'print(\'{"type":"system","subtype":"init","session_id":"s"}\', flush=True)\n'
+        "time.sleep(120)\n"
+    )
     stubborn.chmod(0o755)
     monkeypatch.setenv("CLAUDE_CLI_PATH", str(stubborn))
     monkeypatch.setattr(config, "STOP_GRACE_SECONDS", 1.0)
@@ -100,7 +104,9 @@ def test_a_cli_that_ignores_sigint_is_killed_after_the_grace_period(stack: Provi
 def test_redelivery_of_a_running_or_finished_task_does_nothing(stack: Provisioned) -> None:
     finished = run_task(stack, "[[text]] once")
     assert finished.status == TaskStatus.COMPLETED
-    aws.sqs().send_message(QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"task_id": finished.task_id}))
+    aws.sqs().send_message(
+        QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"task_id": finished.task_id})
+    )
     result = invoke(stack, receive(finished.task_id))
     assert result == {"batchItemFailures": []}
     again = tasks.get(finished.task_id)
@@ -110,7 +116,9 @@ def test_redelivery_of_a_running_or_finished_task_does_nothing(stack: Provisione
     message = receive(task.task_id)
     with in_background(lambda: invoke(stack, message)) as running:
         cli_pid(task.task_id)
-        aws.sqs().send_message(QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"task_id": task.task_id}))
+        aws.sqs().send_message(
+            QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"task_id": task.task_id})
+        )
         duplicate = receive(task.task_id)
         started = time.monotonic()
         assert invoke(stack, duplicate) == {"batchItemFailures": []}
@@ -189,9 +197,17 @@ def test_session_busy_near_the_attempt_limit_requeues_a_fresh_message(stack: Pro
 def test_dead_lettered_task_is_failed_with_a_reason(stack: Provisioned) -> None:
     task = submit("[[text]] unlucky")
     tasks.start(task.task_id, "lambda:gone", "lambda")
-    event = sqs_event([{"MessageId": "m1", "ReceiptHandle": "r1", "Body": json.dumps({"task_id": task.task_id}),
-                        "Attributes": {"ApproximateReceiveCount": "3"}}],
-                      stack.resolver.attrs["TaskDeadLetterQueue.Arn"])
+    event = sqs_event(
+        [
+            {
+                "MessageId": "m1",
+                "ReceiptHandle": "r1",
+                "Body": json.dumps({"task_id": task.task_id}),
+                "Attributes": {"ApproximateReceiveCount": "3"},
+            }
+        ],
+        stack.resolver.attrs["TaskDeadLetterQueue.Arn"],
+    )
     assert dlq_handler.handler(event, None) == {"batchItemFailures": []}
     done = tasks.get(task.task_id)
     assert done is not None and done.status == TaskStatus.FAILED and done.error_kind == "dead_letter"
@@ -211,8 +227,9 @@ def test_long_running_agent_is_handed_to_the_local_fargate_child(stack: Provisio
     assert done.run_mode == "local" and done.cost_usd == pytest.approx(COST)
     wait_until(lambda: not fargate.local_children(), timeout=10)
     # The watchdog copy of the message is in the queue (delayed), and would find the task finished.
-    attrs = aws.sqs().get_queue_attributes(QueueUrl=get_settings().task_queue_url,
-                                           AttributeNames=["ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    attrs = aws.sqs().get_queue_attributes(
+        QueueUrl=get_settings().task_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
     assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"
 
 
@@ -220,8 +237,9 @@ def test_shutdown_stops_local_children_and_running_clis(stack: Provisioned) -> N
     long_task = submit("[[hang]] on fargate", agent="executor")
     invoke(stack, receive(long_task.task_id))
     wait_until(lambda: (t := tasks.get(long_task.task_id)) and t.status == TaskStatus.RUNNING, timeout=30)
-    wait_until(lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(long_task.task_id)),
-               timeout=30)
+    wait_until(
+        lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(long_task.task_id)), timeout=30
+    )
     chat = submit("[[hang]] on lambda")
     message = receive(chat.task_id)
     with in_background(lambda: invoke(stack, message)) as running:

@@ -41,10 +41,18 @@ def test_the_cli_sees_only_the_allow_listed_environment(stack: Provisioned, monk
     task = run_task(stack, "[[env]]")
     assert task.status == TaskStatus.COMPLETED, task.error
     names = env_names(task.result)
-    assert {"ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CLAUDE_CODE_MAX_OUTPUT_TOKENS", "PATH", "HOME",
-            "CLAUDE_CONFIG_DIR", "TMPDIR"} <= names
+    assert {
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_MAX_OUTPUT_TOKENS",
+        "PATH",
+        "HOME",
+        "CLAUDE_CONFIG_DIR",
+        "TMPDIR",
+    } <= names
     leaked = {n for n in names if n.startswith("AWS_") or n.endswith("_WEBHOOK_SECRET")} | (
-        names & {"API_TOKEN", "GITHUB_TOKEN", "SOME_RANDOM_SECRET", "SECRETS_NAME", "TASKS_TABLE"})
+        names & {"API_TOKEN", "GITHUB_TOKEN", "SOME_RANDOM_SECRET", "SECRETS_NAME", "TASKS_TABLE"}
+    )
     assert leaked == set()
 
 
@@ -52,8 +60,9 @@ def test_the_anthropic_key_comes_from_secrets_manager(stack: Provisioned, monkey
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     arn = stack.secrets["AppSecrets"]
     current = json.loads(aws.secretsmanager().get_secret_value(SecretId=arn)["SecretString"])
-    aws.secretsmanager().put_secret_value(SecretId=arn, SecretString=json.dumps(
-        {**current, "ANTHROPIC_API_KEY": "sk-ant-from-secrets"}))
+    aws.secretsmanager().put_secret_value(
+        SecretId=arn, SecretString=json.dumps({**current, "ANTHROPIC_API_KEY": "sk-ant-from-secrets"})
+    )
     secrets.clear_cache()
     task = run_task(stack, "[[env]]")
     assert "ANTHROPIC_API_KEY" in env_names(task.result)
@@ -62,10 +71,19 @@ def test_the_anthropic_key_comes_from_secrets_manager(stack: Provisioned, monkey
 
 
 def test_agent_tree_and_registry_skills_are_in_the_folder(stack: Provisioned) -> None:
-    registry.put("skill", SkillSpec(name="house-style", description="How we write: short.\nReally.",
-                                    content="Write short sentences.", agents=["brain"]), actor="test")
-    registry.put("skill", SkillSpec(name="planning-only", description="x", content="y", agents=["planning"]),
-                 actor="test")
+    registry.put(
+        "skill",
+        SkillSpec(
+            name="house-style",
+            description="How we write: short.\nReally.",
+            content="Write short sentences.",
+            agents=["brain"],
+        ),
+        actor="test",
+    )
+    registry.put(
+        "skill", SkillSpec(name="planning-only", description="x", content="y", agents=["planning"]), actor="test"
+    )
     task = run_task(stack, "[[text]] hi")
     init = next(e.payload["data"] for e in output.read_events(task.task_id) if e.payload.get("kind") == "system")
     assert "house-style" in init["skills"] and "delegating-work" in init["skills"]
@@ -79,20 +97,26 @@ def test_agent_tree_and_registry_skills_are_in_the_folder(stack: Provisioned) ->
     assert set(init["skills"]) >= {"planning-only", "writing-a-plan"}
 
 
-def test_skill_markdown_on_disk(stack: Provisioned, work_root: Path, tmp_path: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skill_markdown_on_disk(
+    stack: Provisioned, work_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The SKILL.md a skill becomes, read back by the CLI itself ([[write]] would not show it: use a tiny CLI)."""
     spy = tmp_path / "spy-claude"
-    spy.write_text("#!/usr/bin/env python3\nimport json, pathlib\n"
-                   "p = pathlib.Path('.claude/skills/house-style/SKILL.md').read_text()\n"
-                   "c = pathlib.Path('.claude/CLAUDE.md').read_text()[:40]\n"
-                   "print(json.dumps({'type':'result','subtype':'success','is_error':False,'result':json.dumps([p,c]),"
-                   "'session_id':'s','total_cost_usd':0}))\n")
+    spy.write_text(
+        "#!/usr/bin/env python3\nimport json, pathlib\n"
+        "p = pathlib.Path('.claude/skills/house-style/SKILL.md').read_text()\n"
+        "c = pathlib.Path('.claude/CLAUDE.md').read_text()[:40]\n"
+        "print(json.dumps({'type':'result','subtype':'success','is_error':False,'result':json.dumps([p,c]),"
+        "'session_id':'s','total_cost_usd':0}))\n"
+    )
     spy.chmod(0o755)
     monkeypatch.setenv("CLAUDE_CLI_PATH", str(spy))
     get_settings.cache_clear()
-    registry.put("skill", SkillSpec(name="house-style", description='Say "hi": briefly', content="Body.",
-                                    agents=["*"]), actor="test")
+    registry.put(
+        "skill",
+        SkillSpec(name="house-style", description='Say "hi": briefly', content="Body.", agents=["*"]),
+        actor="test",
+    )
     task = run_task(stack, "hello")
     skill, claude_md = json.loads(task.result or "[]")
     assert skill == '---\nname: house-style\ndescription: "Say \\"hi\\": briefly"\n---\n\nBody.\n'
@@ -103,16 +127,30 @@ def test_planning_cannot_write_files(stack: Provisioned) -> None:
     task = run_task(stack, "[[write:PLAN-TRY.md:nope]]", agent="planning")
     assert task.status == TaskStatus.COMPLETED
     assert task.result == "I could not write PLAN-TRY.md: permission denied."
-    denied = [e.payload for e in output.read_events(task.task_id)
-              if e.payload.get("kind") == "system" and e.payload["data"].get("subtype") == "permission_denied"]
+    denied = [
+        e.payload
+        for e in output.read_events(task.task_id)
+        if e.payload.get("kind") == "system" and e.payload["data"].get("subtype") == "permission_denied"
+    ]
     assert denied
 
 
 def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "GIT_AUTHOR_NAME": "t",
-                               "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-                               "GIT_COMMITTER_EMAIL": "t@e"}).stdout.strip()
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@e",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@e",
+        },
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -131,28 +169,38 @@ def remote(tmp_path: Path) -> tuple[Path, str]:
     (src / "FEATURE").write_text("f\n")
     git("add", ".", cwd=src)
     git("commit", "-qm", "feature", cwd=src)
+    git("checkout", "-q", "main", cwd=src)
     bare = tmp_path / "remote.git"
     git("clone", "-q", "--bare", str(src), str(bare), cwd=tmp_path)
     return bare, first
 
 
-@pytest.mark.parametrize(("ref", "expect_file", "readme"), [(None, None, "two"), ("feature", "FEATURE", "two"),
-                                                          ("FIRST", None, "one")])
-def test_the_repository_is_cloned_at_its_ref(stack: Provisioned, tmp_path: Path, remote: tuple[Path, str],
-                                             monkeypatch: pytest.MonkeyPatch, ref: str | None,
-                                             expect_file: str | None, readme: str) -> None:
+@pytest.mark.parametrize(
+    ("ref", "expect_file", "readme"), [(None, None, "two"), ("feature", "FEATURE", "two"), ("FIRST", None, "one")]
+)
+def test_the_repository_is_cloned_at_its_ref(
+    stack: Provisioned,
+    tmp_path: Path,
+    remote: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    ref: str | None,
+    expect_file: str | None,
+    readme: str,
+) -> None:
     bare, first = remote
     spy = tmp_path / "spy-claude"
-    spy.write_text("#!/usr/bin/env python3\nimport json, os, subprocess\n"
-                   "files = sorted(os.listdir('.'))\n"
-                   "depth = subprocess.run(['git','rev-list','--count','HEAD'],capture_output=True,text=True).stdout\n"
-                   "print(json.dumps({'type':'result','subtype':'success','is_error':False,"
-                   "'result':json.dumps([os.getcwd(), files, open('README.md').read().strip(), depth.strip()]),"
-                   "'session_id':'s','total_cost_usd':0}))\n")
+    spy.write_text(
+        "#!/usr/bin/env python3\nimport json, os, subprocess\n"
+        "files = sorted(os.listdir('.'))\n"
+        "depth = subprocess.run(['git','rev-list','--count','HEAD'],capture_output=True,text=True).stdout\n"
+        "print(json.dumps({'type':'result','subtype':'success','is_error':False,"
+        "'result':json.dumps([os.getcwd(), files, open('README.md').read().strip(), depth.strip()]),"
+        "'session_id':'s','total_cost_usd':0}))\n"
+    )
     spy.chmod(0o755)
     monkeypatch.setenv("CLAUDE_CLI_PATH", str(spy))
     get_settings.cache_clear()
-    repo = RepoContext(full_name="acme/app", clone_url=str(bare), ref=first if ref == "FIRST" else ref)
+    repo = RepoContext(full_name="acme/app", clone_url=bare.as_uri(), ref=first if ref == "FIRST" else ref)
     task = run_task(stack, "look", agent="planning", repo=repo)
     assert task.status == TaskStatus.COMPLETED, task.error
     cwd, files, text, depth = json.loads(task.result or "[]")
@@ -175,7 +223,8 @@ class AllTopic(Subscription):
 
 
 def test_watchers_get_coalesced_frames_and_gone_connections_are_dropped(
-        stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
     receiver = Receiver().start()
     try:
         monkeypatch.setenv("WEBSOCKET_MANAGEMENT_URL", receiver.url)

@@ -288,6 +288,12 @@ export function chatView(ctx, params) {
     }
   }
 
+  // Without the socket, active replies are followed by polling their task (the socket's replay catches up later).
+  const poll = setInterval(() => {
+    if (live.state === "online") return;
+    for (const turn of turns.values()) if (isActive(turn.task.status)) turn.loadOutput();
+  }, 5000);
+
   loadSessions();
   openSession(sessionId);
 
@@ -299,6 +305,7 @@ export function chatView(ctx, params) {
     },
     destroy() {
       destroyed = true;
+      clearInterval(poll);
       offAny();
       refreshSessions.cancel();
       resetConversation();

@@ -22,6 +22,8 @@ export function taskView(ctx, params) {
   const promptEl = h("pre", { class: "prompt", testid: "task-prompt" });
   const resultSection = h("section", { class: "card", testid: "task-result-section", hidden: true },
     h("h2", {}, "Result"), h("div", { testid: "task-result" }));
+  const planSection = h("section", { class: "card", testid: "task-plan-section", hidden: true },
+    h("h2", {}, "Plan"), h("div", { testid: "task-plan" }));
   const errorSection = h("section", { class: "card card-error", testid: "task-error-section", hidden: true },
     h("h2", {}, "Error"), h("pre", { testid: "task-error" }));
   const relations = h("section", { class: "card", testid: "task-relations", hidden: true });
@@ -29,7 +31,7 @@ export function taskView(ctx, params) {
   const outputState = h("span", { class: "muted small", testid: "task-output-state" });
   const body = h("div", { class: "task-body" },
     h("section", { class: "card" }, h("h2", {}, "Prompt"), promptEl),
-    errorSection, resultSection, relations,
+    errorSection, planSection, resultSection, relations,
     h("section", { class: "card" }, h("h2", {}, "Output ", outputState), outputEl));
   const el = h("div", { class: "page task-page", testid: "task-view", dataset: { taskId } },
     h("a", { href: "#/tasks", class: "back muted" }, "← Tasks"),
@@ -59,7 +61,8 @@ export function taskView(ctx, params) {
     el.dataset.status = task.status;
     stopBtn.hidden = !isActive(task.status);
     const planning = task.agent === "planning" || task.agent === "planner";
-    approveBtn.hidden = !(planning && task.status === "completed" && !task.approved);
+    // Approvable: a completed planning task with a plan, and no executor already queued, running or done.
+    approveBtn.hidden = !(planning && task.status === "completed" && task.plan && !task.approved);
     const usage = task.usage || {};
     replace(facts,
       fact("Agent", task.agent, "task-agent"),
@@ -77,9 +80,10 @@ export function taskView(ctx, params) {
       task.run_mode ? fact("Runner", `${task.run_mode}${task.attempt > 1 ? ` · attempt ${task.attempt}` : ""}`) : null,
       task.repo ? fact("Origin", originLinks(task.repo)) : null);
     promptEl.textContent = task.prompt || "";
-    const result = task.result || task.plan;
-    resultSection.hidden = !result;
-    if (result) replace(resultSection.querySelector("[data-testid=task-result]"), renderMarkdown(result));
+    resultSection.hidden = !task.result;
+    if (task.result) replace(resultSection.querySelector("[data-testid=task-result]"), renderMarkdown(task.result));
+    planSection.hidden = !task.plan || task.plan === task.result;
+    if (!planSection.hidden) replace(planSection.querySelector("[data-testid=task-plan]"), renderMarkdown(task.plan));
     errorSection.hidden = !task.error;
     errorSection.querySelector("pre").textContent = task.error
       ? `${task.error}${task.error_kind && task.error_kind !== task.status ? ` (${task.error_kind})` : ""}` : "";
@@ -107,7 +111,7 @@ export function taskView(ctx, params) {
     try {
       const children = listOf(await api.get(`/api/tasks/${encodeURIComponent(taskId)}/children`), "children", "tasks");
       // A plan is approved once an executor task follows from it.
-      if (children.some((c) => c.agent === "executor")) {
+      if (children.some((c) => c.agent === "executor" && ["queued", "running", "completed"].includes(c.status))) {
         task.approved = true;
         render();
       }
@@ -175,11 +179,17 @@ export function taskView(ctx, params) {
     }
   }
 
+  // Without the socket, an active task is followed by polling its record and output.
+  const poll = setInterval(() => {
+    if (task && isActive(task.status) && live.state !== "online") refresh();
+  }, 5000);
+
   refresh(true);
   return {
     el,
     destroy() {
       destroyed = true;
+      clearInterval(poll);
       unlisten();
       releaseSub();
     },

@@ -34,6 +34,7 @@ def one_line(value: object, limit: int = MAX_LINE_CHARS) -> str:
 # --- Jira wiki markup -------------------------------------------------------------------------------------------
 
 _WIKI_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\{\{([^}\n]{1,500})\}\}"), r"`\1`"),
     (re.compile(r"\{(?:code|noformat)(?::[^}\n]*)?\}"), "\n```\n"),
     (re.compile(r"\{quote\}"), "\n"),
     (re.compile(r"\{color(?::[^}\n]*)?\}"), ""),
@@ -47,7 +48,6 @@ _WIKI_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\|\|"), "|"),
     (re.compile(r"(?<![\w*])\*([^*\n]{1,500})\*(?![\w*])"), r"\1"),
     (re.compile(r"(?<![\w_])_([^_\n]{1,500})_(?![\w_])"), r"\1"),
-    (re.compile(r"\{\{([^}\n]{1,500})\}\}"), r"`\1`"),
 ]
 
 

@@ -1,0 +1,275 @@
+"""The CLI's arguments and environment, the workspace's files, and the ECS hand-off's request."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_machine.domain.agents import BUILTIN_AGENTS
+from agent_machine.models import AgentSpec, PermissionMode, SkillSpec, Task
+from runner import cli, workspace
+from runner.workspace import Workspace, git_auth_env, munge, skill_markdown
+
+
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(
+        task_dir=tmp_path,
+        home=tmp_path / "home",
+        config_dir=tmp_path / "config",
+        tmp=tmp_path / "tmp",
+        work=tmp_path / "w",
+        agent_dir=tmp_path / "w",
+        cwd=tmp_path / "w",
+    )
+
+
+RUNNER_ENV = {
+    "PATH": "/usr/bin",
+    "LANG": "C.UTF-8",
+    "TZ": "UTC",
+    "HOME": "/root",
+    "TMPDIR": "/elsewhere",
+    "AWS_ACCESS_KEY_ID": "AKIA",
+    "AWS_SECRET_ACCESS_KEY": "s",
+    "AWS_SESSION_TOKEN": "t",
+    "AWS_REGION": "eu-west-1",
+    "AWS_ENDPOINT_URL": "http://moto",
+    "AWS_LAMBDA_FUNCTION_NAME": "runner",
+    "API_TOKEN": "api",
+    "GITHUB_WEBHOOK_SECRET": "g",
+    "JIRA_WEBHOOK_SECRET": "j",
+    "SENTRY_WEBHOOK_SECRET": "s",
+    "CUSTOM_WEBHOOK_SECRET": "c",
+    "GITHUB_TOKEN": "ghp",
+    "JIRA_API_TOKEN": "jt",
+    "SECRETS_NAME": "arn",
+    "TASKS_TABLE": "t",
+    "ANTHROPIC_BASE_URL": "http://proxy",
+    "ANTHROPIC_MODEL": "claude-x",
+    "CLAUDE_CODE_MAX_RETRIES": "2",
+    "HTTPS_PROXY": "http://proxy:3128",
+    "IS_SANDBOX": "1",
+    "PYTHONPATH": "/var/task",
+    "LD_PRELOAD": "/evil.so",
+}
+
+
+def test_env_is_an_allow_list(tmp_path: Path) -> None:
+    env = cli.build_env(ws(tmp_path), source=RUNNER_ENV, anthropic_api_key="sk-from-secrets")
+    assert env == {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "ANTHROPIC_BASE_URL": "http://proxy",
+        "ANTHROPIC_MODEL": "claude-x",
+        "CLAUDE_CODE_MAX_RETRIES": "2",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "IS_SANDBOX": "1",
+        "ANTHROPIC_API_KEY": "sk-from-secrets",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        **cli.DEFAULT_GIT_IDENTITY,
+        "HOME": str(tmp_path / "home"),
+        "CLAUDE_CONFIG_DIR": str(tmp_path / "config"),
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+
+
+def test_an_anthropic_key_in_the_environment_wins(tmp_path: Path) -> None:
+    env = cli.build_env(
+        ws(tmp_path), source={**RUNNER_ENV, "ANTHROPIC_API_KEY": "sk-env"}, anthropic_api_key="sk-from-secrets"
+    )
+    assert env["ANTHROPIC_API_KEY"] == "sk-env"
+    oauth = cli.build_env(ws(tmp_path), source={"CLAUDE_CODE_OAUTH_TOKEN": "o"}, anthropic_api_key="sk")
+    assert "ANTHROPIC_API_KEY" not in oauth
+
+
+def test_bedrock_gets_the_region_and_a_narrower_role_never_the_runners_keys(tmp_path: Path) -> None:
+    source = {**RUNNER_ENV, "CLAUDE_CODE_USE_BEDROCK": "1"}
+    env = cli.build_env(ws(tmp_path), source=source, anthropic_api_key="sk")
+    assert env["AWS_REGION"] == "eu-west-1" and "ANTHROPIC_API_KEY" not in env
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
+    narrow = cli.build_env(ws(tmp_path), source=source, bedrock_credentials={"AWS_ACCESS_KEY_ID": "ASIA-narrow"})
+    assert narrow["AWS_ACCESS_KEY_ID"] == "ASIA-narrow"
+
+
+def test_arguments(tmp_path: Path) -> None:
+    agent = BUILTIN_AGENTS["planning"].model_copy(update={"model": "sonnet"})
+    args = cli.build_args(
+        "--help me",
+        agent,
+        max_budget_usd=0.5,
+        resume="cli-1",
+        append_system_prompt="extra",
+        mcp_config=tmp_path / "mcp.json",
+    )
+    assert args == [
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "plan",
+        "--max-turns",
+        "40",
+        "--max-budget-usd",
+        "0.5",
+        "--model",
+        "sonnet",
+        "--allowedTools",
+        *agent.allowed_tools,
+        "--disallowedTools",
+        *agent.disallowed_tools,
+        "--mcp-config",
+        str(tmp_path / "mcp.json"),
+        "--strict-mcp-config",
+        "--resume",
+        "cli-1",
+        "--append-system-prompt=extra",
+        "--",
+        "--help me",
+    ]
+    bare = cli.build_args(
+        "hi",
+        AgentSpec(name="x", permission_mode=PermissionMode.DEFAULT),
+        max_budget_usd=3,
+        resume=None,
+        append_system_prompt=None,
+        mcp_config=None,
+    )
+    assert bare == [
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-mode",
+        "default",
+        "--max-turns",
+        "30",
+        "--max-budget-usd",
+        "3",
+        "--",
+        "hi",
+    ]
+
+
+@pytest.mark.parametrize(("value", "text"), [(3.0, "3"), (0.25, "0.25"), (0.00001, "0.00001"), (12.5, "12.5")])
+def test_dollar_amounts(value: float, text: str) -> None:
+    assert cli.format_usd(value) == text
+
+
+def test_an_argument_too_long_for_exec_is_cut() -> None:
+    cut = cli.clip_arg("x" * 200_000)
+    assert len(cut.encode()) <= cli.MAX_ARG_BYTES and cut.endswith("more than one command-line argument can hold]")
+
+
+def test_missing_cli(tmp_path: Path) -> None:
+    with pytest.raises(cli.CliNotFound, match=r"claude CLI not found at /no/claude; install it with `npm install"):
+        cli.resolve_executable("/no/claude")
+    with pytest.raises(cli.CliNotFound):
+        cli.resolve_executable("surely-not-a-command-on-path")
+    plain = tmp_path / "claude"
+    plain.write_text("#!/bin/sh\n")
+    with pytest.raises(cli.CliNotFound):  # not executable
+        cli.resolve_executable(str(plain))
+
+
+def test_describe_leaves_the_prompt_out() -> None:
+    inv = cli.Invocation("claude", ["-p", "--append-system-prompt=secret plan", "--", "the prompt"], {}, Path("/"))
+    assert inv.describe() == ["-p", "--append-system-prompt=<text>", "-- <prompt>"]
+
+
+def test_munge_matches_the_cli() -> None:
+    assert munge("/tmp/agent-machine/s/a_b.c/w") == "-tmp-agent-machine-s-a-b-c-w"
+
+
+def test_git_token_goes_only_to_the_repositorys_github_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_machine.settings import get_settings
+
+    get_settings.cache_clear()
+    env = git_auth_env("https://github.com/acme/app.git", "ghs_abc")
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraheader"
+    assert env["GIT_CONFIG_VALUE_0"] == "AUTHORIZATION: basic " + base64.b64encode(b"x-access-token:ghs_abc").decode()
+    assert git_auth_env("https://evil.example/acme/app.git", "ghs_abc") == {}
+    assert git_auth_env("http://github.com/acme/app.git", "ghs_abc") == {}
+    assert git_auth_env("https://github.com/acme/app.git", None) == {}
+    monkeypatch.setenv("GITHUB_API_URL", "https://ghe.corp/api/v3")
+    get_settings.cache_clear()
+    try:
+        assert (
+            git_auth_env("https://ghe.corp/acme/app.git", "t")["GIT_CONFIG_KEY_0"]
+            == "http.https://ghe.corp/.extraheader"
+        )
+        assert git_auth_env("https://github.com/acme/app.git", "t") == {}
+    finally:
+        get_settings.cache_clear()
+
+
+def test_skill_markdown() -> None:
+    skill = SkillSpec(name="s1", description="Line one\nline: two", content="Body text\n\n")
+    assert skill_markdown(skill) == '---\nname: s1\ndescription: "Line one line: two"\n---\n\nBody text\n'
+    own = SkillSpec(name="s2", content="---\nname: s2\ndescription: mine\n---\nBody")
+    assert skill_markdown(own) == "---\nname: s2\ndescription: mine\n---\nBody\n"
+
+
+def test_prepare_lays_out_the_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    task = Task(session_id="sess", prompt="p", agent="reviewer")
+    agent = AgentSpec(name="reviewer", description="Reviews pull requests.")
+    skills = [SkillSpec(name="style", description="d", content="c", agents=["reviewer"])]
+    made = workspace.prepare(task, agent, skills, root=tmp_path)
+    assert made.cwd == tmp_path / "s" / "sess" / "w" / "agents" / "reviewer"
+    assert (made.work / ".claude" / "CLAUDE.md").read_text().startswith("# Brain")
+    assert (made.work / "agents" / "planning" / ".claude" / "CLAUDE.md").is_file()
+    assert "Reviews pull requests." in (made.cwd / ".claude" / "CLAUDE.md").read_text()
+    assert (made.cwd / ".claude" / "skills" / "style" / "SKILL.md").is_file()
+    assert oct(made.task_dir.stat().st_mode & 0o777) == "0o700"
+    made.cleanup()
+    assert not made.task_dir.exists() and not made.work.exists()
+
+
+def test_ecs_dispatch_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_machine import aws
+    from agent_machine.settings import get_settings
+    from runner import fargate
+
+    calls: list[dict[str, Any]] = []
+
+    class FakeEcs:
+        def run_task(self, **kwargs: Any) -> dict[str, Any]:
+            calls.append(kwargs)
+            return {"tasks": [{"taskArn": "arn:aws:ecs:task/1"}], "failures": []}
+
+    for key, value in {
+        "FARGATE_MODE": "ecs",
+        "ECS_CLUSTER": "c",
+        "ECS_TASK_DEFINITION": "td",
+        "ECS_SUBNETS": "subnet-a,subnet-b",
+        "ECS_SECURITY_GROUPS": "sg-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    monkeypatch.setattr(aws, "ecs", lambda: FakeEcs())
+    try:
+        task = Task(session_id="s", prompt="p", agent="executor")
+        assert fargate.should_dispatch(BUILTIN_AGENTS["executor"]) and not fargate.should_dispatch(
+            BUILTIN_AGENTS["brain"]
+        )
+        assert fargate.dispatch(task) == fargate.Dispatched("ecs", "arn:aws:ecs:task/1")
+        request = calls[0]
+        assert request["cluster"] == "c" and request["taskDefinition"] == "td"
+        assert request["networkConfiguration"]["awsvpcConfiguration"] == {
+            "subnets": ["subnet-a", "subnet-b"],
+            "securityGroups": ["sg-1"],
+            "assignPublicIp": "ENABLED",
+        }
+        assert request["overrides"] == {
+            "containerOverrides": [{"name": "runner", "environment": [{"name": "TASK_ID", "value": task.task_id}]}]
+        }
+        monkeypatch.setenv("ECS_TASK_DEFINITION", "")
+        get_settings.cache_clear()
+        assert not fargate.available()  # no task definition: long runs stay on Lambda
+    finally:
+        get_settings.cache_clear()

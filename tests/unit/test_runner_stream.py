@@ -1,0 +1,145 @@
+"""Reading and parsing the CLI's stdout: bounded lines, typed models, nothing lost, nothing fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from runner.stream import (
+    AssistantLine,
+    OtherLine,
+    RawLine,
+    ResultLine,
+    SystemLine,
+    UserLine,
+    parse_line,
+    read_lines,
+)
+
+INIT = {
+    "type": "system",
+    "subtype": "init",
+    "cwd": "/w",
+    "session_id": "s1",
+    "tools": ["Bash"],
+    "mcp_servers": [{"name": "machine", "status": "connected"}],
+    "model": "claude-sonnet-4-5",
+    "permissionMode": "dontAsk",
+    "future_field": {"x": 1},
+}
+RESULT = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "duration_ms": 174,
+    "num_turns": 2,
+    "result": "All done.",
+    "session_id": "s1",
+    "total_cost_usd": 0.00846,
+    "usage": {
+        "input_tokens": 2400,
+        "output_tokens": 84,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "server_tool_use": {"web_search_requests": 0},
+    },
+    "modelUsage": {
+        "claude-sonnet-4-5": {
+            "inputTokens": 2400,
+            "outputTokens": 84,
+            "cacheReadInputTokens": 0,
+            "cacheCreationInputTokens": 0,
+            "costUSD": 0.00846,
+        }
+    },
+    "permission_denials": [],
+    "terminal_reason": "completed",
+}
+
+
+def raw(obj: object) -> RawLine:
+    data = (obj if isinstance(obj, str) else json.dumps(obj)).encode()
+    return RawLine(data, len(data))
+
+
+def test_known_lines_become_typed_models() -> None:
+    init = parse_line(raw(INIT)).line
+    assert isinstance(init, SystemLine) and init.subtype == "init" and init.permission_mode == "dontAsk"
+    assert init.mcp_servers[0]["status"] == "connected"
+    assert init.model_extra == {"future_field": {"x": 1}}  # unknown fields are kept
+    result = parse_line(raw(RESULT)).line
+    assert isinstance(result, ResultLine) and result.succeeded
+    assert result.model_usage["claude-sonnet-4-5"].cost_usd == 0.00846
+    assert result.usage is not None and result.usage.input_tokens == 2400
+    assistant = parse_line(
+        raw(
+            {
+                "type": "assistant",
+                "session_id": "s1",
+                "parent_tool_use_id": None,
+                "message": {
+                    "id": "m1",
+                    "content": [
+                        {"type": "text", "text": "hi"},
+                        {"type": "tool_use", "id": "t", "name": "Bash", "input": {}},
+                    ],
+                },
+            }
+        )
+    ).line
+    assert isinstance(assistant, AssistantLine) and assistant.texts() == ["hi"]
+    assert assistant.tool_uses()[0]["name"] == "Bash"
+    user = parse_line(raw({"type": "user", "message": {"role": "user", "content": "[Request interrupted by user]"}}))
+    assert isinstance(user.line, UserLine) and user.line.message.blocks()[0]["text"].startswith("[Request")
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "rate_limit_event", "rate_limit_info": {"status": "allowed"}},
+        {"type": "stream_event", "event": {"type": "content_block_delta"}},
+        {"type": "assistant", "message": "not an object"},  # a known type that does not validate
+        {"no_type": True},
+    ],
+)
+def test_unknown_or_odd_json_is_kept_whole(obj: dict[str, object]) -> None:
+    parsed = parse_line(raw(obj))
+    assert isinstance(parsed.line, OtherLine) and parsed.obj == obj
+
+
+@pytest.mark.parametrize("text", ["npm WARN deprecated x", "", "{not json", "[1, 2]", "  plain  "])
+def test_non_json_lines_are_text(text: str) -> None:
+    parsed = parse_line(raw(text))
+    assert parsed.line is None and parsed.kind == "text" and parsed.text == text
+
+
+def test_truncated_lines_are_never_parsed() -> None:
+    data = json.dumps(RESULT).encode()
+    parsed = parse_line(RawLine(data[:20], len(data)))
+    assert parsed.line is None and parsed.raw.truncated
+
+
+def read(chunks: list[bytes], **kwargs: int) -> list[RawLine]:
+    async def go() -> list[RawLine]:
+        reader = asyncio.StreamReader()
+        for chunk in chunks:
+            reader.feed_data(chunk)
+        reader.feed_eof()
+        return [line async for line in read_lines(reader, **kwargs)]
+
+    return asyncio.run(go())
+
+
+def test_lines_split_across_chunks_and_a_last_line_without_newline() -> None:
+    lines = read([b'{"a"', b":1}\nsecond\n\nthi", b"rd"], chunk_size=3)
+    assert [(line.data, line.size) for line in lines] == [(b'{"a":1}', 7), (b"second", 6), (b"", 0), (b"third", 5)]
+
+
+def test_long_lines_are_cut_and_measured() -> None:
+    lines = read([b"x" * 1000 + b"\nshort\n" + b"y" * 5000], max_line=100, chunk_size=64)
+    assert [(len(line.data), line.size, line.truncated) for line in lines] == [
+        (100, 1000, True),
+        (5, 5, False),
+        (100, 5000, True),
+    ]
