@@ -35,6 +35,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ def main() -> int:
 
         body = payload_bytes()
         context: Any = LambdaContext("api")
-        handlers = {"real": real_handler, "bare": bare_handler}
+        handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {"real": real_handler, "bare": bare_handler}
         timings: dict[str, list[float]] = {"real": [], "bare": []}
         calls: dict[str, Counter[str]] = {"real": Counter(), "bare": Counter()}
         statuses: dict[str, Counter[int]] = {"real": Counter(), "bare": Counter()}

@@ -238,8 +238,8 @@ class Gateway:
             pass
         finally:
             self.connections.pop(connection_id, None)
-            with contextlib.suppress(RuntimeError):
-                await socket.close()
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+                await socket.close()  # the client may already be gone
             try:
                 await self._ws_invoke(websocket_event("$disconnect", connection_id))
             except Exception as exc:

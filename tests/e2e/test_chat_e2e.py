@@ -64,8 +64,10 @@ def test_chat_streams_output_and_books_the_exact_cost(local_machine: RunningMach
     texts = [e["payload"].get("data", {}) for e in events if e["type"] == "task.output"]
     assert any(t.get("type") == "assistant" for t in texts)
 
-    status, task = local_machine.api("GET", f"/api/tasks/{first['task_id']}")
-    assert status == 200 and isinstance(task, dict)
+    status, detail = local_machine.api("GET", f"/api/tasks/{first['task_id']}")
+    assert status == 200 and isinstance(detail, dict)
+    task = detail["task"]
+    assert [e["seq"] for e in detail["output"]] == [e["seq"] for e in events]  # stored for replay, all of it
     assert task["status"] == "completed" and task["result"].startswith("All done")
     assert task["cost_usd"] == pytest.approx(2 * COST_PER_RESPONSE_USD)
 
@@ -74,12 +76,15 @@ def test_chat_streams_output_and_books_the_exact_cost(local_machine: RunningMach
     client.send({"action": "subscribe", "task_id": second["task_id"], "last_seq": 0})
     done = client.wait_for(finished(second["task_id"]), timeout=60)
     assert done["type"] == "task.completed", done
-    _, task = local_machine.api("GET", f"/api/tasks/{second['task_id']}")
-    assert isinstance(task, dict) and "--resume" in task["result"]
+    _, detail = local_machine.api("GET", f"/api/tasks/{second['task_id']}")
+    assert isinstance(detail, dict)
+    task = detail["task"]
+    assert "--resume" in task["result"]
     assert task["cost_usd"] == pytest.approx(COST_PER_RESPONSE_USD)
-    _, session = local_machine.api("GET", f"/api/sessions/{first['session_id']}")
-    assert isinstance(session, dict)
-    assert session["total_cost_usd"] == pytest.approx(3 * COST_PER_RESPONSE_USD)
+    _, detail = local_machine.api("GET", f"/api/sessions/{first['session_id']}")
+    assert isinstance(detail, dict)
+    assert len(detail["tasks"]) == 2
+    assert detail["session"]["total_cost_usd"] == pytest.approx(3 * COST_PER_RESPONSE_USD)
 
 
 def test_stop_ends_a_hanging_cli_within_two_seconds(local_machine: RunningMachine, client: EventClient) -> None:
@@ -99,8 +104,10 @@ def test_stop_ends_a_hanging_cli_within_two_seconds(local_machine: RunningMachin
     while cli_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cli_processes(marker) == []
-    _, task = local_machine.api("GET", f"/api/tasks/{created['task_id']}")
-    assert isinstance(task, dict) and task["status"] == "stopped"
+    _, detail = local_machine.api("GET", f"/api/tasks/{created['task_id']}")
+    assert isinstance(detail, dict)
+    task = detail["task"]
+    assert task["status"] == "stopped"
     assert task["cost_usd"] == pytest.approx(COST_PER_RESPONSE_USD)  # what was spent before the stop
 
 
@@ -109,6 +116,8 @@ def test_a_crash_gives_a_clear_failure(local_machine: RunningMachine, client: Ev
     client.send({"action": "subscribe", "task_id": created["task_id"], "last_seq": 0})
     done = client.wait_for(finished(created["task_id"]), timeout=60)
     assert done["type"] == "task.failed"
-    _, task = local_machine.api("GET", f"/api/tasks/{created['task_id']}")
-    assert isinstance(task, dict) and task["status"] == "failed"
+    _, detail = local_machine.api("GET", f"/api/tasks/{created['task_id']}")
+    assert isinstance(detail, dict)
+    task = detail["task"]
+    assert task["status"] == "failed"
     assert "simulated crash" in (task.get("error") or "")

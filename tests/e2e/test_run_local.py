@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -42,19 +43,22 @@ def test_data_survives_a_restart_and_shutdown_is_clean(tmp_path: Path) -> None:
         assert status == 202 and isinstance(created, dict)
         task_id = created["task_id"]
         for _ in range(150):
-            _, task = machine.api("GET", f"/api/tasks/{task_id}")
-            if isinstance(task, dict) and task.get("status") == "completed":
+            _, detail = machine.api("GET", f"/api/tasks/{task_id}")
+            assert isinstance(detail, dict)
+            if detail["task"]["status"] == "completed":
                 break
-            __import__("time").sleep(0.2)
-        assert isinstance(task, dict) and task["status"] == "completed"
+            time.sleep(0.2)
+        assert detail["task"]["status"] == "completed"
     finally:
         assert machine.stop(signal.SIGINT) == 0, machine.logs()
     assert "saved state" in machine.logs()
 
     again = start_machine(tmp_path, port=machine.port)
     try:
-        status, task = again.api("GET", f"/api/tasks/{task_id}")
-        assert status == 200 and isinstance(task, dict)
+        status, detail = again.api("GET", f"/api/tasks/{task_id}")
+        assert status == 200 and isinstance(detail, dict)
+        task = detail["task"]
+        assert len(detail["output"]) > 2  # the streamed output came back too
         assert task["status"] == "completed" and task["cost_usd"] > 0
     finally:
         again.stop()

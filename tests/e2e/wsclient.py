@@ -13,7 +13,7 @@ from websockets.sync.client import ClientConnection, connect
 
 class EventClient:
     def __init__(self, ws_url: str, token: str) -> None:
-        self.conn: ClientConnection = connect(f"{ws_url}?token={token}", open_timeout=10, max_size=2**22)
+        self.conn: ClientConnection = connect(f"{ws_url}?token={token}", open_timeout=10, max_size=2**22).__enter__()
         self.events: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self._parts: dict[tuple[str, int], dict[int, str]] = {}

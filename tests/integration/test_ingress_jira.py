@@ -136,3 +136,17 @@ def test_wrong_content_type_is_415(stack: Provisioned) -> None:
     body = (WEBHOOKS / "jira" / "comment_created__created.json").read_bytes()
     status, answer = deliver(body, "ct", content_type="text/plain")
     assert (status, answer["error"]["code"]) == (415, "unsupported_media_type")
+
+
+def test_one_comment_sent_as_two_events_makes_one_task(stack: Provisioned) -> None:
+    created = sample("comment_created__created.json")
+    created["comment"]["body"] = "@claude summarise the thread"
+    updated = sample("jira_issue_updated__issue_assigned.json")
+    updated["issue_event_type_name"] = "issue_commented"
+    updated["issue"] = created["issue"]
+    updated["comment"] = created["comment"]
+    assert deliver(created, "c-created")[0] == 202
+    status, answer = deliver(updated, "c-updated")
+    assert (status, answer["status"]) == (200, "ignored")
+    assert answer["reason"] == "this comment was already handled"
+    assert len(all_tasks(stack)) == 1

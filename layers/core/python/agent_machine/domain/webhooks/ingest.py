@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent_machine.domain.agents import PLANNING
 from agent_machine.domain.webhooks.decisions import (
     Answer,
     CreateTask,
@@ -153,9 +154,9 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
     if session_id is not None:
         thread_session = Session(session_id=session_id, title=decision.thread_title or task.title or "Thread",
                                  agent=decision.agent, source=delivery.source)
-    # A thread's session: guess whether it exists (a first planning task: no; anything else: yes), and correct
-    # the guess once if the transaction says otherwise.
-    first_try_new = thread_session is None or (decision.parent is None and decision.task_id is not None)
+    # A thread's session: guess whether it exists (a thread's first planning task: no; anything else: yes), and
+    # correct the guess once if the transaction says otherwise.
+    first_try_new = decision.agent == PLANNING and decision.parent is None
     attempts = [thread_session if first_try_new else None, None if first_try_new else thread_session]
     if thread_session is None:
         attempts = [new_session]

@@ -209,6 +209,10 @@ def _comment(event: Event, issue: Issue, comment: Comment, settings: Settings, p
         quoted=[Quoted("comment.body", body), Quoted("issue.summary", fields.summary or "", 500),
                 Quoted("issue.description", jira_text(fields.description), 8000)],
     )
+    # Jira Cloud sends one comment twice when a webhook subscribes to both comment_created and
+    # jira:issue_updated (issue_commented): the comment's derived task id makes the second a duplicate.
     return CreateTask(reason=f"{author} mentioned {phrase}", agent=BRAIN, prompt=prompt,
                       title=one_line(f"{issue.key}: {body}", 80), repo=_repo(issue), thread_key=key,
-                      thread_title=one_line(f"{issue.key}: {fields.summary or ''}", 80))
+                      thread_title=one_line(f"{issue.key}: {fields.summary or ''}", 80),
+                      task_id=derived_task_id(f"{key}#comment#{comment.id}") if key and comment.id else None,
+                      duplicate_reason="this comment was already handled")
