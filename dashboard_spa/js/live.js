@@ -5,6 +5,7 @@
 const PING_EVERY_MS = 4 * 60 * 1000; // API Gateway closes idle connections after 10 minutes
 const PONG_TIMEOUT_MS = 20 * 1000;
 const MAX_BACKOFF_MS = 15 * 1000;
+const SUBSCRIBE_TIMEOUT_MS = 6 * 1000; // no answer to a subscribe: the connection is broken, open a new one
 
 export class LiveSocket extends EventTarget {
   /**
@@ -26,6 +27,7 @@ export class LiveSocket extends EventTarget {
     this.timers = {};
     this.nextId = 1;
     this.waiting = new Map(); // request id -> {resolve, reject, timer}
+    this.unanswered = new Map(); // subscription key -> watchdog timer
     streams.onGap = (stream) => this.resync(stream);
     this.onOnline = () => this.#reconnectNow();
     this.onVisible = () => document.visibilityState === "visible" && this.#reconnectNow();
@@ -92,6 +94,8 @@ export class LiveSocket extends EventTarget {
       clearTimeout(this.timers.ping);
       clearTimeout(this.timers.pong);
       this.parts.clear();
+      for (const timer of this.unanswered.values()) clearTimeout(timer);
+      this.unanswered.clear();
       for (const [, w] of this.waiting) w.reject(new Error("connection closed"));
       this.waiting.clear();
       this.#setState("offline");
@@ -166,6 +170,11 @@ export class LiveSocket extends EventTarget {
       default:
         break;
     }
+    if (typeof msg.id === "string" && msg.id.startsWith("sub:")) {
+      const key = msg.id.slice(4);
+      clearTimeout(this.unanswered.get(key));
+      this.unanswered.delete(key);
+    }
     if (msg.id && this.waiting.has(msg.id)) {
       const w = this.waiting.get(msg.id);
       this.waiting.delete(msg.id);
@@ -217,7 +226,18 @@ export class LiveSocket extends EventTarget {
 
   #sendSubscribe(key) {
     const message = this.#message(key);
-    if (message) this.send(message);
+    if (!message || !this.send({ ...message, id: `sub:${key}` })) return;
+    // Every subscribe is answered ("subscribed" or "error"). Silence means replies cannot reach us on this
+    // connection: drop it and connect again (the next subscribe replays whatever was missed).
+    clearTimeout(this.unanswered.get(key));
+    const ws = this.ws;
+    this.unanswered.set(key, setTimeout(() => {
+      this.unanswered.delete(key);
+      if (this.ws === ws && ws?.readyState === WebSocket.OPEN) {
+        console.warn("no answer to a subscribe: reconnecting");
+        ws.close();
+      }
+    }, SUBSCRIBE_TIMEOUT_MS));
   }
 
   /**
@@ -243,6 +263,8 @@ export class LiveSocket extends EventTarget {
       sub.refs -= 1;
       if (sub.refs <= 0) {
         this.subs.delete(key);
+        clearTimeout(this.unanswered.get(key));
+        this.unanswered.delete(key);
         const { kind, id } = spec;
         this.send(kind === "all" ? { action: "unsubscribe", topic: "all" }
           : { action: "unsubscribe", [kind === "task" ? "task_id" : "session_id"]: id });

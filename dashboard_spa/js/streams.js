@@ -169,10 +169,13 @@ export class Streams {
     }
   }
 
-  /** last_seq map for a session subscribe: the newest streams of the session we hold. */
+  /**
+   * last_seq map for a session subscribe: every stream of the session we hold (the newest `max`), 0 included,
+   * since the server replays finished tasks only when they are named.
+   */
   lastSeqForSession(sessionId, max = 150) {
     const out = {};
-    const mine = [...this.tasks.values()].filter((s) => s.sessionId === sessionId && s.released > 0);
+    const mine = [...this.tasks.values()].filter((s) => s.sessionId === sessionId);
     for (const s of mine.slice(-max)) out[s.taskId] = s.released;
     return out;
   }

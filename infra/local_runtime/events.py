@@ -28,6 +28,8 @@ class LambdaContext:
     memory_limit_in_mb: int = 1024
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     function_version: str = "$LATEST"
+    client_context: Any = None
+    identity: Any = None
     _deadline: float = 0.0
 
     def __post_init__(self) -> None:
@@ -43,6 +45,15 @@ class LambdaContext:
 def _now() -> tuple[str, int]:
     now = datetime.now(UTC)
     return now.strftime("%d/%b/%Y:%H:%M:%S +0000"), int(now.timestamp() * 1000)
+
+
+def _is_utf8(body: bytes) -> bool:
+    # API Gateway base64-encodes any body it cannot pass through as UTF-8 text.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def is_text(content_type: str) -> bool:
@@ -76,7 +87,7 @@ def http_event(
     qs: dict[str, str] = {}
     for k, v in parse_qsl(query, keep_blank_values=True):
         qs[k] = f"{qs[k]},{v}" if k in qs else v
-    text = is_text(merged.get("content-type", "application/json"))
+    text = is_text(merged.get("content-type", "application/json")) and _is_utf8(body)
     time_str, epoch = _now()
     event: dict[str, Any] = {
         "version": "2.0",
@@ -108,7 +119,7 @@ def http_event(
     if authorizer is not None:
         event["requestContext"]["authorizer"] = {"lambda": authorizer}
     if body:
-        event["body"] = body.decode("utf-8", errors="surrogateescape") if text else base64.b64encode(body).decode()
+        event["body"] = body.decode("utf-8") if text else base64.b64encode(body).decode()
     return event
 
 

@@ -27,6 +27,7 @@ from playwright.sync_api import (
     Page,
     Playwright,
     ViewportSize,
+    WebSocketRoute,
     expect,
     sync_playwright,
 )
@@ -273,6 +274,31 @@ def test_reload_mid_task_replays_the_output(tab: Tab) -> None:
     output = page.get_by_test_id("task-output")
     expect(output.get_by_test_id("assistant-text")).to_have_count(8)
     expect(page.get_by_test_id("task-status")).to_have_attribute("data-status", "completed")
+    tab.assert_clean()
+
+
+@pytest.mark.e2e
+@pytest.mark.browser
+def test_a_connection_that_gets_no_answers_is_replaced(tab: Tab) -> None:
+    """Replies that cannot reach the page (the first socket's frames are dropped): it reconnects and replays."""
+    sockets: list[int] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        sockets.append(len(sockets) + 1)
+        if len(sockets) > 1:
+            server.on_message(lambda message: ws.send(message))
+        else:
+            server.on_message(lambda message: None)
+
+    tab.page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    page = tab.signed_in("#/chat")
+    task_id = tab.chat("[[lines:3:300]] are you there?")
+    turn = tab.turn(task_id)
+    expect(turn.get_by_test_id("reply-footer")).to_have_attribute("data-status", "completed")
+    assert turn.get_by_test_id("assistant-text").all_inner_texts() == [f"line {i} of 3" for i in range(1, 4)]
+    assert len(sockets) >= 2
+    expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "online")
     tab.assert_clean()
 
 

@@ -48,7 +48,7 @@ def test_data_survives_a_restart_and_shutdown_is_clean(tmp_path: Path) -> None:
             if detail["task"]["status"] == "completed":
                 break
             time.sleep(0.2)
-        assert detail["task"]["status"] == "completed"
+        assert isinstance(detail, dict) and detail["task"]["status"] == "completed"
     finally:
         assert machine.stop(signal.SIGINT) == 0, machine.logs()
     assert "saved state" in machine.logs()

@@ -54,9 +54,20 @@ def test_bad_query_is_422(stack: Provisioned, query: str) -> None:
     assert answer["error"]["details"]
 
 
-def test_bad_cursor_is_400(stack: Provisioned) -> None:
-    status, answer = get("/api/tasks", "cursor=not-base64!!")
-    assert (status, answer["error"]["code"]) == (400, "bad_cursor")
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/sessions", "/api/events", "/api/tasks/x/children"])
+def test_bad_cursor_is_400(stack: Provisioned, path: str) -> None:
+    import base64
+
+    submit("so that the parent exists")
+    wrong_key = base64.urlsafe_b64encode(json.dumps({"x": {"S": "1"}}).encode()).decode()
+    other_listing = base64.urlsafe_b64encode(json.dumps(
+        {"task_id": {"S": "a"}, "created_at": {"S": "b"}, "list_pk": {"S": "other"}}).encode()).decode()
+    for cursor in ("not-base64!!", wrong_key, base64.urlsafe_b64encode(b"[1]").decode(), other_listing):
+        status, answer = get(path, f"cursor={cursor}")
+        if path.endswith("/children"):
+            assert status == 404  # the unknown task is found first
+            continue
+        assert (status, answer["error"]["code"]) == (400, "bad_cursor"), cursor
 
 
 def test_limit_500_is_allowed(stack: Provisioned) -> None:

@@ -343,3 +343,16 @@ def test_prompt_injection_lands_quoted_and_changes_nothing(stack: Provisioned) -
     from agent_machine.domain.agents import get_agent
 
     assert "Write" in get_agent(task["agent"]).disallowed_tools
+
+
+def test_a_thread_keeps_one_session_whichever_event_comes_first(stack: Provisioned) -> None:
+    _, mention = deliver("issue_comment", comment_payload("@claude what is this about?"), "thread-1")
+    labeled = sample("issues__labeled.json")
+    labeled["label"]["name"] = "claude"
+    status, planned = deliver("issues", labeled, "thread-2")
+    assert (status, planned["agent"]) == (202, "planning")
+    assert planned["session_id"] == mention["session_id"]
+    status, detail = call("GET", f"/api/sessions/{mention['session_id']}", headers=TOKEN)
+    assert status == 200
+    assert detail["totals"]["tasks"] == 2
+    assert detail["session"]["source"] == "github"

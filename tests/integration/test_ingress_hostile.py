@@ -166,6 +166,8 @@ def test_every_bad_request_is_json_and_never_5xx(nothing_written: Provisioned) -
         ("/webhooks/sentry", b"{", {"content-type": "application/json"}),
         ("/webhooks/nope", b"{}", {"content-type": "application/json"}),
         ("/webhooks/..%2F..%2Fapi", b"{}", {"content-type": "application/json"}),
+        ("/webhooks/" + "x" * 5000, b"{}", {"content-type": "application/json"}),
+        ("/webhooks/UPPER", b"{}", {"content-type": "application/json"}),
         ("/webhooks/github", b"", {}),
     ]
     for path, body, headers in cases:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from local_runtime.gateway import Gateway, RouteTarget
 from local_runtime.invoker import Invoker
 from local_runtime.provision import Provisioned
 from local_runtime.sqs_source import SqsEventSource, SqsMapping
 from local_runtime.template import functions, load
+
 from tests.integration import probe_handlers
 
 
@@ -93,10 +93,14 @@ def test_reported_failures_retry_then_go_to_the_dead_letter_queue(probe_queue: t
     wait_for(lambda: len(probe_handlers.seen) >= 2)
     counts = [r["attributes"]["ApproximateReceiveCount"] for r in probe_handlers.seen]
     assert counts[:2] == ["1", "2"]
-    dead: list[dict[str, object]] = []
-    wait_for(lambda: dead.extend(sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", []))
-             or bool(dead))
-    assert dead[0]["Body"] == "fail"
+    dead: list[str] = []
+
+    def dead_lettered() -> bool:
+        dead.extend(m["Body"] for m in sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=1).get("Messages", []))
+        return bool(dead)
+
+    wait_for(dead_lettered)
+    assert dead[0] == "fail"
 
 
 def test_maximum_concurrency_bounds_parallel_invocations(probe_queue: tuple[SqsEventSource, str, str]) -> None:

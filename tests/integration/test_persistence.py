@@ -8,7 +8,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from agent_machine import aws
 from agent_machine.domain import submission
 from agent_machine.models import TaskStatus
@@ -16,6 +15,7 @@ from agent_machine.store import tasks
 from local_runtime.emulator import start_moto
 from local_runtime.persistence import STALE_HEARTBEAT, StateFile, requeue_unfinished
 from local_runtime.provision import Provisioned, provision
+
 from tests.conftest import reset_caches
 
 

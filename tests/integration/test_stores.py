@@ -5,7 +5,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from agent_machine.domain import lifecycle, submission
 from agent_machine.models import Task, TaskSource, TaskStatus, TokenUsage
 from agent_machine.store import costs, sessions, tasks

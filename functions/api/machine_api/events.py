@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Security
 from pydantic import BaseModel
 
 from machine_api.deps import bearer_scheme
-from machine_api.errors import ApiError
+from machine_api.paging import check_cursor
 
 router = APIRouter(prefix="/api", tags=["events"], dependencies=[Security(bearer_scheme)])
 
@@ -23,10 +23,7 @@ class DeliveryList(BaseModel):
 def recent(limit: Annotated[int, Query(ge=1, le=500)] = 50,
            cursor: Annotated[str | None, Query(max_length=2048)] = None) -> DeliveryList:
     from agent_machine.store import events
-    from agent_machine.store._dynamo import BadCursor
 
-    try:
-        items, next_cursor = events.recent(limit=limit, cursor=cursor)
-    except BadCursor as exc:
-        raise ApiError(400, "bad_cursor", str(exc)) from exc
+    check_cursor(cursor, {"delivery_key": None, "list_pk": "event", "received_at": None})
+    items, next_cursor = events.recent(limit=limit, cursor=cursor)
     return DeliveryList(items=items, cursor=next_cursor)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from machine_api.deps import bearer_scheme
 from machine_api.errors import ApiError
+from machine_api.paging import check_cursor, task_cursor_key
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], dependencies=[Security(bearer_scheme)])
 
@@ -37,12 +38,9 @@ class SessionDetail(BaseModel):
 def list_sessions(limit: Annotated[int, Query(ge=1, le=500)] = 50,
                   cursor: Annotated[str | None, Query(max_length=2048)] = None) -> SessionList:
     from agent_machine.store import sessions
-    from agent_machine.store._dynamo import BadCursor
 
-    try:
-        items, next_cursor = sessions.list_sessions(limit=limit, cursor=cursor)
-    except BadCursor as exc:
-        raise ApiError(400, "bad_cursor", str(exc)) from exc
+    check_cursor(cursor, {"session_id": None, "list_pk": "session", "updated_at": None})
+    items, next_cursor = sessions.list_sessions(limit=limit, cursor=cursor)
     return SessionList(items=items, cursor=next_cursor)
 
 
@@ -50,15 +48,12 @@ def list_sessions(limit: Annotated[int, Query(ge=1, le=500)] = 50,
 def get_session(session_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 100,
                 cursor: Annotated[str | None, Query(max_length=2048)] = None) -> SessionDetail:
     from agent_machine.store import sessions, tasks
-    from agent_machine.store._dynamo import BadCursor
 
     session = sessions.get(session_id) if 0 < len(session_id) <= 128 else None
     if session is None:
         raise ApiError(404, "not_found", f"no session {session_id[:128]}")
-    try:
-        page = tasks.list_tasks(session_id=session_id, limit=limit, cursor=cursor)
-    except BadCursor as exc:
-        raise ApiError(400, "bad_cursor", str(exc)) from exc
+    check_cursor(cursor, task_cursor_key(session_id=session_id))
+    page = tasks.list_tasks(session_id=session_id, limit=limit, cursor=cursor)
     totals = SessionTotals(tasks=session.task_count, cost_usd=session.total_cost_usd,
                            input_tokens=session.total_input_tokens, output_tokens=session.total_output_tokens)
     return SessionDetail(session=session, tasks=page.items, tasks_cursor=page.cursor, totals=totals)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from machine_api.deps import actor, bearer_scheme
 from machine_api.errors import ApiError
+from machine_api.paging import check_cursor, task_cursor_key
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], dependencies=[Security(bearer_scheme)])
 
@@ -43,12 +44,12 @@ def _get(task_id: str) -> Task:
 
 def _page(**kwargs: Any) -> TaskList:
     from agent_machine.store import tasks
-    from agent_machine.store._dynamo import BadCursor
 
-    try:
-        page = tasks.list_tasks(**kwargs)
-    except BadCursor as exc:
-        raise ApiError(400, "bad_cursor", str(exc)) from exc
+    status = kwargs.get("status")
+    check_cursor(kwargs.get("cursor"), task_cursor_key(
+        session_id=kwargs.get("session_id"), parent_task_id=kwargs.get("parent_task_id"),
+        status=status.value if status else None))
+    page = tasks.list_tasks(**kwargs)
     return TaskList(items=page.items, cursor=page.cursor)
 
 

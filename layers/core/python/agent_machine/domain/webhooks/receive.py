@@ -35,7 +35,7 @@ from agent_machine.domain.webhooks.signatures import (
     verify_sentry,
 )
 from agent_machine.domain.webhooks.text import one_line
-from agent_machine.models import TaskSource
+from agent_machine.models import NAME_PATTERN, TaskSource
 from agent_machine.settings import get_settings
 
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -187,7 +187,8 @@ def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outco
     from agent_machine.models import WebhookSpec
     from agent_machine.store import registry
 
-    spec = None if name in dynamic.RESERVED_NAMES else registry.get("webhook", name, WebhookSpec)
+    valid = NAME_PATTERN.fullmatch(name) is not None and name not in dynamic.RESERVED_NAMES
+    spec = registry.get("webhook", name, WebhookSpec) if valid else None
     if spec is None:
         raise UnknownWebhook(f"no webhook named '{one_line(name, 64)}'")
     _require_json(headers)
