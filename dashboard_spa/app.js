@@ -84,8 +84,14 @@ class App {
 
   async start() {
     const fromUrl = takeUrlToken();
+    // On AWS the dashboard (CloudFront) and the API (HTTP API) live on different origins: the deployment
+    // uploads a config.json next to index.html naming the API. Locally there is none and the API is this origin.
+    const deployed = await fetch("config.json", { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .catch(() => null);
+    if (deployed && deployed.api_base_url) this.api.base = String(deployed.api_base_url).replace(/\/$/, "");
     try {
-      this.config = (await this.api.get("/api/config", { auth: false })) || {};
+      this.config = { ...(deployed || {}), ...((await this.api.get("/api/config", { auth: false })) || {}) };
     } catch (err) {
       this.config = {};
       console.warn("no /api/config", err);

@@ -70,7 +70,8 @@ export class LiveSocket extends EventTarget {
   #open() {
     const token = this.getToken();
     if (!token) return;
-    this.#setState(this.attempt === 0 && this.state !== "offline" ? "connecting" : this.state);
+    // The first connection shows "connecting"; later attempts keep "offline" until one opens.
+    if (this.state !== "offline") this.#setState("connecting");
     const sep = this.url.includes("?") ? "&" : "?";
     let ws;
     try {

@@ -31,7 +31,8 @@ fi
 bucket=$(output DashboardBucketName)
 api=$(output HttpApiUrl)
 ws=$(output WebSocketUrl)
-aws s3 sync dashboard_spa/ "s3://$bucket/" --delete --exclude "node_modules/*" --exclude "package*.json"
+aws s3 sync dashboard_spa/ "s3://$bucket/" --delete --exclude "node_modules/*" --exclude "tests/*" \
+  --exclude "scripts/*" --exclude "package*.json" --exclude "README.md" --exclude "config.json"
 printf '{"api_base_url": "%s", "websocket_url": "%s"}\n' "${api%/}" "$ws" | \
   aws s3 cp - "s3://$bucket/config.json" --content-type application/json --cache-control no-cache
 aws cloudfront create-invalidation --distribution-id "$(output DashboardDistributionId)" --paths "/*" >/dev/null

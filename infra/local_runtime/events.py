@@ -134,8 +134,8 @@ def authorizer_event(route_arn_path: str, route_key: str, headers: Mapping[str, 
 
 
 def new_connection_id() -> str:
-    # API Gateway's ids look like "L0SM9cOFvHcCIhw=": 12 random bytes, base64.
-    return base64.b64encode(secrets.token_bytes(10)).decode()
+    # API Gateway's ids look like "L0SM9cOFvHcCIhw=": random bytes in URL-safe base64 (they go in URL paths).
+    return base64.urlsafe_b64encode(secrets.token_bytes(10)).decode()
 
 
 def websocket_event(

@@ -97,7 +97,7 @@ class Gateway:
         self.connections: dict[str, LiveConnection] = {}
         self.app = Starlette(routes=[
             WebSocketRoute("/ws", self.websocket),
-            Route("/@connections/{connection_id}", self.management, methods=["GET", "POST", "DELETE"]),
+            Route("/@connections/{connection_id:path}", self.management, methods=["GET", "POST", "DELETE"]),
             Route("/{path:path}", self.http, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
         ])
 

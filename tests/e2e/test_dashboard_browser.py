@@ -313,6 +313,7 @@ def test_create_edit_and_delete_a_skill(tab: Tab) -> None:
     form.get_by_test_id("field-description").fill("Write release notes from merged pull requests")
     form.get_by_test_id("field-content").fill("# Release notes\n\nGroup changes by area; link every PR.")
     form.get_by_test_id("field-agents").fill("brain, planning")
+    page.evaluate("window.scrollTo(0, 0)")
     tab.shot("skill-form")
     form.get_by_test_id("registry-save").click()
     item = page.locator('[data-testid="registry-item"][data-name="release-notes"]')

@@ -120,6 +120,8 @@ export function chatView(ctx, params) {
         if (task) {
           const before = this.task.status;
           Object.assign(this.task, task);
+          // The record can lag the stream (read before the run was booked): the stream's end wins.
+          if (this.transcript.ended) applyLifecycle(this.task, this.transcript.ended);
           if (before !== this.task.status) this.refreshControls();
         }
         streams.stream(this.task.task_id, this.task.session_id).addAll(output);

@@ -56,20 +56,22 @@ function dayChart(rows) {
   const days = rows.slice().sort((a, b) => a.label.localeCompare(b.label)).slice(-31);
   const max = Math.max(...days.map((d) => d.cost), 1e-9);
   const every = Math.ceil(days.length / 8);
+  const last = days.length - 1;
+  const showLabel = (i) => i % every === 0 ? last - i >= every / 2 || i === last : i === last;
   return h("div", { class: "day-chart", role: "img", "aria-label": "Cost by day", testid: "cost-by-day" },
     h("div", { class: "day-max muted small" }, money(max)),
     h("div", { class: "day-bars" }, days.map((d, i) => {
       const bar = h("span", { class: "day-bar", title: `${d.label}: ${money(d.cost)}` });
       bar.style.height = `${d.cost > 0 ? Math.max(1.5, (d.cost / max) * 100) : 0}%`;
       return h("div", { class: "day-col", testid: "cost-day", dataset: { day: d.label } }, bar,
-        h("span", { class: "day-label" }, i % every === 0 || i === days.length - 1 ? d.label.slice(5) : ""));
+        h("span", { class: "day-label" }, showLabel(i) ? d.label.slice(5) : ""));
     })));
 }
 
 function meter(label, spent, cap, testid) {
   const ratio = cap > 0 ? spent / cap : 0;
   const fill = h("span", { class: ["meter-fill", ratio >= 1 ? "over" : ratio >= 0.8 ? "warn" : ""] });
-  fill.style.width = `${Math.min(100, ratio * 100).toFixed(1)}%`;
+  fill.style.width = `${spent > 0 ? Math.max(0.6, Math.min(100, ratio * 100)) : 0}%`;
   return h("div", { class: "meter", testid },
     h("div", { class: "meter-head" }, h("span", {}, label),
       h("span", {}, `${money(spent)} of ${money(cap)} (${Math.round(ratio * 100)}%)`)),
@@ -114,9 +116,9 @@ export function costsView(ctx) {
     const days = pick(data, "days");
     replace(content,
       h("div", { class: "kpis" },
-        h("div", { class: "kpi", testid: "cost-today" }, h("div", { class: "kpi-label" }, "Today"), h("div", { class: "kpi-value" }, money(today, 2)),
+        h("div", { class: "kpi", testid: "cost-today" }, h("div", { class: "kpi-label" }, "Today"), h("div", { class: "kpi-value" }, money(today)),
           todayTasks !== undefined ? h("div", { class: "muted small" }, `${count(todayTasks)} tasks`) : null),
-        h("div", { class: "kpi", testid: "cost-month" }, h("div", { class: "kpi-label" }, "This month"), h("div", { class: "kpi-value" }, money(month, 2))),
+        h("div", { class: "kpi", testid: "cost-month" }, h("div", { class: "kpi-label" }, "This month"), h("div", { class: "kpi-value" }, money(month))),
         taskCap ? h("div", { class: "kpi", testid: "cost-task-cap" }, h("div", { class: "kpi-label" }, "Cap per task"), h("div", { class: "kpi-value" }, money(taskCap, 2))) : null),
       h("section", { class: "card", testid: "budget" }, h("h2", {}, "Budget"),
         dailyCap ? meter("Today against the daily cap", today, dailyCap, "budget-daily") : h("p", { class: "muted" }, "No daily cap set."),

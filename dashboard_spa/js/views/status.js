@@ -50,7 +50,7 @@ export function statusView(ctx) {
         kpi("Queued", count(pick(s, "queued_tasks", "queued") ?? 0), "status-queued"),
         kpi("Concurrency limit", limit ?? "—", "status-limit"),
         kpi("Sessions", count(pick(s, "sessions") ?? 0), "status-sessions"),
-        kpi("Cost today", money(pick(s, "cost_today_usd") ?? 0, 2), "status-cost",
+        kpi("Cost today", money(pick(s, "cost_today_usd") ?? 0), "status-cost",
           budgets.daily_usd ? `of ${money(budgets.daily_usd, 2)} daily cap` : null),
         kpi("Live updates", live.state === "online" ? "Live" : live.state, "status-live"));
     } catch (err) {

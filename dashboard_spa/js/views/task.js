@@ -135,6 +135,8 @@ export function taskView(ctx, params) {
       task = fresh;
       stream.sessionId = stream.sessionId || task.session_id;
       stream.addAll(output);
+      // The record can lag the stream (read before the run was booked): the stream's end wins.
+      if (transcript.ended) applyLifecycle(task, transcript.ended);
       el.querySelector("[data-testid=task-loading]")?.remove();
       body.hidden = false;
       render();
