@@ -7,9 +7,11 @@ run is booked as stopped with its cost, before ECS's StopTimeout sends SIGKILL.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import urllib.request
 from types import FrameType
 
 from agent_machine.observability import get_logger, quiet_noisy_loggers
@@ -25,6 +27,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         controller.request("terminated")
 
 
+def ecs_task_arn() -> str | None:
+    """This container's ECS task ARN (task metadata endpoint v4), so the task records which ECS task runs it —
+    what `ecs:StopTask` needs if this runner stops answering."""
+    base = os.environ.get("ECS_CONTAINER_METADATA_URI_V4")
+    if not base:
+        return None
+    try:
+        with urllib.request.urlopen(f"{base}/task", timeout=2) as resp:  # noqa: S310 - link-local ECS endpoint
+            arn = json.load(resp).get("TaskARN")
+    except (OSError, ValueError):
+        return None
+    return arn if isinstance(arn, str) and arn else None
+
+
 def main() -> int:
     quiet_noisy_loggers()
     task_id = os.environ.get("TASK_ID", "").strip()
@@ -33,8 +49,9 @@ def main() -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
     run_mode = "local" if get_settings().fargate_mode == "local" else "fargate"
+    arn = ecs_task_arn() if run_mode == "fargate" else None
     try:
-        return run_by_id(task_id, run_mode=run_mode)
+        return run_by_id(task_id, run_mode=run_mode, runner_id=f"fargate:{arn}" if arn else None)
     finally:
         flush_metrics()
 

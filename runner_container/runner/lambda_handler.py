@@ -26,6 +26,7 @@ def _message(record: dict[str, Any]) -> Message:
     )
 
 
+@get_logger().inject_lambda_context(clear_state=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     log = get_logger()
     failures: list[dict[str, str]] = []

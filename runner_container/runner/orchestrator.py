@@ -293,7 +293,7 @@ def handle(
         log.thread_safe_remove_keys(LOG_KEYS)
 
 
-def run_by_id(task_id: str, *, run_mode: str) -> int:
+def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> int:
     """The Fargate entry: claim the task (queued, or stale) and run it here, without the Lambda time limit."""
     log = get_logger()
     settings = get_settings()
@@ -317,7 +317,7 @@ def run_by_id(task_id: str, *, run_mode: str) -> int:
             if refusal:
                 end_unstarted(task, refusal, "budget")
                 return 0
-        runner_id = new_runner_id(run_mode)
+        runner_id = runner_id or new_runner_id(run_mode)
         claimed = claim(task, runner_id, run_mode)
         if claimed is None:
             log.info("another runner claimed the task first")

@@ -192,7 +192,7 @@ def reports_cumulative(result: ResultLine, before: Prior) -> bool:
     return (result.total_cost_usd or 0.0) >= before.total_cost_usd  # no token figures: trust the notes
 
 
-def _interruption_status(reason: Interruption) -> tuple[TaskStatus, str, str]:
+def interruption_status(reason: Interruption) -> tuple[TaskStatus, str, str]:
     if reason == "timeout":
         return TaskStatus.TIMED_OUT, "timed_out", "the task ran out of time and was interrupted"
     if reason == "shutdown":
@@ -246,7 +246,7 @@ def decide(
     answer = clip(state.final_text(), config.MAX_RESULT_BYTES)
 
     if interruption is not None and interruption != "lost":
-        status, kind, message = _interruption_status(interruption)
+        status, kind, message = interruption_status(interruption)
         out.status, out.error_kind = status, kind
         out.error = message + (f" ({timeout_detail})" if timeout_detail and interruption == "timeout" else "")
         if result is None:

@@ -34,7 +34,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from runner import cli, config, transcripts, workspace
 from runner.delegation import Bridge, Delegation
 from runner.output import EventStream
-from runner.results import Interruption, Outcome, Prior, RunState, clip, decide
+from runner.results import Interruption, Outcome, Prior, RunState, clip, decide, interruption_status
 from runner.stream import Parsed, RawLine, parse_line, read_lines
 
 MAX_PLAN_IN_PROMPT = 60 * 1024  # one argv string may not exceed 128 KB (Linux MAX_ARG_STRLEN)
@@ -67,7 +67,11 @@ def active_runs() -> dict[str, Controller]:
 
 
 class Controller:
-    """Heartbeat, stop, deadline and signals for one run. `request` may be called from any thread."""
+    """Heartbeat, stop, deadline and signals for one run, from its claim to the CLI's exit.
+
+    `request` may be called from any thread. Before the CLI is spawned an interruption sets `interrupted` (the
+    preparation is cancelled); once it runs, SIGINT goes to its process group, SIGKILL after the grace period.
+    """
 
     def __init__(self, task: Task, opts: RunOptions, events: EventStream) -> None:
         self.task = task
@@ -76,7 +80,9 @@ class Controller:
         self.loop = asyncio.get_running_loop()
         self.proc: asyncio.subprocess.Process | None = None
         self.interruption: Interruption | None = None
+        self.interrupted = asyncio.Event()
         self.interrupted_at: float | None = None
+        self.killed = False
         self.heartbeats = 0
 
     def request(self, reason: Interruption) -> None:
@@ -90,7 +96,8 @@ class Controller:
     def interrupt(self, reason: Interruption) -> None:
         if self.interruption is None:
             self.interruption = reason
-            get_logger().info("interrupting the CLI", extra={"reason": reason, "task_id": self.task.task_id})
+            self.interrupted.set()
+            get_logger().info("interrupting the run", extra={"reason": reason, "task_id": self.task.task_id})
         if self.proc is not None and self.proc.returncode is None and self.interrupted_at is None:
             self.interrupted_at = time.monotonic()
             self.signal(signal.SIGINT)
@@ -105,13 +112,16 @@ class Controller:
         self.signal(signal.SIGKILL)
 
     async def watch(self) -> None:
+        """Runs until cancelled (once the CLI has exited): beats, enforces the deadline and the grace period."""
         next_beat = time.monotonic() + config.HEARTBEAT_SECONDS
-        while self.proc is not None and self.proc.returncode is None:
+        while True:
             now = time.monotonic()
-            if self.interrupted_at is not None and now - self.interrupted_at >= config.STOP_GRACE_SECONDS:
+            running = self.proc is not None and self.proc.returncode is None
+            grace_over = self.interrupted_at is not None and now - self.interrupted_at >= config.STOP_GRACE_SECONDS
+            if running and grace_over and not self.killed:
                 get_logger().warning("the CLI ignored SIGINT: killing its process group")
+                self.killed = True
                 self.kill_group()
-                return
             if now >= self.opts.deadline:
                 self.interrupt("timeout")
             if now >= next_beat:
@@ -196,7 +206,6 @@ async def execute(inv: cli.Invocation, controller: Controller, state: RunState, 
         asyncio.create_task(pump_stdout(proc.stdout, state, events)),
         asyncio.create_task(pump_stderr(proc.stderr, tail, events)),
     }
-    watcher = asyncio.create_task(controller.watch())
     try:
         code = await proc.wait()
         _done, pending = await asyncio.wait(readers, timeout=config.DRAIN_SECONDS)
@@ -209,9 +218,6 @@ async def execute(inv: cli.Invocation, controller: Controller, state: RunState, 
             if task.done() and not task.cancelled() and task.exception() is not None:
                 get_logger().error("reading the CLI's output failed", exc_info=task.exception())
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
         if proc.returncode is None:
             controller.kill_group()
             await proc.wait()
@@ -335,6 +341,7 @@ class TaskRun:
                     "max_budget_usd": self.budget(),
                 },
             )
+            watcher = asyncio.create_task(self.controller.watch())
             try:
                 outcome = await self._run_cli()
             except cli.CliNotFound as exc:
@@ -350,6 +357,10 @@ class TaskRun:
                     error=f"the runner failed: {type(exc).__name__}: {exc}",
                     error_kind="runner_error",
                 )
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             booked = await self._book(outcome)
             return outcome if booked else None
         finally:
@@ -364,9 +375,8 @@ class TaskRun:
     def budget(self) -> float:
         return self.task.max_budget_usd or self.agent.max_budget_usd or get_settings().task_budget_usd
 
-    async def _run_cli(self) -> Outcome:
+    async def _prepare(self, executable: str) -> cli.Invocation:
         task, agent = self.task, self.agent
-        executable = cli.resolve_executable(get_settings().claude_cli_path)
         skills = await asyncio.to_thread(agent_registry.skills_for, agent.name)
         ws = self.ws = await asyncio.to_thread(workspace.prepare, task, agent, skills)
         github_token: str | None = None
@@ -402,15 +412,29 @@ class TaskRun:
             cwd=ws.cwd,
             resume=self.resumed,
         )
-        if time.monotonic() >= self.opts.deadline:
-            return Outcome(TaskStatus.TIMED_OUT, error="no time left to start the CLI", error_kind="timed_out")
-        if self.controller.interruption is not None:
-            status = TaskStatus.STOPPED
-            return Outcome(
-                status,
-                error=f"{self.controller.interruption} before the CLI started",
-                error_kind=self.controller.interruption,
-            )
+        return inv
+
+    async def _run_cli(self) -> Outcome:
+        task, agent = self.task, self.agent
+        executable = cli.resolve_executable(get_settings().claude_cli_path)
+        # Preparing (clone, restore) can take a while: a stop or the deadline cancels it.
+        preparing = asyncio.create_task(self._prepare(executable))
+        interrupted = asyncio.create_task(self.controller.interrupted.wait())
+        await asyncio.wait({preparing, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not preparing.done():
+            preparing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await preparing  # (its error, if any, is the interruption's to report, or raised just below)
+        reason = self.controller.interruption
+        if reason == "lost":
+            return Outcome(TaskStatus.FAILED, error="the task was taken from this runner", error_kind="lost")
+        if reason is not None:
+            status, kind, message = interruption_status(reason)
+            return Outcome(status, error=f"{message} (before the CLI started)", error_kind=kind)
+        inv = preparing.result()
+        ws = self.ws
+        assert ws is not None
         get_logger().info("starting the CLI", extra={"cli_args": inv.describe(), "cwd": str(ws.cwd)})
         self.spawned_at = time.monotonic()
         execution = await execute(inv, self.controller, self.state, self.events)

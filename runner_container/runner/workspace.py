@@ -212,6 +212,10 @@ async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str |
         proc.kill()
         await proc.wait()
         raise WorkspaceError(f"git {args[0]} timed out") from None
+    except asyncio.CancelledError:  # the task was stopped while cloning
+        proc.kill()
+        await proc.wait()
+        raise
     if proc.returncode != 0:
         text = out.decode("utf-8", errors="replace")
         if secret:

@@ -24,6 +24,7 @@ from tests.conftest import TEST_SECRETS, WEBHOOKS
 from tests.e2e.conftest import RunningMachine
 
 TERMINAL = frozenset({"completed", "failed", "stopped", "timed_out"})
+TERMINAL_EVENTS = frozenset({"task.completed", "task.failed", "task.stopped"})
 SECRET = TEST_SECRETS["GITHUB_WEBHOOK_SECRET"]
 
 
@@ -63,6 +64,26 @@ def wait_status(machine: RunningMachine, task_id: str, statuses: frozenset[str] 
         return dict(wait_for(reached, timeout=timeout, what=f"task {task_id} in {sorted(statuses)}"))
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last seen: {last.get('task', {}).get('status')}") from None
+
+
+def wait_finished(machine: RunningMachine, task_id: str, *, timeout: float) -> dict[str, Any]:
+    """The task's detail once it is booked (terminal status) AND its terminal event is stored: the runner books
+    first and emits the event right after, so for a moment a finished task's output does not show its end."""
+    last: dict[str, Any] = {}
+
+    def done() -> dict[str, Any] | None:
+        nonlocal last
+        last = get_task(machine, task_id)
+        output = last["output"]
+        if last["task"]["status"] in TERMINAL and any(e["type"] in TERMINAL_EVENTS for e in output):
+            return last
+        return None
+
+    try:
+        return dict(wait_for(done, timeout=timeout, what=f"task {task_id} finished with its terminal event"))
+    except AssertionError as exc:
+        kinds = [e["type"] for e in last.get("output", [])][-5:]
+        raise AssertionError(f"{exc}; last seen: {last.get('task', {}).get('status')}, events ...{kinds}") from None
 
 
 def chat(machine: RunningMachine, message: str, session_id: str | None = None) -> dict[str, Any]:

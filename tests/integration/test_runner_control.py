@@ -14,9 +14,9 @@ from agent_machine import aws
 from agent_machine.models import EventType, TaskStatus, iso, utcnow
 from agent_machine.settings import get_settings
 from agent_machine.store import output, tasks
-from local_runtime.events import sqs_event
+from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
-from runner import config, dlq_handler, fargate, shutdown
+from runner import config, dlq_handler, fargate, orchestrator, shutdown
 from runner.output import lifecycle_event
 
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
@@ -208,13 +208,13 @@ def test_dead_lettered_task_is_failed_with_a_reason(stack: Provisioned) -> None:
         ],
         stack.resolver.attrs["TaskDeadLetterQueue.Arn"],
     )
-    assert dlq_handler.handler(event, None) == {"batchItemFailures": []}
+    assert dlq_handler.handler(event, LambdaContext("DlqFunction", 60)) == {"batchItemFailures": []}
     done = tasks.get(task.task_id)
     assert done is not None and done.status == TaskStatus.FAILED and done.error_kind == "dead_letter"
     assert "gave up after 3 deliveries" in (done.error or "")
     assert output.read_events(task.task_id)[-1].type.value == "task.failed"
     # Again (an SQS duplicate): nothing changes.
-    assert dlq_handler.handler(event, None) == {"batchItemFailures": []}
+    assert dlq_handler.handler(event, LambdaContext("DlqFunction", 60)) == {"batchItemFailures": []}
 
 
 def test_long_running_agent_is_handed_to_the_local_fargate_child(stack: Provisioned) -> None:
@@ -254,3 +254,31 @@ def test_shutdown_stops_local_children_and_running_clis(stack: Provisioned) -> N
         assert done.cost_usd == pytest.approx(COST)
     assert tasks.get(long_task.task_id).error_kind == "terminated"  # type: ignore[union-attr]
     assert tasks.get(chat.task_id).error_kind == "shutdown"  # type: ignore[union-attr]
+
+
+def test_a_stop_during_a_slow_clone_is_honoured(stack: Provisioned) -> None:
+    """The heartbeat runs from the claim on: a stop during preparation cancels it (the git process too)."""
+    import socket
+
+    from agent_machine.models import RepoContext
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)  # accepts connections, never answers: the clone hangs
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/acme/app.git"
+        task = submit("[[text]] never runs", repo=RepoContext(full_name="acme/app", clone_url=url))
+        message = receive(task.task_id)
+        with in_background(lambda: invoke(stack, message)) as running:
+            wait_until(lambda: (t := tasks.get(task.task_id)) and t.status == TaskStatus.RUNNING)
+            time.sleep(1.5)  # beats while cloning
+            assert (current := tasks.get(task.task_id)) and not orchestrator.is_stale(current)
+            asked = time.monotonic()
+            tasks.request_stop(task.task_id)
+            done = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=10)
+            took = time.monotonic() - asked
+            running.result(timeout=10)
+    finally:
+        silent.close()
+    assert done.status == TaskStatus.STOPPED and took < 2.0
+    assert done.error == "stopped by request (before the CLI started)" and done.cost_usd == 0

@@ -12,6 +12,7 @@ import pytest
 from agent_machine.models import EventType, Task, TaskEvent
 from runner import config
 from runner.machine_mcp import Server
+from runner.orchestrator import run_coroutine
 from runner.output import Delivery, EventStream
 
 
@@ -38,7 +39,7 @@ def run_stream(fn: Any, *, start_seq: int = 0, delay: float = 0.01) -> Recorder:
         await fn(stream)
         await stream.close()
 
-    asyncio.run(go())
+    run_coroutine(go())  # not asyncio.run: it leaves the thread without an event loop
     return recorder
 
 

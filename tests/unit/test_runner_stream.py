@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from runner.orchestrator import run_coroutine
 from runner.stream import (
     AssistantLine,
     OtherLine,
@@ -128,7 +129,7 @@ def read(chunks: list[bytes], **kwargs: int) -> list[RawLine]:
         reader.feed_eof()
         return [line async for line in read_lines(reader, **kwargs)]
 
-    return asyncio.run(go())
+    return run_coroutine(go())  # not asyncio.run: it leaves the thread without an event loop
 
 
 def test_lines_split_across_chunks_and_a_last_line_without_newline() -> None:
