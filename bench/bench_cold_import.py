@@ -137,8 +137,9 @@ def make_events() -> dict[str, dict[str, Any]]:
     headers = {"user-agent": "bench", "accept": "application/json"}
     return {
         "health": http_event("GET", "/api/health", headers=headers, route_key="GET /api/health"),
-        "authorizer": authorizer_event("GET/api/status", "GET /api/status",
-                                       {**headers, "authorization": f"Bearer {API_TOKEN}"}, path="/api/status"),
+        "authorizer": authorizer_event(
+            "GET/api/status", "GET /api/status", {**headers, "authorization": f"Bearer {API_TOKEN}"}, path="/api/status"
+        ),
         "ws_connect": websocket_event("$connect", "Q29sZFN0YXJ0MTI=", headers=headers),
     }
 
@@ -146,24 +147,38 @@ def make_events() -> dict[str, dict[str, Any]]:
 def child_env() -> dict[str, str]:
     """What a Lambda has: region, (dummy) credentials, its settings; nothing that points at an emulator."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHON"))}
-    env.update({
-        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_LAMBDA_FUNCTION_NAME": "ColdStart",
-        "API_TOKEN": API_TOKEN, "LOG_LEVEL": "WARNING", "POWERTOOLS_SERVICE_NAME": "agent-machine",
-        "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineBench",
-    })
+    env.update(
+        {
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_LAMBDA_FUNCTION_NAME": "ColdStart",
+            "API_TOKEN": API_TOKEN,
+            "LOG_LEVEL": "WARNING",
+            "POWERTOOLS_SERVICE_NAME": "agent-machine",
+            "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineBench",
+        }
+    )
     return env
 
 
 def run_child(target: Target, event_path: Path, env: dict[str, str]) -> dict[str, Any]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, target.name, str(event_path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, target.name, str(event_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     wall = (time.perf_counter() - started) * 1000
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{target.name}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    sample: dict[str, Any] = json.loads(lines[-1][len(MARK):])
+    sample: dict[str, Any] = json.loads(lines[-1][len(MARK) :])
     if sample["status"] != target.expect:
         raise RuntimeError(f"{target.name}: first invoke answered {sample['status']!r}, expected {target.expect!r}")
     sample["process_wall_ms"] = wall
@@ -175,8 +190,15 @@ def run_child(target: Target, event_path: Path, env: dict[str, str]) -> dict[str
 
 def importtime(code: str, env: dict[str, str]) -> list[tuple[str, int, int, int]]:
     """(module, depth, self_us, cumulative_us) in import order, from `python -X importtime -c code`."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     rows: list[tuple[str, int, int, int]] = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
@@ -210,7 +232,7 @@ def explain(target: str, env: dict[str, str], runs: int = 3) -> dict[str, Any]:
         for i, (name, depth, self_us, cum_us) in enumerate(rows):
             self_times[name].append(self_us)
             cumulative[name].append(cum_us)
-            for later in rows[i + 1:]:
+            for later in rows[i + 1 :]:
                 if later[1] < depth:
                     parents.setdefault(name, later[0])
                     break
@@ -238,18 +260,26 @@ def explain(target: str, env: dict[str, str], runs: int = 3) -> dict[str, Any]:
         # `name` is the root of a third-party subtree the baseline does not import: charge it to who asked.
         edges[f"{pulled_by(name)} -> {name}"] = statistics.median(cumulative[name])
     total_self = sum(statistics.median(v) for v in self_times.values())
-    first_party_rows = sorted(((name, round(statistics.median(v) / 1000, 1)) for name, v in cumulative.items()
-                               if name.startswith(first_party)), key=lambda x: -x[1])
+    first_party_rows = sorted(
+        (
+            (name, round(statistics.median(v) / 1000, 1))
+            for name, v in cumulative.items()
+            if name.startswith(first_party)
+        ),
+        key=lambda x: -x[1],
+    )
     return {
         "target": target,
         "modules_imported": len(self_times),
         "modules_not_in_baseline": len(extra),
         "import_self_total_ms": round(total_self / 1000, 1),
         "not_in_baseline_self_total_ms": round(sum(extra.values()) / 1000, 1),
-        "not_in_baseline_by_package_ms": {k: round(v / 1000, 1)
-                                          for k, v in sorted(by_package.items(), key=lambda x: -x[1])[:15]},
-        "heaviest_imports_not_in_baseline": [f"{a}  ({b / 1000:.1f} ms cumulative)" for a, b in
-                                             sorted(edges.items(), key=lambda x: -x[1])[:15]],
+        "not_in_baseline_by_package_ms": {
+            k: round(v / 1000, 1) for k, v in sorted(by_package.items(), key=lambda x: -x[1])[:15]
+        },
+        "heaviest_imports_not_in_baseline": [
+            f"{a}  ({b / 1000:.1f} ms cumulative)" for a, b in sorted(edges.items(), key=lambda x: -x[1])[:15]
+        ],
         "heaviest_modules_not_in_baseline_self_ms": {name: round(us / 1000, 1) for name, us in heavy_extra[:15]},
         "first_party_cumulative_ms": dict(first_party_rows[:15]),
     }
@@ -260,14 +290,17 @@ def explain(target: str, env: dict[str, str], runs: int = 3) -> dict[str, Any]:
 
 def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     def med(key: str) -> float:
-        return round(statistics.median(s[key] for s in samples), 1)
+        return round(float(statistics.median(float(s[key]) for s in samples)), 1)
 
     return {
-        "median_total_ms": med("total_ms"), "median_import_ms": med("import_ms"),
-        "median_first_invoke_ms": med("first_invoke_ms"), "median_process_wall_ms": med("process_wall_ms"),
+        "median_total_ms": med("total_ms"),
+        "median_import_ms": med("import_ms"),
+        "median_first_invoke_ms": med("first_invoke_ms"),
+        "median_process_wall_ms": med("process_wall_ms"),
         "min_total_ms": round(min(s["total_ms"] for s in samples), 1),
         "peak_rss_mb": round(statistics.median(s["max_rss_kb"] for s in samples) / 1024, 1),
-        "modules": samples[0]["modules"], "runs": len(samples),
+        "modules": samples[0]["modules"],
+        "runs": len(samples),
     }
 
 
@@ -275,8 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cold_import.json")
     parser.add_argument("--runs", type=int, default=15, help="fresh processes per target")
-    parser.add_argument("--explain", choices=["auto", "always", "never"], default="auto",
-                        help="-X importtime analysis of handlers over the goal (auto), of all, or none")
+    parser.add_argument(
+        "--explain",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="-X importtime analysis of handlers over the goal (auto), of all, or none",
+    )
     args = parser.parse_args(argv)
 
     env = child_env()
@@ -299,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     stats = {t.name: {"label": t.label, **summarise(samples[t.name])} for t in TARGETS}
     base = stats[BASELINE]["median_total_ms"]
     powertools = stats[POWERTOOLS]["median_total_ms"]
-    for name in REAL + [POWERTOOLS]:
+    for name in [*REAL, POWERTOOLS]:
         stats[name]["ratio_vs_minimal_fastapi"] = round(stats[name]["median_total_ms"] / base, 3)
         stats[name]["ratio_vs_minimal_powertools"] = round(stats[name]["median_total_ms"] / powertools, 3)
     worst = max(REAL, key=lambda n: stats[n]["ratio_vs_minimal_fastapi"])
@@ -313,13 +350,20 @@ def main(argv: list[str] | None = None) -> int:
             "value": stats[worst]["ratio_vs_minimal_fastapi"],
             "unit": "ratio",
             "baseline": base,
-            "notes": (f"worst of the API functions' handler modules ({worst}); fresh `python -c` process per "
-                      f"sample, median of {args.runs} interleaved runs each, clock from just before the import "
-                      "to the first invoke's return (interpreter start-up excluded); baseline = median ms of a "
-                      "minimal FastAPI + Mangum 'hello' with boto3 imported. Goal <= 1.2."),
-            "by_handler": {name: {"ratio": stats[name]["ratio_vs_minimal_fastapi"],
-                                  "median_ms": stats[name]["median_total_ms"],
-                                  "peak_rss_mb": stats[name]["peak_rss_mb"]} for name in REAL},
+            "notes": (
+                f"worst of the API functions' handler modules ({worst}); fresh `python -c` process per "
+                f"sample, median of {args.runs} interleaved runs each, clock from just before the import "
+                "to the first invoke's return (interpreter start-up excluded); baseline = median ms of a "
+                "minimal FastAPI + Mangum 'hello' with boto3 imported. Goal <= 1.2."
+            ),
+            "by_handler": {
+                name: {
+                    "ratio": stats[name]["ratio_vs_minimal_fastapi"],
+                    "median_ms": stats[name]["median_total_ms"],
+                    "peak_rss_mb": stats[name]["peak_rss_mb"],
+                }
+                for name in REAL
+            },
         },
         "api_cold_import_ratio_vs_minimal_powertools": {
             "value": stats[worst]["ratio_vs_minimal_powertools"],
@@ -333,11 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             "unit": "MB",
             "baseline": stats[BASELINE]["peak_rss_mb"],
             "notes": "peak RSS (ru_maxrss, median) of the child after import + first invoke, of the same handler; "
-                     "baseline = the minimal FastAPI handler's.",
+            "baseline = the minimal FastAPI handler's.",
             "by_target": {name: s["peak_rss_mb"] for name, s in stats.items()},
         },
-        "detail": {"targets": stats, "explain": explained, "python": platform.python_version(),
-                   "runs": args.runs},
+        "detail": {"targets": stats, "explain": explained, "python": platform.python_version(), "runs": args.runs},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -49,7 +49,7 @@ LINE_TEXT = re.compile(r"^line (\d+) of (\d+)$")
 
 # The CLI the runner spawns for this benchmark: the fake itself (exec) unless the prompt carries a stamp id;
 # then the fake runs as a child and every line it writes is relayed (write + flush) and time-stamped.
-RELAY = r'''#!{python}
+RELAY = r"""#!{python}
 import json, os, re, subprocess, sys, time
 FAKE = {fake!r}
 stamps_dir = os.environ.get("CLAUDE_CODE_BENCH_STAMPS")
@@ -80,7 +80,7 @@ for line, at in zip(lines, stamps):
 with open(os.path.join(stamps_dir, found.group(1) + ".json"), "w") as fh:
     json.dump(written, fh)
 sys.exit(code)
-'''
+"""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -128,8 +128,9 @@ def measure_lag(machine: Any, stamps_dir: Path, *, bursts: int, lines: int) -> d
         wait_until_finished(ws, first["task_id"], timeout=60)
         for _ in range(bursts):
             stamp = uuid.uuid4().hex[:16]
-            status, created = machine.api("POST", "/api/chat", {
-                "message": f"[[lines:{lines}]] stamp-{stamp}", "session_id": session_id})
+            status, created = machine.api(
+                "POST", "/api/chat", {"message": f"[[lines:{lines}]] stamp-{stamp}", "session_id": session_id}
+            )
             assert status == 202 and isinstance(created, dict), created
             arrivals = wait_until_finished(ws, created["task_id"], timeout=120)
             written = {int(k): float(v) for k, v in json.loads((stamps_dir / f"{stamp}.json").read_text()).items()}
@@ -149,15 +150,23 @@ def measure_lag(machine: Any, stamps_dir: Path, *, bursts: int, lines: int) -> d
                         received.setdefault(n, at)
             burst = [(received[n] - written[n]) * 1000 for n in written if n in received]
             lags.extend(burst)
-            per_burst.append({
-                "lines_written": len(written), "lines_received": len(received),
-                "p50_ms": round(percentile(burst, 50), 2), "p95_ms": round(percentile(burst, 95), 2),
-                "max_ms": round(max(burst), 2) if burst else None, "frames": frames,
-            })
+            per_burst.append(
+                {
+                    "lines_written": len(written),
+                    "lines_received": len(received),
+                    "p50_ms": round(percentile(burst, 50), 2),
+                    "p95_ms": round(percentile(burst, 95), 2),
+                    "max_ms": round(max(burst), 2) if burst else None,
+                    "frames": frames,
+                }
+            )
     return {
-        "p50_ms": round(percentile(lags, 50), 2), "p95_ms": round(percentile(lags, 95), 2),
-        "p99_ms": round(percentile(lags, 99), 2), "max_ms": round(max(lags), 2) if lags else None,
-        "samples": len(lags), "bursts": per_burst,
+        "p50_ms": round(percentile(lags, 50), 2),
+        "p95_ms": round(percentile(lags, 95), 2),
+        "p99_ms": round(percentile(lags, 99), 2),
+        "max_ms": round(max(lags), 2) if lags else None,
+        "samples": len(lags),
+        "bursts": per_burst,
         "management_api_calls_per_burst": round(statistics.median(b["frames"] for b in per_burst), 1),
     }
 
@@ -180,8 +189,11 @@ def wait_until_finished(ws: Any, task_id: str, *, timeout: float) -> list[tuple[
         frames.append((at, text))
         if task_id in text and any(t in text for t in terminal):
             for event in frame_events(json.loads(text)):
-                if event.get("task_id") == task_id and event.get("type") in ("task.completed", "task.failed",
-                                                                              "task.stopped"):
+                if event.get("task_id") == task_id and event.get("type") in (
+                    "task.completed",
+                    "task.failed",
+                    "task.stopped",
+                ):
                     if event["type"] != "task.completed":
                         raise RuntimeError(f"burst task ended {event['type']}: {event.get('payload')}")
                     return frames
@@ -207,13 +219,16 @@ class Deliveries:
             n = self._n
         payload = dict(self.base)
         payload["issue"] = {**self.base["issue"], "number": 100000 + n}
-        payload["comment"] = {**self.base["comment"], "id": 900000000 + n,
-                              "body": f"@claude [[text]] throughput {n}"}
+        payload["comment"] = {**self.base["comment"], "id": 900000000 + n, "body": f"@claude [[text]] throughput {n}"}
         body = json.dumps(payload).encode()
         signature = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        return body, {"Content-Type": "application/json", "X-GitHub-Event": "issue_comment",
-                      "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": signature,
-                      "User-Agent": "GitHub-Hookshot/bench"}
+        return body, {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "issue_comment",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature,
+            "User-Agent": "GitHub-Hookshot/bench",
+        }
 
 
 def measure_throughput(port: int, secret: str, *, clients: int, seconds: float, warmup: float) -> dict[str, Any]:
@@ -261,9 +276,14 @@ def measure_throughput(port: int, secret: str, *, clients: int, seconds: float, 
         "accepted": accepted,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": dict(errors),
-        "latency_ms": {"p50": round(percentile(latencies, 50), 1), "p95": round(percentile(latencies, 95), 1),
-                       "p99": round(percentile(latencies, 99), 1)},
-        "clients": clients, "seconds": seconds, "warmup_seconds": warmup,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 50), 1),
+            "p95": round(percentile(latencies, 95), 1),
+            "p99": round(percentile(latencies, 99), 1),
+        },
+        "clients": clients,
+        "seconds": seconds,
+        "warmup_seconds": warmup,
     }
 
 
@@ -291,14 +311,27 @@ def main(argv: list[str] | None = None) -> int:
         relay = tmp / "claude"
         relay.write_text(RELAY.format(python=sys.executable, fake=str(FAKE_CLAUDE)))
         relay.chmod(0o755)
-        machine = start_machine(tmp, persist=False, extra_env={
-            "CLAUDE_CLI_PATH": str(relay), "CLAUDE_CODE_BENCH_STAMPS": str(stamps), "LOG_LEVEL": "WARNING",
-            "MAX_CONCURRENT_TASKS": args.concurrency, "REPORT_BACK": "false", "GITHUB_API_URL": "http://127.0.0.1:9",
-        })
+        machine = start_machine(
+            tmp,
+            persist=False,
+            extra_env={
+                "CLAUDE_CLI_PATH": str(relay),
+                "CLAUDE_CODE_BENCH_STAMPS": str(stamps),
+                "LOG_LEVEL": "WARNING",
+                "MAX_CONCURRENT_TASKS": args.concurrency,
+                "REPORT_BACK": "false",
+                "GITHUB_API_URL": "http://127.0.0.1:9",
+            },
+        )
         try:
             lag = measure_lag(machine, stamps, bursts=args.bursts, lines=args.lines)
-            throughput = measure_throughput(machine.port, TEST_SECRETS["GITHUB_WEBHOOK_SECRET"],
-                                            clients=args.clients, seconds=args.seconds, warmup=args.warmup)
+            throughput = measure_throughput(
+                machine.port,
+                TEST_SECRETS["GITHUB_WEBHOOK_SECRET"],
+                clients=args.clients,
+                seconds=args.seconds,
+                warmup=args.warmup,
+            )
         finally:
             machine.stop()
 
@@ -307,11 +340,13 @@ def main(argv: list[str] | None = None) -> int:
             "value": throughput["accepted_rps"],
             "unit": "webhooks/s",
             "baseline": None,
-            "notes": (f"signed GitHub issue_comment deliveries answered 202 (task created + queued) per second "
-                      f"through run-local's HTTP port, {args.clients} keep-alive clients, {args.seconds:g} s after "
-                      f"{args.warmup:g} s warm-up, while the runner drains the tasks (MAX_CONCURRENT_TASKS="
-                      f"{args.concurrency}); other answers: {throughput['statuses']}, errors: {throughput['errors']}; "
-                      f"latency p50/p99 {throughput['latency_ms']['p50']}/{throughput['latency_ms']['p99']} ms."),
+            "notes": (
+                f"signed GitHub issue_comment deliveries answered 202 (task created + queued) per second "
+                f"through run-local's HTTP port, {args.clients} keep-alive clients, {args.seconds:g} s after "
+                f"{args.warmup:g} s warm-up, while the runner drains the tasks (MAX_CONCURRENT_TASKS="
+                f"{args.concurrency}); other answers: {throughput['statuses']}, errors: {throughput['errors']}; "
+                f"latency p50/p99 {throughput['latency_ms']['p50']}/{throughput['latency_ms']['p99']} ms."
+            ),
             "latency_ms": throughput["latency_ms"],
         },
         "cli_line_to_ws_p95_ms": {
@@ -320,14 +355,15 @@ def main(argv: list[str] | None = None) -> int:
             "baseline": None,
             "p50_ms": lag["p50_ms"],
             "management_api_calls": lag["management_api_calls_per_burst"],
-            "notes": (f"from the CLI writing a line (relay over the fake CLI: write + flush, wall clock) to a "
-                      f"subscribed WebSocket client receiving the frame with it, through run-local (runner -> "
-                      f"DynamoDB -> management API -> gateway -> socket); {args.bursts} bursts of {args.lines} lines "
-                      f"([[lines:{args.lines}]]), pooled; management_api_calls = frames the client got for one "
-                      "burst (median) = PostToConnection calls for that connection. Goal p95 <= 50 ms."),
+            "notes": (
+                f"from the CLI writing a line (relay over the fake CLI: write + flush, wall clock) to a "
+                f"subscribed WebSocket client receiving the frame with it, through run-local (runner -> "
+                f"DynamoDB -> management API -> gateway -> socket); {args.bursts} bursts of {args.lines} lines "
+                f"([[lines:{args.lines}]]), pooled; management_api_calls = frames the client got for one "
+                "burst (median) = PostToConnection calls for that connection. Goal p95 <= 50 ms."
+            ),
         },
-        "detail": {"lag": lag, "throughput": throughput, "python": platform.python_version(),
-                   "cpus": os.cpu_count()},
+        "detail": {"lag": lag, "throughput": throughput, "python": platform.python_version(), "cpus": os.cpu_count()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -207,7 +207,7 @@ async def execute(inv: cli.Invocation, controller: Controller, state: RunState, 
         asyncio.create_task(pump_stderr(proc.stderr, tail, events)),
     }
     try:
-        code = await proc.wait()
+        code = await exited(proc)
         _done, pending = await asyncio.wait(readers, timeout=config.DRAIN_SECONDS)
         controller.kill_group()  # whatever the run left behind (background commands, MCP servers)
         if pending:
@@ -220,8 +220,17 @@ async def execute(inv: cli.Invocation, controller: Controller, state: RunState, 
     finally:
         if proc.returncode is None:
             controller.kill_group()
-            await proc.wait()
+        with contextlib.suppress(TimeoutError):  # pipes held by a process that left the group: do not hang
+            await asyncio.wait_for(proc.wait(), 1.0)
     return Execution(code, "\n".join(tail))
+
+
+async def exited(proc: asyncio.subprocess.Process) -> int:
+    """The CLI's exit code as soon as it exits. Not `proc.wait()`: on Python 3.11 that also waits until every
+    process holding its stdout/stderr (a background command it started) has closed them."""
+    while proc.returncode is None:  # noqa: ASYNC110 - asyncio offers no exit event short of a custom protocol
+        await asyncio.sleep(0.02)
+    return proc.returncode
 
 
 # --------------------------------------------------------------------------------------------------- the run

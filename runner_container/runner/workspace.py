@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -194,6 +196,14 @@ def _git_env(ws: Workspace, auth: dict[str, str]) -> dict[str, str]:
     return env
 
 
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    """Kill git and its helpers (git-remote-https holds the pipes: asyncio's wait() waits for them to close)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), 5.0)
+
+
 async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str | None, deadline: float) -> None:
     proc = await asyncio.create_subprocess_exec(
         "git",
@@ -209,12 +219,10 @@ async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str |
         left = deadline - asyncio.get_running_loop().time()
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=max(1.0, left))
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        await _kill(proc)
         raise WorkspaceError(f"git {args[0]} timed out") from None
     except asyncio.CancelledError:  # the task was stopped while cloning
-        proc.kill()
-        await proc.wait()
+        await _kill(proc)
         raise
     if proc.returncode != 0:
         text = out.decode("utf-8", errors="replace")

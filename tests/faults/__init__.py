@@ -50,8 +50,9 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 
         time.sleep(interval)
 
 
-def wait_status(machine: RunningMachine, task_id: str, statuses: frozenset[str] | set[str], *,
-                timeout: float) -> dict[str, Any]:
+def wait_status(
+    machine: RunningMachine, task_id: str, statuses: frozenset[str] | set[str], *, timeout: float
+) -> dict[str, Any]:
     """The task's detail (task + output) once its status is one of `statuses`."""
     last: dict[str, Any] = {}
 
@@ -110,8 +111,9 @@ def paged(machine: RunningMachine, path: str, **query: str | int) -> list[dict[s
             return items
 
 
-def github_comment(delivery_id: str, *, issue: int, comment_id: int, text: str,
-                   secret: str = SECRET) -> tuple[bytes, dict[str, str]]:
+def github_comment(
+    delivery_id: str, *, issue: int, comment_id: int, text: str, secret: str = SECRET
+) -> tuple[bytes, dict[str, str]]:
     """A signed `issue_comment` (created) delivery of an OWNER, without a clone URL (nothing leaves loopback)."""
     payload = json.loads((WEBHOOKS / "github" / "issue_comment__created.json").read_bytes())
     payload["repository"]["clone_url"] = None
@@ -119,9 +121,13 @@ def github_comment(delivery_id: str, *, issue: int, comment_id: int, text: str,
     payload["comment"].update({"id": comment_id, "body": text, "author_association": "OWNER"})
     body = json.dumps(payload).encode()
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return body, {"Content-Type": "application/json", "X-GitHub-Event": "issue_comment",
-                  "X-GitHub-Delivery": delivery_id, "X-Hub-Signature-256": signature,
-                  "User-Agent": "GitHub-Hookshot/faults"}
+    return body, {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "issue_comment",
+        "X-GitHub-Delivery": delivery_id,
+        "X-Hub-Signature-256": signature,
+        "User-Agent": "GitHub-Hookshot/faults",
+    }
 
 
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float = 60) -> tuple[int, dict[str, str], Any]:

@@ -22,6 +22,7 @@ from tests.faults import TERMINAL, TERMINAL_EVENTS, as_dict, chat, get_task, pag
 
 pytestmark = pytest.mark.e2e
 
+
 def snapshot(machine: RunningMachine, task_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {task_id: get_task(machine, task_id) for task_id in task_ids}
 
@@ -32,8 +33,12 @@ def check_output(task_id: str, detail: dict[str, Any]) -> None:
     assert numbers == list(range(1, len(numbers) + 1)), (task_id, numbers)
     kinds = [e["type"] for e in events]
     if detail["task"]["status"] in TERMINAL:
-        assert sum(k in TERMINAL_EVENTS for k in kinds) == 1 and kinds[-1] in TERMINAL_EVENTS, \
-            (task_id, detail["task"]["status"], detail["task"].get("error"), kinds)
+        assert sum(k in TERMINAL_EVENTS for k in kinds) == 1 and kinds[-1] in TERMINAL_EVENTS, (
+            task_id,
+            detail["task"]["status"],
+            detail["task"].get("error"),
+            kinds,
+        )
         assert detail["task"]["last_seq"] == numbers[-1], (task_id, detail["task"]["last_seq"], numbers[-1])
 
 
@@ -58,8 +63,11 @@ def test_sigterm_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     finally:
         assert machine.stop(signal.SIGTERM) == 0, machine.logs()[-3000:]
     assert "saved state" in machine.logs()
-    finished_before = {t: d for t, d in before.items()
-                       if d["task"]["status"] in TERMINAL and d["output"] and d["output"][-1]["type"] in TERMINAL_EVENTS}
+    finished_before = {
+        t: d
+        for t, d in before.items()
+        if d["task"]["status"] in TERMINAL and d["output"] and d["output"][-1]["type"] in TERMINAL_EVENTS
+    }
 
     again = start_machine(tmp_path, port=machine.port)
     try:

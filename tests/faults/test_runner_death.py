@@ -31,7 +31,18 @@ from runner import dlq_handler
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import start_machine
-from tests.faults import chat, get_task, kill_pids, paged, pids_with, reaping, seqs, wait_finished, wait_for, wait_status
+from tests.faults import (
+    chat,
+    get_task,
+    kill_pids,
+    paged,
+    pids_with,
+    reaping,
+    seqs,
+    wait_finished,
+    wait_for,
+    wait_status,
+)
 from tests.integration.runner_support import submit
 
 SLOW_SECONDS = 15  # the CLI's first run must still be going when the runtime is killed (<= 10 s + margin)
@@ -50,8 +61,11 @@ def test_a_killed_runtime_retries_the_task_after_restart(tmp_path: Path) -> None
             running_since = time.time()
             # The runtime saves its tables every 10 s: kill it once a save has seen the task running.
             state = machine.data_dir / "state.json.gz"
-            wait_for(lambda: state.exists() and state.stat().st_mtime > running_since + 0.2, timeout=20,
-                     what="an autosave while the task runs")
+            wait_for(
+                lambda: state.exists() and state.stat().st_mtime > running_since + 0.2,
+                timeout=20,
+                what="an autosave while the task runs",
+            )
             assert get_task(machine, task_id)["task"]["status"] == "running"
         finally:
             machine.stop(signal.SIGKILL)
@@ -105,9 +119,14 @@ print("handler returned", json.dumps(result), flush=True)
 
 
 def receive(queue_url: str, *, visibility: int, wait: int = 1) -> list[dict[str, Any]]:
-    resp = aws.sqs().receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=wait,
-                                     VisibilityTimeout=visibility, AttributeNames=["All"])
-    return list(resp.get("Messages", []))
+    resp = aws.sqs().receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=1,
+        WaitTimeSeconds=wait,
+        VisibilityTimeout=visibility,
+        AttributeNames=["All"],
+    )
+    return [dict(message) for message in resp.get("Messages", [])]
 
 
 def test_a_runner_that_keeps_dying_ends_in_the_dlq_and_fails_the_task(
@@ -126,14 +145,23 @@ def test_a_runner_that_keeps_dying_ends_in_the_dlq_and_fails_the_task(
     queue_arn = stack.resolver.attrs["TaskQueue.Arn"]
 
     for attempt in range(1, attempts + 1):
-        messages = wait_for(lambda: receive(settings.task_queue_url, visibility=2), timeout=15,
-                            what=f"the task message (receive {attempt})")
+        messages = wait_for(
+            lambda: receive(settings.task_queue_url, visibility=2),
+            timeout=15,
+            what=f"the task message (receive {attempt})",
+        )
         assert json.loads(messages[0]["Body"])["task_id"] == task.task_id
         assert messages[0]["Attributes"]["ApproximateReceiveCount"] == str(attempt)
         event_path = tmp_path / f"event-{attempt}.json"
         event_path.write_text(json.dumps(sqs_event(messages, queue_arn)))
-        runner = subprocess.run([sys.executable, "-c", RUNNER_PROCESS, str(event_path)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120, check=False)
+        runner = subprocess.run(
+            [sys.executable, "-c", RUNNER_PROCESS, str(event_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert runner.returncode == -signal.SIGKILL, (runner.returncode, runner.stdout[-2000:], runner.stderr[-3000:])
         stored = tasks.get(task.task_id)
         assert stored is not None
@@ -146,8 +174,10 @@ def test_a_runner_that_keeps_dying_ends_in_the_dlq_and_fails_the_task(
     dead = wait_for(lambda: receive(settings.task_dlq_url, visibility=30), timeout=10, what="the DLQ message")
     assert json.loads(dead[0]["Body"])["task_id"] == task.task_id
 
-    result = dlq_handler.handler(sqs_event(dead, stack.resolver.attrs["TaskDeadLetterQueue.Arn"]),
-                                 LambdaContext("DlqFunction", timeout_seconds=60))
+    result = dlq_handler.handler(
+        sqs_event(dead, stack.resolver.attrs["TaskDeadLetterQueue.Arn"]),
+        LambdaContext("DlqFunction", timeout_seconds=60),
+    )
     assert result == {"batchItemFailures": []}
     failed = tasks.get(task.task_id)
     assert failed is not None

@@ -8,6 +8,7 @@ repeat an original byte for byte (same X-GitHub-Delivery, same signature), possi
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import uuid
@@ -31,17 +32,24 @@ THREADS = 50
 
 @pytest.mark.parametrize("issues", [DISTINCT, ISSUES], ids=["one-issue-each", "16-per-new-issue"])
 def test_every_distinct_delivery_makes_exactly_one_task(tmp_path: Path, issues: int) -> None:
-    machine = start_machine(tmp_path, persist=False, extra_env={
-        "REPORT_BACK": "false", "GITHUB_API_URL": "http://127.0.0.1:9", "MAX_CONCURRENT_TASKS": "1",
-        "LOG_LEVEL": "WARNING",
-    })
+    machine = start_machine(
+        tmp_path,
+        persist=False,
+        extra_env={
+            "REPORT_BACK": "false",
+            "GITHUB_API_URL": "http://127.0.0.1:9",
+            "MAX_CONCURRENT_TASKS": "1",
+            "LOG_LEVEL": "WARNING",
+        },
+    )
     try:
         rng = random.Random(20240607)
         originals = []
         for i in range(DISTINCT):
             delivery = str(uuid.uuid4())
-            body, headers = github_comment(delivery, issue=7000 + i % issues, comment_id=880000 + i,
-                                           text=f"@claude [[text]] storm {i}")
+            body, headers = github_comment(
+                delivery, issue=7000 + i % issues, comment_id=880000 + i, text=f"@claude [[text]] storm {i}"
+            )
             originals.append((delivery, body, headers))
         requests = originals + rng.sample(originals, REDELIVERED)
         rng.shuffle(requests)
@@ -54,24 +62,23 @@ def test_every_distinct_delivery_makes_exactly_one_task(tmp_path: Path, issues: 
             return (delivery, *post(url, body, headers))
 
         def released(item: tuple[str, bytes, dict[str, str]]) -> tuple[str, int, dict[str, str], Any]:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 start.wait(timeout=30)
-            except threading.BrokenBarrierError:
-                pass
             return send(item)
 
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
             answers = list(pool.map(released, requests))
 
         not_accepted = [(d, status, body) for d, status, _, body in answers if status != 202]
-        reasons = Counter(f"{status} {body.get('reason') if isinstance(body, dict) else body}"[:160]
-                          for _, status, body in not_accepted)
+        reasons = Counter(
+            f"{status} {body.get('reason') if isinstance(body, dict) else body}"[:160]
+            for _, status, body in not_accepted
+        )
         assert not not_accepted, f"{len(not_accepted)} of {len(answers)} deliveries not answered 202: {reasons}"
         task_of: dict[str, set[str]] = defaultdict(set)
         for delivery, _, _, body in answers:
             task_of[delivery].add(as_dict(body)["task_id"])
-        assert all(len(ids) == 1 for ids in task_of.values()), \
-            {d: ids for d, ids in task_of.items() if len(ids) != 1}
+        assert all(len(ids) == 1 for ids in task_of.values()), {d: ids for d, ids in task_of.items() if len(ids) != 1}
         redelivery_headers = Counter(h.get("x-webhook-redelivery") for _, _, h, _ in answers)
         assert redelivery_headers["true"] == REDELIVERED, redelivery_headers
         answered = {next(iter(ids)) for ids in task_of.values()}
@@ -86,8 +93,7 @@ def test_every_distinct_delivery_makes_exactly_one_task(tmp_path: Path, issues: 
         by_delivery = Counter(e["delivery_id"] for e in records)
         assert set(by_delivery) == set(task_of) and set(by_delivery.values()) == {1}, by_delivery.most_common(3)
         assert {e["decision"] for e in records} == {"task_created"}, Counter(e["decision"] for e in records)
-        assert {e["delivery_id"]: e["task_id"] for e in records} == \
-               {d: next(iter(ids)) for d, ids in task_of.items()}
+        assert {e["delivery_id"]: e["task_id"] for e in records} == {d: next(iter(ids)) for d, ids in task_of.items()}
 
         # Each issue is one session, and its task count is the number of its tasks (no double counting).
         per_session = Counter(t["session_id"] for t in stored)

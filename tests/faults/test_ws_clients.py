@@ -47,8 +47,13 @@ def connection_items() -> tuple[int, int]:
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     meta = sum(1 for i in items if i["sk"]["S"] == "META")
-    assert connections.count() == meta
     return meta, len(items) - meta
+
+
+def live_count() -> int:
+    from agent_machine.store import connections
+
+    return connections.count()
 
 
 @pytest.fixture
@@ -105,9 +110,14 @@ def test_half_the_clients_vanish_the_rest_get_everything_and_the_gone_are_cleane
             assert pushed == expected, f"client {n} misses {sorted(set(expected) - set(pushed))[:10]}"
             assert client.task_events(task_id)[-1]["type"] == "task.completed" or n in gaps
 
+        print(f"events gap-filled per live client: {gaps or 'none'}")
         # The vanished connections are gone from the table; only the live ones (and their subscriptions) remain.
-        wait_for(lambda: connection_items() == (len(live), len(live)), timeout=20,
-                 what="only the live connections left in the table")
+        wait_for(
+            lambda: connection_items() == (len(live), len(live)),
+            timeout=20,
+            what="only the live connections left in the table",
+        )
+        assert live_count() == len(live)
     finally:
         for client in clients:
             client.close()

@@ -282,3 +282,27 @@ def test_a_stop_during_a_slow_clone_is_honoured(stack: Provisioned) -> None:
         silent.close()
     assert done.status == TaskStatus.STOPPED and took < 2.0
     assert done.error == "stopped by request (before the CLI started)" and done.cost_usd == 0
+
+
+def test_a_background_process_holding_the_pipes_neither_hangs_the_run_nor_survives_it(
+    stack: Provisioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = tmp_path / "claude-with-a-daemon"
+    cli.write_text(
+        "#!/bin/sh\nsleep 300 &\n"
+        'echo \'{"type":"result","subtype":"success","is_error":false,"result":"ok","session_id":"s",'
+        '"total_cost_usd":0.01}\'\n'
+    )
+    cli.chmod(0o755)
+    monkeypatch.setenv("CLAUDE_CLI_PATH", str(cli))
+    get_settings.cache_clear()
+    task = submit("hello")
+    message = receive(task.task_id)
+    started = time.monotonic()
+    with in_background(lambda: invoke(stack, message)) as running:
+        pgid = cli_pid(task.task_id)
+        running.result(timeout=20)
+    assert time.monotonic() - started < config.DRAIN_SECONDS + 5
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.COMPLETED and done.cost_usd == pytest.approx(0.01)
+    wait_until(lambda: not group_alive(pgid), timeout=5)
