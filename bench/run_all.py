@@ -187,7 +187,7 @@ def runner_figures(raw: Raw) -> dict[str, Figure]:
     out: dict[str, Figure] = {}
     per_task = raw.get("aws_calls_per_task") or []
     if isinstance(raw.get("aws_calls_per_task_ratio_vs_minimum"), dict):
-        out["aws_calls_per_task_ratio_vs_minimum"] = raw["aws_calls_per_task_ratio_vs_minimum"]
+        out["aws_calls_per_task_ratio_vs_minimum"] = with_goal(dict(raw["aws_calls_per_task_ratio_vs_minimum"]), 1.5)
     elif per_task:
         growth = [
             {
@@ -202,16 +202,19 @@ def runner_figures(raw: Raw) -> dict[str, Figure]:
             for row in per_task
         ]
         worst = max(growth, key=lambda g: g["ratio"])
-        out["aws_calls_per_task_ratio_vs_minimum"] = figure(
-            worst["ratio"],
-            "ratio",
-            worst["minimum"],
-            f"AWS API calls (botocore before-call hook on the runner's session: DynamoDB, SQS, management API, S3) "
-            f"for one chat task with N output lines and one subscribed connection, over the minimum of this "
-            f"design for the observed run time and flushes (bench_runner.py's docstring); value = the worst N "
-            f"(N={worst['output_lines']}), baseline = its minimum. Growth with N in `growth`: calls follow "
-            f"flushes (time), not lines; one write + one post per line would be `one_write_per_line`.",
-            growth=growth,
+        out["aws_calls_per_task_ratio_vs_minimum"] = with_goal(
+            figure(
+                worst["ratio"],
+                "ratio",
+                worst["minimum"],
+                f"AWS API calls (botocore before-call hook on the runner's session: DynamoDB, SQS, management API, S3) "
+                f"for one chat task with N output lines and one subscribed connection, over the minimum of this "
+                f"design for the observed run time and flushes (bench_runner.py's docstring); value = the worst N "
+                f"(N={worst['output_lines']}), baseline = its minimum. Growth with N in `growth`: calls follow "
+                f"flushes (time), not lines; one write + one post per line would be `one_write_per_line`.",
+                growth=growth,
+            ),
+            1.5,
         )
     overhead = raw.get("overhead_ms")
     if isinstance(raw.get("runner_overhead_ms"), dict):
@@ -349,11 +352,15 @@ def readme_rows(figs: dict[str, Figure]) -> list[tuple[str, str, str, str]]:
     )
     f = get("ingress_throughput_rps")
     latency = f.get("latency_ms") or {}
+    answers = f.get("answers") or {}
+    others = ", ".join(f"{n} answered {code}" for code, n in answers.items() if code != "202")
     rows.append(
         (
-            "accepted signed webhooks through run-local",
+            "accepted signed webhooks (task created) through run-local, 4 clients",
             f"{fmt(f['value'], 1)} /s",
-            f"ack p50 {fmt(latency.get('p50'), 0)} ms, p99 {fmt(latency.get('p99'), 0)} ms, runner draining",
+            f"ack p50 {fmt(latency.get('p50'), 0)} ms, p99 {fmt(latency.get('p99'), 0)} ms, runner draining"
+            + (f"; not accepted: {others}" if others else "")
+            + f"; deliveries recorded and ignored (no task): {fmt(f.get('ignored_deliveries_rps'), 0)} /s",
             "",
         )
     )

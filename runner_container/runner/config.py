@@ -20,7 +20,7 @@ SESSION_BUSY_DELAY_SECONDS = 4  # another task of the session runs: look again t
 FARGATE_WATCHDOG_SECONDS = 900  # a delayed copy of a dispatched task's message re-checks its run
 
 # Output pipeline.
-FLUSH_INTERVAL_SECONDS = 0.05  # coalescing window: at most one flush (one write, one post) per interval
+FLUSH_INTERVAL_SECONDS = 0.025  # coalescing window: at most one flush (one write, one post) per interval
 FLUSH_MAX_EVENTS = 500  # ... unless this many events are waiting
 FLUSH_MAX_BYTES = 256 * 1024  # ... or this many bytes
 MAX_PENDING_BYTES = 4 * 1024 * 1024  # the reader waits (the CLI blocks on its pipe) above this

@@ -37,7 +37,7 @@ from agent_machine.store import tasks
 from aws_lambda_powertools.metrics import MetricUnit
 
 from runner import config, fargate
-from runner.output import lifecycle_event, publish
+from runner.output import last_stored_seq, lifecycle_event, publish
 from runner.run import RunOptions, run_task
 
 T = TypeVar("T")
@@ -90,7 +90,7 @@ def is_stale(task: Task) -> bool:
 
 def end_unstarted(task: Task, error: str, error_kind: str) -> bool:
     """Fail a task that will not run (budget, unknown agent, lost runners) and tell its watchers."""
-    seq = task.last_seq + 1
+    seq = last_stored_seq(task) + 1
     if not lifecycle.finish(
         task, TaskStatus.FAILED, runner_id=None, error=error, error_kind=error_kind, extra={"last_seq": seq}
     ):
@@ -183,8 +183,8 @@ def run_claimed(
     if claimed.started_at is not None and claimed.attempt <= 1:
         wait_ms = max(0.0, (claimed.started_at - claimed.created_at).total_seconds() * 1000)
         metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds, value=wait_ms)
-    if claimed.last_seq and claimed.attempt > 1:
-        claimed = claimed.model_copy(update={"last_seq": _last_stored_seq(claimed)})
+    if claimed.attempt > 1:  # a takeover: number on after whatever the lost run stored
+        claimed = claimed.model_copy(update={"last_seq": last_stored_seq(claimed)})
     opts = RunOptions(
         runner_id=runner_id, run_mode=run_mode, deadline=time.monotonic() + seconds, timeout_detail=timeout_detail
     )
@@ -209,14 +209,6 @@ def _session_lock(session_id: str) -> Iterator[None]:
         with _session_locks_guard:
             if not lock.locked():
                 _session_locks.pop(session_id, None)
-
-
-def _last_stored_seq(task: Task) -> int:
-    """After a takeover, continue numbering after everything the lost run stored (it may be past last_seq)."""
-    from agent_machine.store import output
-
-    stored = output.read_events(task.task_id, after_seq=task.last_seq)
-    return max([task.last_seq, *(e.seq for e in stored)])
 
 
 def handle(

@@ -1,13 +1,17 @@
 """A task's events: numbered, coalesced, stored for replay, then pushed to the WebSocket clients subscribed.
 
-A chatty CLI must not become thousands of API calls: events wait up to FLUSH_INTERVAL_SECONDS (or until
-FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting) and go out together — one PutItem per chunk of the flush
-(`store.output.put_chunk`, FIRST, so a replay never misses what a client saw), then one frame (or a few, each
-under 128 KB) per subscribed connection. Subscribers of `session#<id>` and `task#<id>` get everything;
-subscribers of `all` (dashboards' task lists) get the lifecycle events only. The subscriber list is cached for
-at most SUBSCRIBER_CACHE_SECONDS and read only when there is something to push. Connections that answer 410
-are dropped (push.Pusher). The blocking AWS calls run in a worker thread: reading the CLI never waits on them,
-unless MAX_PENDING_BYTES are waiting (then the CLI's pipe fills and it waits: memory stays bounded).
+A chatty CLI must not become thousands of API calls: after an idle spell the first event goes out at once (a
+chat's first words are not held back); while output keeps coming, flushes are at most one per
+FLUSH_INTERVAL_SECONDS (sooner when FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting). A flush is one PutItem per
+chunk (`store.output.put_chunk`) and then one frame (or a few, each under 128 KB) per subscribed connection.
+
+Two stages, each in its own worker thread: a batch is stored FIRST (so a replay has everything a client was
+sent), then pushed; while batch k is being pushed, batch k+1 is already being stored, so a burst is not paced
+by the sum of both round trips. Subscribers of `session#<id>` and `task#<id>` get everything; subscribers of
+`all` (dashboards' task lists) get the lifecycle events only. The subscriber list is cached for at most
+SUBSCRIBER_CACHE_SECONDS and read only when there is something to push. Connections that answer 410 are dropped
+(push.Pusher). Reading the CLI never waits on AWS, unless MAX_PENDING_BYTES are waiting (then the CLI's pipe
+fills and it waits: memory stays bounded).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from runner import config
 
 LIFECYCLE = frozenset({EventType.CREATED, EventType.STARTED, EventType.COMPLETED, EventType.FAILED, EventType.STOPPED})
 ALL_TOPIC = "all"
+# Below this many bytes (the lines' sizes, with room for the event envelopes) a flush is one item: no need to
+# serialise it twice to find out how to split it.
+_ONE_CHUNK_BYTES = output.MAX_CHUNK_BYTES // 2
 
 
 def topics_for(task: Task) -> list[str]:
@@ -35,7 +42,8 @@ def topics_for(task: Task) -> list[str]:
 
 @dataclass
 class Delivery:
-    """Stores and pushes batches of one task's events (blocking; one instance per task, not thread-shared)."""
+    """Stores and pushes batches of one task's events (blocking calls; `store` and `push` may run in two threads
+    at once, each called in order)."""
 
     task: Task
     pusher: Pusher = field(default_factory=Pusher)
@@ -54,18 +62,27 @@ class Delivery:
             self._cache[key] = cached
         return cached[1] - self.pusher.gone
 
-    def deliver(self, events: list[TaskEvent]) -> None:
+    def deliver(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
+        """Store, then push (both stages at once)."""
+        self.store(events, size_hint)
+        self.push(events)
+
+    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
         if not events:
             return
-        log = get_logger()
         try:
-            for chunk in output.chunk_events(events):
-                output.put_chunk(self.task.task_id, chunk)
+            if size_hint is not None and size_hint < _ONE_CHUNK_BYTES:
+                output.put_chunk(self.task.task_id, events)
+            else:
+                for chunk in output.chunk_events(events):
+                    output.put_chunk(self.task.task_id, chunk)
             self.stored_seq = events[-1].seq
         except Exception:
             self.failures += 1
-            log.exception("could not store task output", extra={"first_seq": events[0].seq})
-        if not self.pusher.endpoint_url:
+            get_logger().exception("could not store task output", extra={"first_seq": events[0].seq})
+
+    def push(self, events: list[TaskEvent]) -> None:
+        if not events or not self.pusher.endpoint_url:
             return  # no WebSocket API configured: nothing to push to (and no subscriber lookups)
         try:
             watchers = self.subscribers(topics_for(self.task))
@@ -73,7 +90,7 @@ class Delivery:
             dashboards = self.subscribers([ALL_TOPIC]) - watchers if lifecycle else frozenset()
         except Exception:
             self.failures += 1
-            log.exception("could not look up subscribers")
+            get_logger().exception("could not look up subscribers")
             return
         self._push(watchers, events)
         self._push(dashboards, lifecycle)
@@ -92,7 +109,8 @@ class Delivery:
 
 
 class EventStream:
-    """The per-run event pipeline: `emit` numbers events; a background flusher coalesces and delivers them."""
+    """The per-run event pipeline: `emit` numbers events; a flusher coalesces them into batches, which a store
+    stage and then a push stage deliver, in order."""
 
     def __init__(self, task: Task, *, start_seq: int, delivery: Delivery | None = None) -> None:
         self.task = task
@@ -105,6 +123,7 @@ class EventStream:
         self.first_emit_at: dict[int, float] = {}  # seq -> monotonic time (benchmarks only; off by default)
         self.delivered_at: dict[int, float] = {}
         self.track_latency = False
+        self.handled_seq = start_seq  # pushed, or given up on (a failed write is logged, not retried forever)
         self._pending: list[TaskEvent] = []
         self._pending_bytes = 0
         self._wake = asyncio.Event()
@@ -112,8 +131,9 @@ class EventStream:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
-        self.handled_seq = start_seq  # delivered or given up on (a failed write is logged, not retried forever)
-        self._task = asyncio.create_task(self._flusher(), name=f"flusher-{task.task_id}")
+        self._stored: asyncio.Queue[list[TaskEvent] | None] = asyncio.Queue()
+        self._store_task = asyncio.create_task(self._flusher(), name=f"store-{task.task_id}")
+        self._push_task = asyncio.create_task(self._pusher(), name=f"push-{task.task_id}")
 
     @property
     def stored_seq(self) -> int:
@@ -126,7 +146,7 @@ class EventStream:
         )
         n = size if size is not None else 256
         self._pending.append(event)
-        self._pending_bytes += n
+        self._pending_bytes += n + 256
         if self.track_latency:
             self.first_emit_at[event.seq] = time.monotonic()
         self._wake.set()
@@ -148,8 +168,8 @@ class EventStream:
                 EventType.OUTPUT,
                 {
                     "kind": "notice",
-                    "text": f"output limit reached ({config.MAX_OUTPUT_BYTES} bytes): later lines are not stored or "
-                    "shown; the run goes on and its result is kept",
+                    "text": f"output limit reached ({config.MAX_OUTPUT_BYTES} bytes): later lines are not stored "
+                    "or shown; the run goes on and its result is kept",
                 },
             )
         return self.emit(EventType.OUTPUT, payload, size=size)
@@ -162,49 +182,55 @@ class EventStream:
         await self._room.wait()
 
     async def _flusher(self) -> None:
-        last = 0.0
+        """Stage 1: take a batch when it is due, store it, hand it to the push stage."""
+        last = -1.0e9
         while True:
             await self._wake.wait()
-            if not self._closing and not self._urgent.is_set():
-                delay = config.FLUSH_INTERVAL_SECONDS - (time.monotonic() - last)
-                if delay > 0:
-                    # Wait out the window, or less if the burst fills a batch (or the stream closes).
-                    urgent = asyncio.create_task(self._urgent.wait())
-                    await asyncio.wait([urgent], timeout=delay)
-                    urgent.cancel()
+            delay = config.FLUSH_INTERVAL_SECONDS - (time.monotonic() - last)
+            if delay > 0 and not self._closing and not self._urgent.is_set():
+                # Output keeps coming: wait out the window (less if a batch fills up or the stream closes).
+                urgent = asyncio.create_task(self._urgent.wait())
+                await asyncio.wait([urgent], timeout=delay)
+                urgent.cancel()
             self._wake.clear()
             self._urgent.clear()
-            batch, self._pending, self._pending_bytes = self._pending, [], 0
+            batch, size = self._pending, self._pending_bytes
+            self._pending, self._pending_bytes = [], 0
             self._room.set()
             last = time.monotonic()
             if batch:
                 self.flushes += 1
-                await asyncio.to_thread(self._deliver, batch)
+                await asyncio.to_thread(self.delivery.store, batch, size)
+                self._stored.put_nowait(batch)
             if self._closing and not self._pending:
+                self._stored.put_nowait(None)
                 return
 
-    def _deliver(self, batch: list[TaskEvent]) -> None:
-        self.delivery.deliver(batch)
-        self.handled_seq = batch[-1].seq
-        if self.track_latency:
-            now = time.monotonic()
-            for event in batch:
-                self.delivered_at[event.seq] = now
+    async def _pusher(self) -> None:
+        """Stage 2: push stored batches, in order."""
+        while (batch := await self._stored.get()) is not None:
+            await asyncio.to_thread(self.delivery.push, batch)
+            self.handled_seq = batch[-1].seq
+            if self.track_latency:
+                now = time.monotonic()
+                for event in batch:
+                    self.delivered_at[event.seq] = now
 
     async def flush(self) -> None:
-        """Deliver everything emitted so far (and keep the flusher running)."""
+        """Deliver everything emitted so far (and keep the stages running)."""
         target = self.seq
-        while self.handled_seq < target and not self._task.done():
+        while self.handled_seq < target and not self._push_task.done():
             self._urgent.set()
             self._wake.set()
             await asyncio.sleep(0.005)
 
     async def close(self) -> None:
-        """Deliver what is pending and stop the flusher."""
+        """Deliver what is pending and stop both stages."""
         self._closing = True
         self._wake.set()
         self._urgent.set()
-        await self._task
+        await self._store_task
+        await self._push_task
 
 
 def publish(task: Task, events: list[TaskEvent]) -> None:
@@ -212,11 +238,19 @@ def publish(task: Task, events: list[TaskEvent]) -> None:
     Delivery(task).deliver(events)
 
 
+def last_stored_seq(task: Task) -> int:
+    """The highest sequence number stored for the task. A runner that died may have stored events after the
+    `last_seq` of its last heartbeat; numbering on from there would overwrite them (chunks are keyed by seq)."""
+    stored = output.read_events(task.task_id, after_seq=task.last_seq)
+    return max([task.last_seq, *(e.seq for e in stored)])
+
+
 def lifecycle_event(task: Task, type_: EventType, payload: dict[str, Any], *, seq: int | None = None) -> TaskEvent:
+    """A lifecycle event outside a run, numbered after everything stored unless `seq` is given."""
     return TaskEvent(
         type=type_,
         task_id=task.task_id,
         session_id=task.session_id,
-        seq=seq if seq is not None else task.last_seq + 1,
+        seq=seq if seq is not None else last_stored_seq(task) + 1,
         payload=payload,
     )

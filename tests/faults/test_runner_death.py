@@ -191,3 +191,5 @@ def test_a_runner_that_keeps_dying_ends_in_the_dlq_and_fails_the_task(
     assert numbers == sorted(set(numbers)), listing
     assert [e.type.value for e in events].count("task.started") == attempts, listing
     assert events[-1].type.value == "task.failed", listing
+    final = tasks.get(task.task_id)
+    assert final is not None and final.last_seq == events[-1].seq, (final.last_seq if final else None, listing)

@@ -22,12 +22,17 @@ class Recorder(Delivery):
     def __init__(self, task: Task, delay: float = 0.01) -> None:
         super().__init__(task, pusher=None)  # type: ignore[arg-type]
         self.batches: list[list[TaskEvent]] = []
+        self.pushed: list[list[TaskEvent]] = []
         self.delay = delay
 
-    def deliver(self, events: list[TaskEvent]) -> None:
+    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
         time.sleep(self.delay)
         self.batches.append(events)
         self.stored_seq = events[-1].seq
+
+    def push(self, events: list[TaskEvent]) -> None:
+        time.sleep(self.delay)
+        self.pushed.append(events)
 
 
 def run_stream(fn: Any, *, start_seq: int = 0, delay: float = 0.01) -> Recorder:
@@ -55,6 +60,7 @@ def test_a_burst_becomes_a_few_ordered_batches() -> None:
     recorder = run_stream(burst, start_seq=7)
     seqs = [e.seq for batch in recorder.batches for e in batch]
     assert seqs == list(range(8, 8 + 2002))
+    assert recorder.pushed == recorder.batches  # every batch pushed, in order, after it was stored
     assert len(recorder.batches) <= 2002 // config.FLUSH_MAX_EVENTS + 3
 
 
