@@ -53,7 +53,7 @@ def start_moto(port: int | None = None, *, timeout: float = 30.0) -> MotoServer:
     # Its own session: a Ctrl-C in the terminal reaches us, not the emulator, so we can save state first.
     # The parent-death signal still takes it down if we are killed outright.
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "local_runtime.moto_main", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
         preexec_fn=_die_with_parent,
     )

@@ -20,7 +20,10 @@ SESSION_BUSY_DELAY_SECONDS = 4  # another task of the session runs: look again t
 FARGATE_WATCHDOG_SECONDS = 900  # a delayed copy of a dispatched task's message re-checks its run
 
 # Output pipeline.
-FLUSH_INTERVAL_SECONDS = 0.025  # coalescing window: at most one flush (one write, one post) per interval
+# Coalescing window: at most one flush (one write, one post per watcher) per interval while output keeps coming.
+# 25 ms keeps a line's lag to its watchers near 50 ms at p95 under a burst, for at most 40 flushes a second
+# (DynamoDB bills by size, not by call, so smaller batches cost about the same to store).
+FLUSH_INTERVAL_SECONDS = 0.025
 FLUSH_MAX_EVENTS = 500  # ... unless this many events are waiting
 FLUSH_MAX_BYTES = 256 * 1024  # ... or this many bytes
 MAX_PENDING_BYTES = 4 * 1024 * 1024  # the reader waits (the CLI blocks on its pipe) above this

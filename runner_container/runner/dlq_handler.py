@@ -9,15 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from agent_machine import queue
-from agent_machine.domain import lifecycle
-from agent_machine.models import EventType, TaskStatus
 from agent_machine.observability import get_logger, get_metrics, quiet_noisy_loggers
 from agent_machine.settings import get_settings
 from agent_machine.store import tasks
 from aws_lambda_powertools.metrics import MetricUnit
 
-from runner.orchestrator import flush_metrics
-from runner.output import lifecycle_event, publish
+from runner.orchestrator import fail_unstarted, flush_metrics
 
 quiet_noisy_loggers()
 ERROR_KIND = "dead_letter"
@@ -31,29 +28,13 @@ def reason() -> str:
 
 
 def fail_task(task_id: str) -> bool:
-    error = reason()
-    if not lifecycle.fail_unfinished(task_id, error, ERROR_KIND):
-        return False
+    """Fail the task unless it finished; it is booked as `lifecycle.fail_unfinished` does (whoever holds it), with
+    its failure event numbered after everything its runs stored."""
     task = tasks.get(task_id)
-    if task is not None:
-        publish(
-            task,
-            [
-                lifecycle_event(
-                    task,
-                    EventType.FAILED,
-                    {
-                        "status": TaskStatus.FAILED.value,
-                        "error": error,
-                        "error_kind": ERROR_KIND,
-                        "cost_usd": task.cost_usd,
-                        "duration_ms": 0,
-                        "num_turns": task.num_turns,
-                        "usage": task.usage.model_dump(),
-                    },
-                )
-            ],
-        )
+    if task is None or task.status.terminal:
+        return False
+    if not fail_unstarted(task, reason(), ERROR_KIND):
+        return False
     get_metrics().add_metric(name="TasksDeadLettered", unit=MetricUnit.Count, value=1)
     return True
 

@@ -88,34 +88,27 @@ def is_stale(task: Task) -> bool:
     return (utcnow() - task.heartbeat_at).total_seconds() > config.STALE_AFTER_SECONDS
 
 
-def end_unstarted(task: Task, error: str, error_kind: str) -> bool:
-    """Fail a task that will not run (budget, unknown agent, lost runners) and tell its watchers."""
+def fail_unstarted(task: Task, error: str, error_kind: str) -> bool:
+    """Fail a task that will not run (any more) — refused, unknown agent, lost runners, dead-lettered — in one
+    booking, and tell its watchers with a task.failed event numbered after everything stored (also the task's
+    last_seq). False if the task had finished already."""
     seq = last_stored_seq(task) + 1
     if not lifecycle.finish(
         task, TaskStatus.FAILED, runner_id=None, error=error, error_kind=error_kind, extra={"last_seq": seq}
     ):
         return False
-    publish(
-        task,
-        [
-            lifecycle_event(
-                task,
-                EventType.FAILED,
-                {
-                    "status": "failed",
-                    "error": error,
-                    "error_kind": error_kind,
-                    "cost_usd": 0.0,
-                    "duration_ms": 0,
-                    "num_turns": 0,
-                    "usage": {},
-                },
-                seq=seq,
-            )
-        ],
-    )
+    payload = {
+        "status": "failed",
+        "error": error,
+        "error_kind": error_kind,
+        "cost_usd": 0.0,
+        "duration_ms": 0,
+        "num_turns": 0,
+        "usage": {},
+    }
+    publish(task, [lifecycle_event(task, EventType.FAILED, payload, seq=seq)])
     get_metrics().add_metric(name="TasksFailed", unit=MetricUnit.Count, value=1)
-    get_logger().warning("task failed before it ran", extra={"error_kind": error_kind, "error": error})
+    get_logger().warning("task failed", extra={"error_kind": error_kind, "error": error, "task_id": task.task_id})
     return True
 
 
@@ -171,7 +164,7 @@ def resolve_agent(task: Task) -> AgentSpec | None:
     try:
         return agent_registry.get_agent(task.agent)
     except agent_registry.UnknownAgent:
-        end_unstarted(task, f"there is no agent named {task.agent!r}", "unknown_agent")
+        fail_unstarted(task, f"there is no agent named {task.agent!r}", "unknown_agent")
         return None
 
 
@@ -233,7 +226,7 @@ def handle(
                     arm_watchdog(task)
                 return Disposition.DONE
             if task.attempt >= settings.max_task_attempts:
-                end_unstarted(
+                fail_unstarted(
                     task,
                     f"the runner was lost {task.attempt} times (last heartbeat "
                     f"{task.heartbeat_at.isoformat() if task.heartbeat_at else 'never'}); giving up",
@@ -250,7 +243,7 @@ def handle(
         if task.status == TaskStatus.QUEUED:
             refusal = budget_refusal()
             if refusal:
-                end_unstarted(task, refusal, "budget")
+                fail_unstarted(task, refusal, "budget")
                 return Disposition.DONE
         if fargate.should_dispatch(agent):
             try:
@@ -299,7 +292,7 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
             log.info("nothing to do", extra={"status": task.status.value})
             return 0
         if task.status == TaskStatus.RUNNING and task.attempt >= settings.max_task_attempts:
-            end_unstarted(task, f"the runner was lost {task.attempt} times; giving up", "runner_lost")
+            fail_unstarted(task, f"the runner was lost {task.attempt} times; giving up", "runner_lost")
             return 0
         agent = resolve_agent(task)
         if agent is None:
@@ -307,7 +300,7 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
         if task.status == TaskStatus.QUEUED:
             refusal = budget_refusal()
             if refusal:
-                end_unstarted(task, refusal, "budget")
+                fail_unstarted(task, refusal, "budget")
                 return 0
         runner_id = runner_id or new_runner_id(run_mode)
         claimed = claim(task, runner_id, run_mode)

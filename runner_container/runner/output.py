@@ -62,6 +62,19 @@ class Delivery:
             self._cache[key] = cached
         return cached[1] - self.pusher.gone
 
+    def refresh_subscribers(self, *, ahead: float) -> None:
+        """Re-read the watchers now if the cached list expires within `ahead` seconds (run beside a store, so the
+        push that follows does not wait for the lookup)."""
+        if not self.pusher.endpoint_url:
+            return
+        key = ",".join(topics_for(self.task))
+        cached = self._cache.get(key)
+        if cached is None or self.clock() - cached[0] > config.SUBSCRIBER_CACHE_SECONDS - ahead:
+            try:
+                self._cache[key] = (self.clock(), frozenset(connections.subscribers(topics_for(self.task))))
+            except Exception:
+                get_logger().exception("could not look up subscribers")
+
     def deliver(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
         """Store, then push (both stages at once)."""
         self.store(events, size_hint)
@@ -121,7 +134,6 @@ class EventStream:
         self.dropped_lines = 0
         self.flushes = 0
         self.first_emit_at: dict[int, float] = {}  # seq -> monotonic time (benchmarks only; off by default)
-        self.delivered_at: dict[int, float] = {}
         self.track_latency = False
         self.handled_seq = start_seq  # pushed, or given up on (a failed write is logged, not retried forever)
         self._pending: list[TaskEvent] = []
@@ -200,7 +212,10 @@ class EventStream:
             last = time.monotonic()
             if batch:
                 self.flushes += 1
-                await asyncio.to_thread(self.delivery.store, batch, size)
+                await asyncio.gather(
+                    asyncio.to_thread(self.delivery.store, batch, size),
+                    asyncio.to_thread(self.delivery.refresh_subscribers, ahead=4 * config.FLUSH_INTERVAL_SECONDS),
+                )
                 self._stored.put_nowait(batch)
             if self._closing and not self._pending:
                 self._stored.put_nowait(None)
@@ -211,10 +226,6 @@ class EventStream:
         while (batch := await self._stored.get()) is not None:
             await asyncio.to_thread(self.delivery.push, batch)
             self.handled_seq = batch[-1].seq
-            if self.track_latency:
-                now = time.monotonic()
-                for event in batch:
-                    self.delivered_at[event.seq] = now
 
     async def flush(self) -> None:
         """Deliver everything emitted so far (and keep the stages running)."""

@@ -546,6 +546,14 @@ class TaskRun:
                 "cost_usd": outcome.cost_usd,
                 "error_kind": outcome.error_kind,
                 "num_turns": outcome.num_turns,
+                "exit_code": outcome.exit_code,
+                "json_lines": self.state.json_lines,
+                "text_lines": self.state.text_lines,
+                "events": self.events.seq - self.task.last_seq,
+                "flushes": self.events.flushes,
+                "posts": self.events.delivery.posts,
+                "heartbeats": self.controller.heartbeats,
+                "dropped_lines": self.events.dropped_lines,
             },
         )
         return True

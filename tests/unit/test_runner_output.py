@@ -30,6 +30,9 @@ class Recorder(Delivery):
         self.batches.append(events)
         self.stored_seq = events[-1].seq
 
+    def refresh_subscribers(self, *, ahead: float) -> None:
+        pass
+
     def push(self, events: list[TaskEvent]) -> None:
         time.sleep(self.delay)
         self.pushed.append(events)

@@ -155,17 +155,17 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
         thread_session = Session(session_id=session_id, title=decision.thread_title or task.title or "Thread",
                                  agent=decision.agent, source=delivery.source)
     # A thread's session: guess whether it exists (a thread's first planning task: no; anything else: yes), and
-    # correct the guess once if the transaction says otherwise.
+    # correct the guess if the transaction says otherwise. The first guess is tried again last: when two
+    # deliveries race on a new thread, "touch" can fail before the other creates it and "create" after.
     first_try_new = decision.agent == PLANNING and decision.parent is None
-    attempts = [thread_session if first_try_new else None, None if first_try_new else thread_session]
-    if thread_session is None:
-        attempts = [new_session]
+    guesses = [thread_session if first_try_new else None, None if first_try_new else thread_session]
+    attempts = [*guesses, guesses[0]] if thread_session is not None else [new_session]
     for session in attempts:
         outcome = _submit(delivery, decision, task, session, guard, body)
         if outcome is not None:
             return outcome
-    # Both guesses failed (the session vanished between them): answer as a duplicate-free ignore.
-    return record_only(delivery, DeliveryDecision.IGNORED, "the thread's session changed while recording; retry")
+    # Nothing was recorded: answer 503 so the sender retries the delivery, rather than a 2xx that loses it.
+    raise IngestUnavailable("the thread's session changed while recording; retry the delivery")
 
 
 def _submit(delivery: Delivery, decision: CreateTask, task: Task, session: Session | None,
