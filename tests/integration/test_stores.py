@@ -96,3 +96,20 @@ def test_listing_is_newest_first_with_filters_and_cursor(stack: Provisioned) -> 
     assert tasks.list_tasks(source=TaskSource.GITHUB).items == []
     assert len(tasks.list_tasks(status=TaskStatus.QUEUED, agent="brain", limit=100).items) == 7
     assert tasks.count_by_status(TaskStatus.QUEUED) == 7
+
+
+def test_output_reads_a_page_at_a_time(stack: Provisioned) -> None:
+    from agent_machine.models import EventType, TaskEvent
+    from agent_machine.store import output
+
+    events = [TaskEvent(type=EventType.OUTPUT, task_id="t1", session_id="s", seq=i, payload={"text": "x" * 100})
+              for i in range(1, 26)]
+    for start in range(0, 25, 10):
+        output.put_chunk("t1", events[start:start + 10])
+    page, more = output.read_page("t1", 0, max_events=12)
+    assert [e.seq for e in page] == list(range(1, 13)) and more
+    page, more = output.read_page("t1", 12, max_events=100)
+    assert [e.seq for e in page] == list(range(13, 26)) and not more
+    page, more = output.read_page("t1", 0, max_bytes=1000)
+    assert 1 <= len(page) < 10 and more
+    assert [e.seq for e in output.read_events("t1", 20)] == [21, 22, 23, 24, 25]

@@ -15,6 +15,9 @@ from machine_api.paging import check_cursor, task_cursor_key
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], dependencies=[Security(bearer_scheme)])
 
 
+OUTPUT_PAGE_BYTES = 4 * 1024 * 1024
+
+
 class TaskList(BaseModel):
     items: list[Task]
     cursor: str | None
@@ -24,6 +27,7 @@ class TaskDetail(BaseModel):
     task: Task
     output: list[TaskEvent]
     last_seq: int
+    has_more: bool = False  # more output after last_seq: ask again with after_seq=last_seq
 
 
 class Approved(BaseModel):
@@ -66,12 +70,14 @@ def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskDetail, summary="A task and its output so far")
-def get_task(task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0) -> TaskDetail:
+def get_task(task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0,
+             limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> TaskDetail:
     from agent_machine.store import output
 
     task = _get(task_id)
-    events = output.read_events(task_id, after_seq)
-    return TaskDetail(task=task, output=events, last_seq=events[-1].seq if events else after_seq)
+    # A page at a time: a chatty task's whole output would pass Lambda's 6 MB response limit.
+    events, more = output.read_page(task_id, after_seq, max_events=limit, max_bytes=OUTPUT_PAGE_BYTES)
+    return TaskDetail(task=task, output=events, last_seq=events[-1].seq if events else after_seq, has_more=more)
 
 
 @router.get("/{task_id}/children", response_model=TaskList, summary="Tasks this task delegated or led to")

@@ -57,8 +57,16 @@ def put_chunk(task_id: str, events: list[TaskEvent]) -> None:
 
 
 def read_events(task_id: str, after_seq: int = 0) -> list[TaskEvent]:
-    """Every stored event with seq > after_seq, in order (chunks are re-put idempotently by first seq)."""
+    """Every stored event with seq > after_seq, in order."""
+    return read_page(task_id, after_seq)[0]
+
+
+def read_page(
+    task_id: str, after_seq: int = 0, *, max_events: int | None = None, max_bytes: int | None = None
+) -> tuple[list[TaskEvent], bool]:
+    """Stored events with seq > after_seq, in order, up to the limits; and whether more remain."""
     events: list[TaskEvent] = []
+    size = 0
     kwargs: dict[str, Any] = {
         "TableName": table(),
         "KeyConditionExpression": "task_id = :t",
@@ -71,8 +79,13 @@ def read_events(task_id: str, after_seq: int = 0) -> list[TaskEvent]:
             if int(item["last_seq"]["N"]) <= after_seq:
                 continue
             for raw in json.loads(item["events"]["S"]):
-                if raw["seq"] > after_seq:
-                    events.append(TaskEvent.model_validate(raw))
+                if raw["seq"] <= after_seq:
+                    continue
+                if max_bytes:
+                    size += len(json.dumps(raw))
+                if events and ((max_events and len(events) >= max_events) or (max_bytes and size > max_bytes)):
+                    return events, True
+                events.append(TaskEvent.model_validate(raw))
         if "LastEvaluatedKey" not in resp:
-            return events
+            return events, False
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
