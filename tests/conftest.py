@@ -13,7 +13,8 @@ from local_runtime.provision import Provisioned, provision, stack_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-WEBHOOKS = SHARED / "webhooks"
+# The senders' real sample payloads (from ../shared/webhooks, kept here so a clean clone has them).
+WEBHOOKS = ROOT / "tests" / "fixtures" / "webhooks"
 FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
 
 TEST_SECRETS = {
