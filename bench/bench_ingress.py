@@ -46,10 +46,16 @@ if str(ROOT) not in sys.path:
 SECRET = "It's a Secret to Everybody"
 SAMPLE = ROOT.parent / "shared" / "webhooks" / "github" / "issue_comment__created.json"
 
-os.environ.update({
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineBench",
-})
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineBench",
+    }
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,9 +65,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(percentile(samples, 50), 3), "p95_ms": round(percentile(samples, 95), 3),
-            "p99_ms": round(percentile(samples, 99), 3), "mean_ms": round(sum(samples) / len(samples), 3),
-            "n": len(samples)}
+    return {
+        "p50_ms": round(percentile(samples, 50), 3),
+        "p95_ms": round(percentile(samples, 95), 3),
+        "p99_ms": round(percentile(samples, 99), 3),
+        "mean_ms": round(sum(samples) / len(samples), 3),
+        "n": len(samples),
+    }
 
 
 def payload_bytes() -> bytes:
@@ -75,11 +85,19 @@ def make_event(body: bytes, delivery: str) -> dict[str, Any]:
     from local_runtime.events import http_event
 
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return http_event("POST", "/webhooks/github", body=body, headers={
-        "content-type": "application/json", "x-github-event": "issue_comment", "x-github-delivery": delivery,
-        "x-hub-signature-256": signature, "user-agent": "GitHub-Hookshot/044aadd",
-        "content-length": str(len(body)),
-    })
+    return http_event(
+        "POST",
+        "/webhooks/github",
+        body=body,
+        headers={
+            "content-type": "application/json",
+            "x-github-event": "issue_comment",
+            "x-github-delivery": delivery,
+            "x-hub-signature-256": signature,
+            "user-agent": "GitHub-Hookshot/044aadd",
+            "content-length": str(len(body)),
+        },
+    )
 
 
 def bare_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -94,10 +112,12 @@ def bare_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not hmac.compare_digest(expected.encode(), str(headers.get("x-hub-signature-256", "")).encode()):
         return {"statusCode": 401, "body": '{"error":"bad signature"}'}
     delivery = headers.get("x-github-delivery", "")
-    aws.sqs().send_message(QueueUrl=get_settings().task_queue_url,
-                           MessageBody=json.dumps({"delivery_id": delivery}))
-    return {"statusCode": 202, "headers": {"content-type": "application/json"},
-            "body": json.dumps({"status": "queued", "delivery_id": delivery})}
+    aws.sqs().send_message(QueueUrl=get_settings().task_queue_url, MessageBody=json.dumps({"delivery_id": delivery}))
+    return {
+        "statusCode": 202,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"status": "queued", "delivery_id": delivery}),
+    }
 
 
 def forget(answer: dict[str, Any], tables: dict[str, str]) -> None:
@@ -107,8 +127,7 @@ def forget(answer: dict[str, Any], tables: dict[str, str]) -> None:
     client = aws.dynamodb()
     if answer.get("task_id"):
         client.delete_item(TableName=tables["TasksTable"], Key={"task_id": {"S": answer["task_id"]}})
-    client.delete_item(TableName=tables["EventsTable"],
-                       Key={"delivery_key": {"S": f"github#{answer['delivery_id']}"}})
+    client.delete_item(TableName=tables["EventsTable"], Key={"delivery_key": {"S": f"github#{answer['delivery_id']}"}})
 
 
 class CallCounter:
@@ -125,8 +144,11 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=300, help="timed deliveries per handler")
     parser.add_argument("--warmup", type=int, default=30, help="untimed deliveries per handler first")
     parser.add_argument("--log-level", default="WARNING", help="the API's LOG_LEVEL (INFO logs every delivery)")
-    parser.add_argument("--keep-state", action="store_true",
-                        help="keep what each delivery created (moto's transactions then slow down as tables grow)")
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep what each delivery created (moto's transactions then slow down as tables grow)",
+    )
     args = parser.parse_args()
 
     from local_runtime.emulator import start_moto
@@ -136,11 +158,20 @@ def main() -> int:
     server = start_moto()
     try:
         prefix = f"bench{uuid.uuid4().hex[:8]}"
-        stack = provision(endpoint=server.endpoint, prefix=prefix,
-                          secret_values={"API_TOKEN": "bench-token", "GITHUB_WEBHOOK_SECRET": SECRET})
+        stack = provision(
+            endpoint=server.endpoint,
+            prefix=prefix,
+            secret_values={"API_TOKEN": "bench-token", "GITHUB_WEBHOOK_SECRET": SECRET},
+        )
         os.environ.update(stack_environment(stack))
-        os.environ.update({"AWS_ENDPOINT_URL": server.endpoint, "GITHUB_WEBHOOK_SECRET": SECRET,
-                           "API_TOKEN": "bench-token", "LOG_LEVEL": args.log_level})
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": server.endpoint,
+                "GITHUB_WEBHOOK_SECRET": SECRET,
+                "API_TOKEN": "bench-token",
+                "LOG_LEVEL": args.log_level,
+            }
+        )
 
         from agent_machine import aws, secrets
         from agent_machine.settings import get_settings
@@ -151,6 +182,7 @@ def main() -> int:
 
         import_start = time.perf_counter()
         from machine_api.handler import handler as real_handler
+
         import_ms = (time.perf_counter() - import_start) * 1000
 
         counter = CallCounter()
@@ -186,28 +218,42 @@ def main() -> int:
             if set(counts) != {202}:
                 raise SystemExit(f"{name} handler answered {dict(counts)}; expected only 202")
         real, bare = summary(timings["real"]), summary(timings["bare"])
-        per_delivery = {name: {call: round(n / args.n, 3) for call, n in sorted(c.items())}
-                        for name, c in calls.items()}
+        per_delivery = {
+            name: {call: round(n / args.n, 3) for call, n in sorted(c.items())} for name, c in calls.items()
+        }
         result = {
             "ingress_ack_p99_ratio_vs_bare": {
                 "value": round(real["p99_ms"] / bare["p99_ms"], 3),
                 "unit": "ratio",
                 "baseline": bare["p99_ms"],
-                "notes": (f"p99 of {args.n} signed GitHub issue_comment deliveries (OWNER @claude mention -> task "
-                          "created) through machine_api.handler.handler (Mangum+FastAPI: guard, HMAC, parse, decide, "
-                          "1 TransactWriteItems, 1 SendMessage) divided by the p99 of a bare Lambda handler doing "
-                          "HMAC verify + 1 SendMessage; baseline = bare p99 in ms. Same moto server over HTTP, same "
-                          f"process and payload, alternating calls, {args.warmup} warm-up calls each, distinct "
-                          f"delivery ids, LOG_LEVEL={args.log_level}"
-                          + ("." if args.keep_state else "; each real delivery's task and record deleted after it "
-                             "(untimed) because moto's TransactWriteItems deep-copies the tables it touches.")),
+                "notes": (
+                    f"p99 of {args.n} signed GitHub issue_comment deliveries (OWNER @claude mention -> task "
+                    "created) through machine_api.handler.handler (Mangum+FastAPI: guard, HMAC, parse, decide, "
+                    "1 TransactWriteItems, 1 SendMessage) divided by the p99 of a bare Lambda handler doing "
+                    "HMAC verify + 1 SendMessage; baseline = bare p99 in ms. Same moto server over HTTP, same "
+                    f"process and payload, alternating calls, {args.warmup} warm-up calls each, distinct "
+                    f"delivery ids, LOG_LEVEL={args.log_level}"
+                    + (
+                        "."
+                        if args.keep_state
+                        else "; each real delivery's task and record deleted after it "
+                        "(untimed) because moto's TransactWriteItems deep-copies the tables it touches."
+                    )
+                ),
             },
-            "ingress_ack_p50_ratio_vs_bare": {"value": round(real["p50_ms"] / bare["p50_ms"], 3), "unit": "ratio",
-                                              "baseline": bare["p50_ms"]},
-            "ingress_ack_p95_ratio_vs_bare": {"value": round(real["p95_ms"] / bare["p95_ms"], 3), "unit": "ratio",
-                                              "baseline": bare["p95_ms"]},
+            "ingress_ack_p50_ratio_vs_bare": {
+                "value": round(real["p50_ms"] / bare["p50_ms"], 3),
+                "unit": "ratio",
+                "baseline": bare["p50_ms"],
+            },
+            "ingress_ack_p95_ratio_vs_bare": {
+                "value": round(real["p95_ms"] / bare["p95_ms"], 3),
+                "unit": "ratio",
+                "baseline": bare["p95_ms"],
+            },
             "detail": {
-                "real": real, "bare": bare,
+                "real": real,
+                "bare": bare,
                 "aws_calls_per_delivery": per_delivery,
                 "first_call_ms": first_call_ms,
                 "handler_module_import_ms": round(import_ms, 1),

@@ -25,16 +25,18 @@ TEST_SECRETS = {
 }
 
 # Dummy credentials: the emulator accepts anything, and nothing here may ever reach real AWS.
-os.environ.update({
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineTest",
-    "POWERTOOLS_DEV": "false",
-    "LOG_JSON": "true",
-})
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_METRICS_NAMESPACE": "AgentMachineTest",
+        "POWERTOOLS_DEV": "false",
+        "LOG_JSON": "true",
+    }
+)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +60,9 @@ def stack(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """The template's tables, queues, bucket and secret under a fresh prefix, wired into the environment."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    provisioned = provision(endpoint=moto_server.endpoint, prefix=prefix, secret_values=TEST_SECRETS,
-                            queue_visibility_timeout=30)
+    provisioned = provision(
+        endpoint=moto_server.endpoint, prefix=prefix, secret_values=TEST_SECRETS, queue_visibility_timeout=30
+    )
     for key, value in stack_environment(provisioned).items():
         monkeypatch.setenv(key, value)
     for key, value in TEST_SECRETS.items():

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         persist=not args.no_persist,
         prefix=os.environ.get("LOCAL_STACK_PREFIX", "local"),
         queue_visibility_timeout=int(os.environ["LOCAL_QUEUE_VISIBILITY_TIMEOUT"])
-        if os.environ.get("LOCAL_QUEUE_VISIBILITY_TIMEOUT") else None,
+        if os.environ.get("LOCAL_QUEUE_VISIBILITY_TIMEOUT")
+        else None,
     )
     machine = LocalMachine(config)
     stop = threading.Event()
@@ -67,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         machine.stop()
         return 1
     where = "real AWS" if args.aws else (endpoint or f"moto server {machine.endpoint}")
-    print(f"\n  Agent machine is up (AWS: {where})\n"
-          f"  Dashboard:  {machine.base_url}/?token={machine.api_token}\n"
-          f"  API:        {machine.base_url}/api  (Authorization: Bearer <token>)\n"
-          f"  WebSocket:  {machine.ws_url}\n"
-          f"  Press Ctrl-C to stop.\n", flush=True)
+    print(
+        f"\n  Agent machine is up (AWS: {where})\n"
+        f"  Dashboard:  {machine.base_url}/?token={machine.api_token}\n"
+        f"  API:        {machine.base_url}/api  (Authorization: Bearer <token>)\n"
+        f"  WebSocket:  {machine.ws_url}\n"
+        f"  Press Ctrl-C to stop.\n",
+        flush=True,
+    )
     stop.wait()
     machine.stop()
     log("stopped")

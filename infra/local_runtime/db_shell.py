@@ -39,8 +39,10 @@ def main() -> None:
     def tasks(status: str | None = None, limit: int = 20) -> None:
         page = task_store.list_tasks(status=TaskStatus(status) if status else None, limit=limit)
         for t in page.items:
-            print(f"{t.created_at:%Y-%m-%d %H:%M:%S}  {t.task_id}  {t.status.value:<9} {t.agent:<9} "
-                  f"{t.source.value:<7} ${t.cost_usd:.4f}  {(t.title or '')[:50]}")
+            print(
+                f"{t.created_at:%Y-%m-%d %H:%M:%S}  {t.task_id}  {t.status.value:<9} {t.agent:<9} "
+                f"{t.source.value:<7} ${t.cost_usd:.4f}  {(t.title or '')[:50]}"
+            )
 
     def task(task_id: str) -> Any:
         return task_store.get(task_id)
@@ -51,16 +53,20 @@ def main() -> None:
 
     def sessions(limit: int = 20) -> None:
         for s in session_store.list_sessions(limit)[0]:
-            print(f"{s.updated_at:%Y-%m-%d %H:%M}  {s.session_id}  tasks={s.task_count:<3} "
-                  f"${s.total_cost_usd:.4f}  {s.title[:50]}")
+            print(
+                f"{s.updated_at:%Y-%m-%d %H:%M}  {s.session_id}  tasks={s.task_count:<3} "
+                f"${s.total_cost_usd:.4f}  {s.title[:50]}"
+            )
 
     def costs(day: str | None = None) -> None:
         for record in cost_store.day_records(day or cost_store.today()):
             print(f"{record.key:<40} ${record.cost_usd:.4f}  tasks={record.tasks}")
 
-    banner = (f"agent machine data shell: {where}\n"
-              "  tasks(status=None, limit=20)  task(id)  output(id)  sessions()  costs(day=None)\n"
-              "  stores: task_store, session_store, output_store, cost_store")
+    banner = (
+        f"agent machine data shell: {where}\n"
+        "  tasks(status=None, limit=20)  task(id)  output(id)  sessions()  costs(day=None)\n"
+        "  stores: task_store, session_store, output_store, cost_store"
+    )
     code.interact(banner=banner, local={**locals(), "TaskStatus": TaskStatus}, exitmsg="")
 
 

@@ -54,7 +54,10 @@ def start_moto(port: int | None = None, *, timeout: float = 30.0) -> MotoServer:
     # The parent-death signal still takes it down if we are killed outright.
     process = subprocess.Popen(
         [sys.executable, "-m", "local_runtime.moto_main", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
         preexec_fn=_die_with_parent,
     )
     server = MotoServer(port, process)

@@ -100,8 +100,13 @@ def http_event(
             "apiId": "local",
             "domainName": domain,
             "domainPrefix": domain.split(".")[0],
-            "http": {"method": method.upper(), "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": merged.get("user-agent", "")},
+            "http": {
+                "method": method.upper(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": merged.get("user-agent", ""),
+            },
             "requestId": base64.b32encode(secrets.token_bytes(10)).decode().rstrip("=")[:16],
             "routeKey": route_key,
             "stage": "$default",
@@ -123,8 +128,9 @@ def http_event(
     return event
 
 
-def authorizer_event(route_arn_path: str, route_key: str, headers: Mapping[str, str], query: str = "",
-                     path: str = "/") -> dict[str, Any]:
+def authorizer_event(
+    route_arn_path: str, route_key: str, headers: Mapping[str, str], query: str = "", path: str = "/"
+) -> dict[str, Any]:
     """An HTTP API Lambda authorizer REQUEST event (payload 2.0)."""
     base = http_event("GET", path, headers=headers, query=query, route_key=route_key)
     base["type"] = "REQUEST"
@@ -188,21 +194,24 @@ def sqs_event(messages: Iterable[Mapping[str, Any]], queue_arn: str) -> dict[str
     records = []
     for msg in messages:
         attrs = msg.get("Attributes", {})
-        records.append({
-            "messageId": msg["MessageId"],
-            "receiptHandle": msg["ReceiptHandle"],
-            "body": msg["Body"],
-            "attributes": {
-                "ApproximateReceiveCount": attrs.get("ApproximateReceiveCount", "1"),
-                "SentTimestamp": attrs.get("SentTimestamp", str(int(time.time() * 1000))),
-                "SenderId": attrs.get("SenderId", ACCOUNT_ID),
-                "ApproximateFirstReceiveTimestamp": attrs.get(
-                    "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))),
-            },
-            "messageAttributes": msg.get("MessageAttributes", {}),
-            "md5OfBody": msg.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": REGION,
-        })
+        records.append(
+            {
+                "messageId": msg["MessageId"],
+                "receiptHandle": msg["ReceiptHandle"],
+                "body": msg["Body"],
+                "attributes": {
+                    "ApproximateReceiveCount": attrs.get("ApproximateReceiveCount", "1"),
+                    "SentTimestamp": attrs.get("SentTimestamp", str(int(time.time() * 1000))),
+                    "SenderId": attrs.get("SenderId", ACCOUNT_ID),
+                    "ApproximateFirstReceiveTimestamp": attrs.get(
+                        "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
+                    ),
+                },
+                "messageAttributes": msg.get("MessageAttributes", {}),
+                "md5OfBody": msg.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+        )
     return {"Records": records}

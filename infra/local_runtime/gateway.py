@@ -95,11 +95,13 @@ class Gateway:
         self.invoker = invoker
         self.max_body = max_body
         self.connections: dict[str, LiveConnection] = {}
-        self.app = Starlette(routes=[
-            WebSocketRoute("/ws", self.websocket),
-            Route("/@connections/{connection_id:path}", self.management, methods=["GET", "POST", "DELETE"]),
-            Route("/{path:path}", self.http, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                WebSocketRoute("/ws", self.websocket),
+                Route("/@connections/{connection_id:path}", self.management, methods=["GET", "POST", "DELETE"]),
+                Route("/{path:path}", self.http, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            ]
+        )
 
     # --- HTTP API -------------------------------------------------------------------------------------------
 
@@ -129,22 +131,30 @@ class Gateway:
                 return JSONResponse({"message": "Unauthorized"}, status_code=401)
             auth = await self.invoker.invoke(
                 self.authorizer,
-                authorizer_event(f"{request.method}{path}", target.route.route_key, dict(request.headers),
-                                 request.url.query, path),
+                authorizer_event(
+                    f"{request.method}{path}", target.route.route_key, dict(request.headers), request.url.query, path
+                ),
                 LambdaContext("AuthorizerFunction", timeout_seconds=10),
             )
             if not (isinstance(auth, dict) and auth.get("isAuthorized")):
                 return JSONResponse({"message": "Forbidden"}, status_code=403)
             authorizer_context = dict(auth.get("context") or {})
         event = http_event(
-            request.method, path, body=body, headers=request.headers.items(), query=request.url.query,
-            route_key=target.route.route_key, path_parameters=params or None, authorizer=authorizer_context,
+            request.method,
+            path,
+            body=body,
+            headers=request.headers.items(),
+            query=request.url.query,
+            route_key=target.route.route_key,
+            path_parameters=params or None,
+            authorizer=authorizer_context,
             source_ip=request.client.host if request.client else "127.0.0.1",
             domain=request.headers.get("host", "localhost").split(":")[0],
         )
         try:
-            result = await self.invoker.invoke(target.handler, event, LambdaContext(target.function_name,
-                                                                                    target.timeout))
+            result = await self.invoker.invoke(
+                target.handler, event, LambdaContext(target.function_name, target.timeout)
+            )
         except Exception as exc:
             log(f"{target.function_name} raised {exc!r}")
             return JSONResponse({"message": "Internal Server Error"}, status_code=500)
@@ -206,8 +216,13 @@ class Gateway:
             await socket.close(code=1011)
             return
         connection_id = new_connection_id()
-        connect = websocket_event("$connect", connection_id, query=socket.url.query, headers=dict(socket.headers),
-                                  domain=socket.url.hostname or "localhost")
+        connect = websocket_event(
+            "$connect",
+            connection_id,
+            query=socket.url.query,
+            headers=dict(socket.headers),
+            domain=socket.url.hostname or "localhost",
+        )
         result = await self._ws_invoke(connect)
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 200
         if status >= 300:
@@ -228,8 +243,9 @@ class Gateway:
                 except TimeoutError:
                     break
                 live.last_active = time.time()
-                event = websocket_event("$default", connection_id, body=message,
-                                        connected_at=int(live.connected_at * 1000))
+                event = websocket_event(
+                    "$default", connection_id, body=message, connected_at=int(live.connected_at * 1000)
+                )
                 # API Gateway invokes per message without waiting for the previous one.
                 task = asyncio.create_task(self._ws_invoke(event))
                 pending.add(task)
@@ -249,24 +265,38 @@ class Gateway:
         connection_id = request.path_params["connection_id"]
         live = self.connections.get(connection_id)
         if live is None:
-            return Response(json.dumps({"message": None}), status_code=410,
-                            headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"})
+            return Response(
+                json.dumps({"message": None}),
+                status_code=410,
+                headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"},
+            )
         if request.method == "GET":
-            return JSONResponse({"ConnectedAt": _iso(live.connected_at), "LastActiveAt": _iso(live.last_active),
-                                 "Identity": {"SourceIp": live.source_ip, "UserAgent": live.user_agent}})
+            return JSONResponse(
+                {
+                    "ConnectedAt": _iso(live.connected_at),
+                    "LastActiveAt": _iso(live.last_active),
+                    "Identity": {"SourceIp": live.source_ip, "UserAgent": live.user_agent},
+                }
+            )
         if request.method == "DELETE":
             self.connections.pop(connection_id, None)
             await live.socket.close()
             return Response(status_code=204)
         data = await request.body()
         if len(data) > 128 * 1024:
-            return JSONResponse({"message": "Message too long"}, status_code=413,
-                                headers={"x-amzn-ErrorType": "PayloadTooLargeException"})
+            return JSONResponse(
+                {"message": "Message too long"},
+                status_code=413,
+                headers={"x-amzn-ErrorType": "PayloadTooLargeException"},
+            )
         try:
             async with live.lock:
                 await live.socket.send_text(data.decode("utf-8", errors="replace"))
         except (WebSocketDisconnect, RuntimeError):
             self.connections.pop(connection_id, None)
-            return Response(json.dumps({"message": None}), status_code=410,
-                            headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"})
+            return Response(
+                json.dumps({"message": None}),
+                status_code=410,
+                headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"},
+            )
         return Response(status_code=200)

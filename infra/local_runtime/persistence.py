@@ -66,7 +66,7 @@ class StateFile:
             if not name:
                 continue
             for start in range(0, len(items), 25):
-                batch = [{"PutRequest": {"Item": item}} for item in items[start:start + 25]]
+                batch = [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
                 request: dict[str, Any] = {name: batch}
                 while request:
                     request = self.ddb.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}

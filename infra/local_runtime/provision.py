@@ -28,8 +28,15 @@ PARAMETER_ENV = {
     "TaskBudgetUsd": "TASK_BUDGET_USD",
 }
 
-SECRET_KEYS = ("API_TOKEN", "GITHUB_WEBHOOK_SECRET", "JIRA_WEBHOOK_SECRET", "SENTRY_WEBHOOK_SECRET",
-               "GITHUB_TOKEN", "ANTHROPIC_API_KEY", "JIRA_API_TOKEN")
+SECRET_KEYS = (
+    "API_TOKEN",
+    "GITHUB_WEBHOOK_SECRET",
+    "JIRA_WEBHOOK_SECRET",
+    "SENTRY_WEBHOOK_SECRET",
+    "GITHUB_TOKEN",
+    "ANTHROPIC_API_KEY",
+    "JIRA_API_TOKEN",
+)
 
 
 @dataclass
@@ -70,11 +77,14 @@ def provision(
     sm = _client("secretsmanager", endpoint, region)
 
     # Queues without a redrive policy first: the others point at them.
-    queue_ids = sorted((k for k, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"),
-                       key=lambda k: "RedrivePolicy" in resources[k].get("Properties", {}))
+    queue_ids = sorted(
+        (k for k, r in resources.items() if r.get("Type") == "AWS::SQS::Queue"),
+        key=lambda k: "RedrivePolicy" in resources[k].get("Properties", {}),
+    )
     for logical_id in queue_ids:
-        _create_queue(sqs, out, logical_id, resources[logical_id].get("Properties", {}), prefix,
-                      queue_visibility_timeout)
+        _create_queue(
+            sqs, out, logical_id, resources[logical_id].get("Properties", {}), prefix, queue_visibility_timeout
+        )
     for logical_id, resource in resources.items():
         kind = resource.get("Type")
         props = resource.get("Properties", {})
@@ -109,8 +119,9 @@ def _register(out: Provisioned, logical_id: str, ref: str, attrs: dict[str, str]
         out.resolver.attrs[f"{logical_id}.{attr}"] = value
 
 
-def _create_queue(sqs: Any, out: Provisioned, logical_id: str, props: dict[str, Any], prefix: str,
-                  visibility_override: int | None) -> None:
+def _create_queue(
+    sqs: Any, out: Provisioned, logical_id: str, props: dict[str, Any], prefix: str, visibility_override: int | None
+) -> None:
     name = f"{prefix}-{logical_id}"
     attributes: dict[str, str] = {}
     for key in ("VisibilityTimeout", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds", "DelaySeconds"):
@@ -122,8 +133,11 @@ def _create_queue(sqs: Any, out: Provisioned, logical_id: str, props: dict[str, 
     if redrive:
         resolved = out.resolver.resolve(redrive)
         attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": resolved["deadLetterTargetArn"],
-             "maxReceiveCount": int(resolved["maxReceiveCount"])})
+            {
+                "deadLetterTargetArn": resolved["deadLetterTargetArn"],
+                "maxReceiveCount": int(resolved["maxReceiveCount"]),
+            }
+        )
         if visibility_override is not None:
             attributes["VisibilityTimeout"] = str(visibility_override)
     url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
@@ -134,8 +148,7 @@ def _create_queue(sqs: Any, out: Provisioned, logical_id: str, props: dict[str, 
     _register(out, logical_id, url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
 
 
-def _create_table(ddb: Any, out: Provisioned, logical_id: str, props: dict[str, Any], prefix: str,
-                  region: str) -> None:
+def _create_table(ddb: Any, out: Provisioned, logical_id: str, props: dict[str, Any], prefix: str, region: str) -> None:
     name = f"{prefix}-{logical_id}"
     kwargs: dict[str, Any] = {
         "TableName": name,
@@ -143,16 +156,19 @@ def _create_table(ddb: Any, out: Provisioned, logical_id: str, props: dict[str, 
         "AttributeDefinitions": props["AttributeDefinitions"],
         "BillingMode": "PAY_PER_REQUEST",
     }
-    gsis = [{"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
-            for g in props.get("GlobalSecondaryIndexes", [])]
+    gsis = [
+        {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
+        for g in props.get("GlobalSecondaryIndexes", [])
+    ]
     if gsis:
         kwargs["GlobalSecondaryIndexes"] = gsis
     try:
         ddb.create_table(**kwargs)
         ttl = props.get("TimeToLiveSpecification")
         if ttl and ttl.get("Enabled") in (True, "true"):
-            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={
-                "Enabled": True, "AttributeName": ttl["AttributeName"]})
+            ddb.update_time_to_live(
+                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
+            )
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceInUseException":
             raise

@@ -32,8 +32,17 @@ from local_runtime.provision import (
 from local_runtime.sqs_source import SqsEventSource, SqsMapping
 from local_runtime.template import ROOT, authorizer_handler, functions
 
-USER_SETTINGS = ("MAX_CONCURRENT_TASKS", "TASK_TIMEOUT_SECONDS", "LOG_LEVEL", "MACHINE_ID", "MAX_TASK_ATTEMPTS",
-                 "DAILY_BUDGET_USD", "TASK_BUDGET_USD", "CORS_ORIGINS", "LOG_JSON")
+USER_SETTINGS = (
+    "MAX_CONCURRENT_TASKS",
+    "TASK_TIMEOUT_SECONDS",
+    "LOG_LEVEL",
+    "MACHINE_ID",
+    "MAX_TASK_ATTEMPTS",
+    "DAILY_BUDGET_USD",
+    "TASK_BUDGET_USD",
+    "CORS_ORIGINS",
+    "LOG_JSON",
+)
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
 
 
@@ -108,8 +117,12 @@ class LocalMachine:
         secret_values = {key: os.environ.get(key, "") for key in SECRET_KEYS}
         secret_values["API_TOKEN"] = self.api_token
         self.provisioned = provision(
-            endpoint=self.endpoint, prefix=cfg.prefix, region=cfg.region, parameters=parameters_from_env(),
-            queue_visibility_timeout=cfg.queue_visibility_timeout, secret_values=secret_values,
+            endpoint=self.endpoint,
+            prefix=cfg.prefix,
+            region=cfg.region,
+            parameters=parameters_from_env(),
+            queue_visibility_timeout=cfg.queue_visibility_timeout,
+            secret_values=secret_values,
         )
         self._configure_environment()
         if cfg.persist and self.moto is not None:
@@ -132,8 +145,12 @@ class LocalMachine:
     def _write_runtime_file(self) -> None:
         """Where this machine's resources are, for `make db-shell` and other tools while it runs."""
         keys = [k for k in os.environ if k.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL", "_BUCKET"))]
-        info = {"pid": os.getpid(), "port": self.config.port, "endpoint": self.endpoint,
-                "env": {k: os.environ[k] for k in keys}}
+        info = {
+            "pid": os.getpid(),
+            "port": self.config.port,
+            "endpoint": self.endpoint,
+            "env": {k: os.environ[k] for k in keys},
+        }
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.runtime_file.write_text(json.dumps(info, indent=2))
 
@@ -141,13 +158,15 @@ class LocalMachine:
         assert self.provisioned
         cfg = self.config
         env = stack_environment(self.provisioned)
-        env.update({
-            "API_TOKEN": self.api_token,
-            "WEBSOCKET_MANAGEMENT_URL": f"http://127.0.0.1:{cfg.port}",
-            "WEBSOCKET_URL": self.ws_url,
-            "DASHBOARD_URL": self.base_url,
-            "FARGATE_MODE": "local",
-        })
+        env.update(
+            {
+                "API_TOKEN": self.api_token,
+                "WEBSOCKET_MANAGEMENT_URL": f"http://127.0.0.1:{cfg.port}",
+                "WEBSOCKET_URL": self.ws_url,
+                "DASHBOARD_URL": self.base_url,
+                "FARGATE_MODE": "local",
+            }
+        )
         if self.endpoint:
             env["AWS_ENDPOINT_URL"] = self.endpoint
         for key, value in env.items():
@@ -179,11 +198,21 @@ class LocalMachine:
                     fn = template["Resources"][target]["Properties"]
                     ws_handler = fn.get("Handler")
         self.gateway = Gateway(
-            routes=routes, authorizer=authorizer_handler(template), websocket_handler=ws_handler,
-            static_dir=self.config.static_dir, invoker=Invoker(max_workers, "lambda"),
+            routes=routes,
+            authorizer=authorizer_handler(template),
+            websocket_handler=ws_handler,
+            static_dir=self.config.static_dir,
+            invoker=Invoker(max_workers, "lambda"),
         )
-        config = uvicorn.Config(self.gateway.app, host=self.config.host, port=self.config.port, log_level="warning",
-                                ws="websockets-sansio", lifespan="off", ws_max_size=1024 * 1024)
+        config = uvicorn.Config(
+            self.gateway.app,
+            host=self.config.host,
+            port=self.config.port,
+            log_level="warning",
+            ws="websockets-sansio",
+            lifespan="off",
+            ws_max_size=1024 * 1024,
+        )
         self.server = uvicorn.Server(config)
         # uvicorn only installs signal handlers on the main thread; ours are in __main__.
         self._thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
@@ -203,17 +232,22 @@ class LocalMachine:
                 if spec.logical_id == "RunnerFunction" and os.environ.get("MAX_CONCURRENT_TASKS"):
                     concurrency = os.environ["MAX_CONCURRENT_TASKS"]
                 mapping = SqsMapping(
-                    function_name=spec.logical_id, handler=spec.handler, timeout_seconds=spec.timeout,
+                    function_name=spec.logical_id,
+                    handler=spec.handler,
+                    timeout_seconds=spec.timeout,
                     queue_url=prov.queues[source.queue_logical_id],
                     queue_arn=prov.resolver.attrs[f"{source.queue_logical_id}.Arn"],
-                    batch_size=source.batch_size, concurrency=max(1, int(concurrency or 1)),
+                    batch_size=source.batch_size,
+                    concurrency=max(1, int(concurrency or 1)),
                     report_batch_item_failures=source.report_batch_item_failures,
                 )
                 event_source = SqsEventSource(mapping, self.endpoint, self.config.region)
                 event_source.start()
                 self.sources.append(event_source)
-                log(f"{spec.logical_id} polls {source.queue_logical_id} (batch {mapping.batch_size}, "
-                    f"max concurrency {mapping.concurrency})")
+                log(
+                    f"{spec.logical_id} polls {source.queue_logical_id} (batch {mapping.batch_size}, "
+                    f"max concurrency {mapping.concurrency})"
+                )
 
     def stop(self) -> None:
         for source in self.sources:

@@ -43,8 +43,7 @@ class SqsEventSource:
 
     def start(self) -> None:
         for i in range(self.mapping.concurrency):
-            thread = threading.Thread(target=self._poll, name=f"{self.mapping.function_name}-poller-{i}",
-                                      daemon=True)
+            thread = threading.Thread(target=self._poll, name=f"{self.mapping.function_name}-poller-{i}", daemon=True)
             thread.start()
             self.threads.append(thread)
 
@@ -61,8 +60,11 @@ class SqsEventSource:
         while not self.stopping.is_set():
             try:
                 resp = self.sqs.receive_message(
-                    QueueUrl=m.queue_url, MaxNumberOfMessages=m.batch_size, WaitTimeSeconds=WAIT_SECONDS,
-                    AttributeNames=["All"], MessageAttributeNames=["All"],
+                    QueueUrl=m.queue_url,
+                    MaxNumberOfMessages=m.batch_size,
+                    WaitTimeSeconds=WAIT_SECONDS,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
                 )
             except Exception as exc:  # the emulator going away at shutdown, or a blip
                 if self.stopping.is_set():
@@ -91,5 +93,7 @@ class SqsEventSource:
             return
         done = [msg for msg in messages if msg["MessageId"] not in failed_ids]
         if done:
-            self.sqs.delete_message_batch(QueueUrl=m.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": msg["ReceiptHandle"]} for i, msg in enumerate(done)])
+            self.sqs.delete_message_batch(
+                QueueUrl=m.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": msg["ReceiptHandle"]} for i, msg in enumerate(done)],
+            )

@@ -34,8 +34,25 @@ def _tag(name: str) -> Any:
 
 for _short in ("Ref", "Condition"):
     _CfnLoader.add_constructor(f"!{_short}", _tag(_short))
-for _fn in ("GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Select", "Split", "FindInMap",
-            "ImportValue", "GetAZs", "Base64", "Cidr", "Length", "ToJsonString"):
+for _fn in (
+    "GetAtt",
+    "Sub",
+    "Join",
+    "If",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "Select",
+    "Split",
+    "FindInMap",
+    "ImportValue",
+    "GetAZs",
+    "Base64",
+    "Cidr",
+    "Length",
+    "ToJsonString",
+):
     _CfnLoader.add_constructor(f"!{_fn}", _tag(f"Fn::{_fn}"))
 
 
@@ -78,8 +95,9 @@ class FunctionSpec:
 class Resolver:
     """Resolves !Ref / !GetAtt / !Sub against parameters and locally created resources."""
 
-    def __init__(self, template: dict[str, Any], refs: dict[str, str], attrs: dict[str, str],
-                 parameters: dict[str, str]) -> None:
+    def __init__(
+        self, template: dict[str, Any], refs: dict[str, str], attrs: dict[str, str], parameters: dict[str, str]
+    ) -> None:
         self.template = template
         self.refs = refs  # logical id -> physical id (table name, queue url, bucket name, ...)
         self.attrs = attrs  # "Logical.Attr" -> value
@@ -94,7 +112,7 @@ class Resolver:
     def resolve(self, value: Any) -> Any:
         """The value with intrinsic functions applied; None when something is not known locally."""
         if isinstance(value, dict) and len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self._ref(str(arg))
             if key == "Fn::GetAtt":
@@ -116,9 +134,14 @@ class Resolver:
         return value
 
     def _ref(self, name: str) -> str | None:
-        pseudo = {"AWS::Region": self.parameters.get("AWS::Region", "us-east-1"),
-                  "AWS::AccountId": "123456789012", "AWS::StackName": self.parameters.get("AWS::StackName", "local"),
-                  "AWS::Partition": "aws", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": None}
+        pseudo = {
+            "AWS::Region": self.parameters.get("AWS::Region", "us-east-1"),
+            "AWS::AccountId": "123456789012",
+            "AWS::StackName": self.parameters.get("AWS::StackName", "local"),
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::NoValue": None,
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.refs:
@@ -167,17 +190,23 @@ def functions(template: dict[str, Any]) -> list[FunctionSpec]:
                 queue = eprops.get("Queue")
                 queue_id = queue["Fn::GetAtt"][0] if isinstance(queue, dict) and "Fn::GetAtt" in queue else ""
                 scaling = eprops.get("ScalingConfig", {}).get("MaximumConcurrency")
-                spec.sqs_sources.append(SqsSource(
-                    queue_id, int(eprops.get("BatchSize", 10)),
-                    scaling,  # an int, or a !Ref the runtime resolves
-                    "ReportBatchItemFailures" in eprops.get("FunctionResponseTypes", []),
-                ))
+                spec.sqs_sources.append(
+                    SqsSource(
+                        queue_id,
+                        int(eprops.get("BatchSize", 10)),
+                        scaling,  # an int, or a !Ref the runtime resolves
+                        "ReportBatchItemFailures" in eprops.get("FunctionResponseTypes", []),
+                    )
+                )
             elif event.get("Type") == "HttpApi":
                 auth = eprops.get("Auth", {}).get("Authorizer")
-                spec.http_routes.append(HttpRoute(
-                    str(eprops.get("Method", "ANY")).upper(), str(eprops.get("Path", "/{proxy+}")),
-                    authorized=auth != "NONE",
-                ))
+                spec.http_routes.append(
+                    HttpRoute(
+                        str(eprops.get("Method", "ANY")).upper(),
+                        str(eprops.get("Path", "/{proxy+}")),
+                        authorized=auth != "NONE",
+                    )
+                )
         specs.append(spec)
     return specs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -332,6 +333,7 @@ class TaskRun:
         self.spawned_at: float | None = None
         self.exited_at: float | None = None
         self.booked_at: float | None = None
+        self.report_start: asyncio.Task[None] | None = None
 
     async def run(self) -> Outcome | None:
         log = get_logger()
@@ -350,6 +352,8 @@ class TaskRun:
                     "max_budget_usd": self.budget(),
                 },
             )
+            # Reporting back to the source runs beside the CLI: a slow or failing GitHub never delays or fails it.
+            self.report_start = asyncio.create_task(asyncio.to_thread(report_back, self.task, started=True))
             watcher = asyncio.create_task(self.controller.watch())
             try:
                 outcome = await self._run_cli()
@@ -371,6 +375,7 @@ class TaskRun:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             booked = await self._book(outcome)
+            await self._report_finished(outcome if booked else None)
             return outcome if booked else None
         finally:
             with _active_lock:
@@ -380,6 +385,16 @@ class TaskRun:
             await self.events.close()
             if self.ws is not None:
                 await asyncio.to_thread(self.ws.cleanup)
+
+    async def _report_finished(self, outcome: Outcome | None) -> None:
+        """The sticky comment's last edit, after the start report (it made the comment) has finished."""
+        if self.report_start is not None:
+            with contextlib.suppress(Exception):
+                await self.report_start
+        if outcome is None:
+            return
+        pr_url = find_pull_request(outcome.result) if outcome.result else None
+        await asyncio.to_thread(report_back, self.task, started=False, pr_url=pr_url)
 
     def budget(self) -> float:
         return self.task.max_budget_usd or self.agent.max_budget_usd or get_settings().task_budget_usd
@@ -557,6 +572,29 @@ class TaskRun:
             },
         )
         return True
+
+
+PULL_REQUEST_URL = re.compile(r"https://[^\s/]+/[\w.-]+/[\w.-]+/pull/\d+")
+
+
+def find_pull_request(text: str) -> str | None:
+    found = PULL_REQUEST_URL.search(text)
+    return found.group(0) if found else None
+
+
+def report_back(task: Task, *, started: bool, pr_url: str | None = None) -> None:
+    """Tell the task's source (GitHub, Jira, Sentry) where it stands; failures stay on the task's report."""
+    from agent_machine.domain import reporting
+
+    try:
+        current = tasks.get(task.task_id) or task  # the stored report (comment id) and the booked result
+        if pr_url:
+            current = current.model_copy(update={"report": {**current.report, "pr_url": pr_url}})
+        report = reporting.report_started(current) if started else reporting.report_finished(current)
+        if report != task.report or pr_url:
+            tasks.set_fields(task.task_id, report=report)
+    except Exception:
+        get_logger().exception("could not report back to the task's source")
 
 
 async def run_task(task: Task, agent: AgentSpec, opts: RunOptions) -> Outcome | None:

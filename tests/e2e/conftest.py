@@ -37,8 +37,12 @@ class RunningMachine:
 
     def api(self, method: str, path: str, body: object | None = None, token: str | None = None) -> tuple[int, object]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method, headers={
-            "Authorization": f"Bearer {token or self.api_token}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {token or self.api_token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
@@ -59,24 +63,36 @@ class RunningMachine:
         return self.process.returncode
 
 
-def start_machine(tmp: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None,
-                  persist: bool = True) -> RunningMachine:
+def start_machine(
+    tmp: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None, persist: bool = True
+) -> RunningMachine:
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(TEST_SECRETS)
-    env.update({
-        "PORT": str(port),
-        "CLAUDE_CLI_PATH": str(FAKE_CLAUDE),
-        "LOG_JSON": "false",
-        "LOG_LEVEL": "INFO",
-        "MAX_CONCURRENT_TASKS": "3",
-        "LOCAL_QUEUE_VISIBILITY_TIMEOUT": "20",
-        "RUNNER_WORK_ROOT": str(tmp / "runner"),
-    })
+    env.update(
+        {
+            "PORT": str(port),
+            "CLAUDE_CLI_PATH": str(FAKE_CLAUDE),
+            "LOG_JSON": "false",
+            "LOG_LEVEL": "INFO",
+            "MAX_CONCURRENT_TASKS": "3",
+            "LOCAL_QUEUE_VISIBILITY_TIMEOUT": "20",
+            "RUNNER_WORK_ROOT": str(tmp / "runner"),
+        }
+    )
     env.update(extra_env or {})
     log_path = tmp / f"local-runtime-{port}.log"
-    args = [sys.executable, "-m", "local_runtime", "--port", str(port), "--data-dir", str(tmp / "data"),
-            "--env-file", str(tmp / "no.env")]
+    args = [
+        sys.executable,
+        "-m",
+        "local_runtime",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp / "data"),
+        "--env-file",
+        str(tmp / "no.env"),
+    ]
     if not persist:
         args.append("--no-persist")
     with log_path.open("ab") as log:

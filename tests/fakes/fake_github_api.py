@@ -80,8 +80,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = None
         parts = urlsplit(self.path)
         request = RecordedRequest(
-            method=self.command, path=parts.path, query=parse_qs(parts.query),
-            headers={k.lower(): v for k, v in self.headers.items()}, body=body,
+            method=self.command,
+            path=parts.path,
+            query=parse_qs(parts.query),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
         )
         reply = fake.handle(request)
         data = b"" if reply.body is None else json.dumps(reply.body).encode()
@@ -104,8 +107,14 @@ Route = tuple[str, re.Pattern[str], Callable[[RecordedRequest, re.Match[str]], _
 class FakeApi:
     """GitHub issue comments, Jira v2 issue comments and Sentry issue notes, in memory."""
 
-    def __init__(self, *, github_token: str | None = None, jira_auth: tuple[str, str] | None = None,
-                 sentry_token: str | None = None, bot_login: str = "agent-machine[bot]") -> None:
+    def __init__(
+        self,
+        *,
+        github_token: str | None = None,
+        jira_auth: tuple[str, str] | None = None,
+        sentry_token: str | None = None,
+        bot_login: str = "agent-machine[bot]",
+    ) -> None:
         self.github_token = github_token
         self.jira_auth = jira_auth
         self.sentry_token = sentry_token
@@ -120,14 +129,26 @@ class FakeApi:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._routes: list[Route] = [
-            ("POST", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments$"),
-             self._gh_create),
-            ("GET", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments$"),
-             self._gh_list),
-            ("PATCH", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/comments/(?P<id>\d+)$"),
-             self._gh_update),
-            ("DELETE", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/comments/(?P<id>\d+)$"),
-             self._gh_delete),
+            (
+                "POST",
+                re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments$"),
+                self._gh_create,
+            ),
+            (
+                "GET",
+                re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/(?P<number>\d+)/comments$"),
+                self._gh_list,
+            ),
+            (
+                "PATCH",
+                re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/comments/(?P<id>\d+)$"),
+                self._gh_update,
+            ),
+            (
+                "DELETE",
+                re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/comments/(?P<id>\d+)$"),
+                self._gh_delete,
+            ),
             ("POST", re.compile(r"^/rest/api/2/issue/(?P<key>[^/]+)/comment$"), self._jira_create),
             ("GET", re.compile(r"^/rest/api/2/issue/(?P<key>[^/]+)/comment$"), self._jira_list),
             ("PUT", re.compile(r"^/rest/api/2/issue/(?P<key>[^/]+)/comment/(?P<id>\d+)$"), self._jira_update),
@@ -142,8 +163,9 @@ class FakeApi:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.fake = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-github-api", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-github-api", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -159,8 +181,9 @@ class FakeApi:
     def __enter__(self) -> FakeApi:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -186,8 +209,15 @@ class FakeApi:
         with self._lock:
             self._requests.clear()
 
-    def fail_next(self, count: int, status: int = 502, *, apply: bool = False,
-                  message: str = "Server Error", retry_after: int | None = None) -> None:
+    def fail_next(
+        self,
+        count: int,
+        status: int = 502,
+        *,
+        apply: bool = False,
+        message: str = "Server Error",
+        retry_after: int | None = None,
+    ) -> None:
         """The next `count` requests answer `status`. With apply=True the request takes effect first (a lost
         answer). `message` may contain "{authorization}", replaced by the request's Authorization header (a
         proxy that echoes too much)."""
@@ -233,35 +263,49 @@ class FakeApi:
 
     def _check_auth(self, request: RecordedRequest) -> _Reply | None:
         auth = request.header("authorization") or ""
-        if request.path.startswith("/repos/") and self.github_token is not None \
-                and auth != f"Bearer {self.github_token}":
-            return _Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest",
-                                "status": "401"})
+        if (
+            request.path.startswith("/repos/")
+            and self.github_token is not None
+            and auth != f"Bearer {self.github_token}"
+        ):
+            return _Reply(
+                401,
+                {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"},
+            )
         if request.path.startswith("/rest/api/") and self.jira_auth is not None:
             expected = base64.b64encode(f"{self.jira_auth[0]}:{self.jira_auth[1]}".encode()).decode()
             if auth != f"Basic {expected}":
                 return _Reply(401, {"errorMessages": ["You are not authenticated."], "errors": {}})
-        if request.path.startswith("/api/0/") and self.sentry_token is not None \
-                and auth != f"Bearer {self.sentry_token}":
+        if (
+            request.path.startswith("/api/0/")
+            and self.sentry_token is not None
+            and auth != f"Bearer {self.sentry_token}"
+        ):
             return _Reply(401, {"detail": "Invalid token"})
         return None
 
     def _body_text(self, request: RecordedRequest, key: str) -> str | None:
-        return request.body.get(key) if isinstance(request.body, dict) and isinstance(
-            request.body.get(key), str) else None
+        return (
+            request.body.get(key) if isinstance(request.body, dict) and isinstance(request.body.get(key), str) else None
+        )
 
     # --- GitHub -------------------------------------------------------------------------------------------------
 
     def _gh_comment(self, owner: str, repo: str, number: int, comment_id: int, body: str) -> JsonObj:
         now = _now()
         return {
-            "id": comment_id, "node_id": f"IC_kwDO{comment_id}",
+            "id": comment_id,
+            "node_id": f"IC_kwDO{comment_id}",
             "url": f"{self.url}/repos/{owner}/{repo}/issues/comments/{comment_id}",
             "html_url": f"https://github.com/{owner}/{repo}/issues/{number}#issuecomment-{comment_id}",
             "issue_url": f"{self.url}/repos/{owner}/{repo}/issues/{number}",
-            "body": body, "user": {"login": self.bot_login, "id": 41898282, "type": "Bot"},
-            "created_at": now, "updated_at": now, "author_association": "NONE",
-            "number": number, "repo": f"{owner}/{repo}",
+            "body": body,
+            "user": {"login": self.bot_login, "id": 41898282, "type": "Bot"},
+            "created_at": now,
+            "updated_at": now,
+            "author_association": "NONE",
+            "number": number,
+            "repo": f"{owner}/{repo}",
         }
 
     def _gh_create(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
@@ -278,8 +322,11 @@ class FakeApi:
     def _gh_list(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
         repo, number = f"{m['owner']}/{m['repo']}", int(m["number"])
         since = (request.query.get("since") or [""])[0]
-        found = [c for c in self.github_comments.values()
-                 if c["repo"] == repo and c["number"] == number and c["updated_at"] >= since]
+        found = [
+            c
+            for c in self.github_comments.values()
+            if c["repo"] == repo and c["number"] == number and c["updated_at"] >= since
+        ]
         return _Reply(200, sorted(found, key=lambda c: c["id"]))
 
     def _gh_update(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
@@ -305,9 +352,15 @@ class FakeApi:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")
         author = {"accountId": "5b10ac8d82e05b22cc7d4ef5", "displayName": "Agent Machine", "active": True}
         return {
-            "self": f"{self.url}/rest/api/2/issue/{key}/comment/{comment_id}", "id": comment_id,
-            "author": author, "updateAuthor": author, "body": body, "created": now, "updated": now,
-            "jsdPublic": True, "key": key,
+            "self": f"{self.url}/rest/api/2/issue/{key}/comment/{comment_id}",
+            "id": comment_id,
+            "author": author,
+            "updateAuthor": author,
+            "body": body,
+            "created": now,
+            "updated": now,
+            "jsdPublic": True,
+            "key": key,
         }
 
     def _jira_create(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
@@ -341,8 +394,14 @@ class FakeApi:
         if not text:
             return _Reply(400, {"detail": "text is required"})
         note_id = str(next(self._ids))
-        note = {"id": note_id, "type": "note", "issue": m["issue"], "data": {"text": text},
-                "user": {"id": "1", "name": "agent-machine"}, "dateCreated": _now()}
+        note = {
+            "id": note_id,
+            "type": "note",
+            "issue": m["issue"],
+            "data": {"text": text},
+            "user": {"id": "1", "name": "agent-machine"},
+            "dateCreated": _now(),
+        }
         self.sentry_notes[note_id] = note
         return _Reply(201, note)
 

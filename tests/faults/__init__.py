@@ -34,9 +34,17 @@ def as_dict(value: object) -> dict[str, Any]:
 
 
 def get_task(machine: RunningMachine, task_id: str) -> dict[str, Any]:
-    status, detail = machine.api("GET", f"/api/tasks/{task_id}")
+    """The task with its whole output, following the API's pages."""
+    status, detail = machine.api("GET", f"/api/tasks/{task_id}?limit=5000")
     assert status == 200, (status, detail)
-    return as_dict(detail)
+    whole = as_dict(detail)
+    while whole.get("has_more"):
+        status, page = machine.api("GET", f"/api/tasks/{task_id}?limit=5000&after_seq={whole['last_seq']}")
+        assert status == 200, (status, page)
+        more = as_dict(page)
+        whole["output"].extend(more["output"])
+        whole["last_seq"], whole["has_more"] = more["last_seq"], more["has_more"]
+    return whole
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:

@@ -9,19 +9,40 @@ from local_runtime.provision import Provisioned
 
 from tests.integration.test_ingress_github import api_context, call
 
-PROTECTED = [("GET", "/api/status"), ("GET", "/api/tasks"), ("GET", "/api/tasks/x"), ("POST", "/api/tasks/x/stop"),
-             ("POST", "/api/tasks/x/approve"), ("POST", "/api/chat"), ("GET", "/api/sessions"),
-             ("GET", "/api/sessions/x"), ("GET", "/api/agents"), ("POST", "/api/agents"), ("DELETE", "/api/agents/x"),
-             ("GET", "/api/skills"), ("GET", "/api/webhooks"), ("POST", "/api/webhooks"), ("GET", "/api/costs"),
-             ("GET", "/api/events"), ("GET", "/api/audit"), ("GET", "/api/no-such-route")]
+PROTECTED = [
+    ("GET", "/api/status"),
+    ("GET", "/api/tasks"),
+    ("GET", "/api/tasks/x"),
+    ("POST", "/api/tasks/x/stop"),
+    ("POST", "/api/tasks/x/approve"),
+    ("POST", "/api/chat"),
+    ("GET", "/api/sessions"),
+    ("GET", "/api/sessions/x"),
+    ("GET", "/api/agents"),
+    ("POST", "/api/agents"),
+    ("DELETE", "/api/agents/x"),
+    ("GET", "/api/skills"),
+    ("GET", "/api/webhooks"),
+    ("POST", "/api/webhooks"),
+    ("GET", "/api/costs"),
+    ("GET", "/api/events"),
+    ("GET", "/api/audit"),
+    ("GET", "/api/no-such-route"),
+]
 
 
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_missing_token_is_401_and_wrong_token_403(stack: Provisioned, method: str, path: str) -> None:
     status, answer = call(method, path, b"{}", {"content-type": "application/json"})
     assert (status, answer["error"]["code"]) == (401, "unauthorized")
-    for header in ("Bearer wrong", "Bearer test-api-token-and-more", "Basic dGVzdC1hcGktdG9rZW4=", "test-api-token",
-                   "Bearer ", "Bearer tëst"):
+    for header in (
+        "Bearer wrong",
+        "Bearer test-api-token-and-more",
+        "Basic dGVzdC1hcGktdG9rZW4=",
+        "test-api-token",
+        "Bearer ",
+        "Bearer tëst",
+    ):
         status, answer = call(method, path, b"{}", {"content-type": "application/json", "authorization": header})
         assert status in (401, 403), header
         assert answer["error"]["code"] in ("unauthorized", "forbidden")
@@ -52,18 +73,38 @@ def test_health_and_config(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) 
 def test_openapi_documents_the_routes_and_the_bearer_scheme(stack: Provisioned) -> None:
     status, spec = call("GET", "/api/openapi.json")
     assert status == 200
-    for path in ("/webhooks/github", "/webhooks/jira", "/webhooks/sentry", "/webhooks/{name}", "/api/tasks",
-                 "/api/tasks/{task_id}", "/api/tasks/{task_id}/stop", "/api/tasks/{task_id}/approve", "/api/chat",
-                 "/api/sessions/{session_id}", "/api/agents/{name}/reset", "/api/webhooks", "/api/costs",
-                 "/api/events", "/api/status"):
+    for path in (
+        "/webhooks/github",
+        "/webhooks/jira",
+        "/webhooks/sentry",
+        "/webhooks/{name}",
+        "/api/tasks",
+        "/api/tasks/{task_id}",
+        "/api/tasks/{task_id}/stop",
+        "/api/tasks/{task_id}/approve",
+        "/api/chat",
+        "/api/sessions/{session_id}",
+        "/api/agents/{name}/reset",
+        "/api/webhooks",
+        "/api/costs",
+        "/api/events",
+        "/api/status",
+    ):
         assert path in spec["paths"], path
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
 
 
-@pytest.mark.parametrize(("header", "allowed"), [
-    ("Bearer test-api-token", True), ("bearer test-api-token", True), ("Bearer wrong", False),
-    ("Basic dGVzdC1hcGktdG9rZW4=", False), (None, False), ("Bearer ", False),
-])
+@pytest.mark.parametrize(
+    ("header", "allowed"),
+    [
+        ("Bearer test-api-token", True),
+        ("bearer test-api-token", True),
+        ("Bearer wrong", False),
+        ("Basic dGVzdC1hcGktdG9rZW4=", False),
+        (None, False),
+        ("Bearer ", False),
+    ],
+)
 def test_authorizer(stack: Provisioned, header: str | None, allowed: bool) -> None:
     from machine_api.authorizer import handler
 

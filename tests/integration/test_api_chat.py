@@ -41,11 +41,20 @@ def test_unknown_session_is_404_and_writes_nothing(stack: Provisioned) -> None:
     assert queue_bodies(stack) == []
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    (b"{", 400), (b'{"message": ', 400), (b"[" * 50_000 + b"]" * 50_000, 400),
-    (b"{}", 422), (b'{"message": ""}', 422), (b'{"message": 5}', 422), (b'{"message": "   "}', 422),
-    (b'{"message": "hi", "session_id": ""}', 422), (b"null", 422),
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{", 400),
+        (b'{"message": ', 400),
+        (b"[" * 50_000 + b"]" * 50_000, 400),
+        (b"{}", 422),
+        (b'{"message": ""}', 422),
+        (b'{"message": 5}', 422),
+        (b'{"message": "   "}', 422),
+        (b'{"message": "hi", "session_id": ""}', 422),
+        (b"null", 422),
+    ],
+)
 def test_bad_bodies(stack: Provisioned, body: bytes, status: int) -> None:
     got, answer = call("POST", "/api/chat", body, JSON)
     assert got == status, answer

@@ -22,8 +22,11 @@ def test_builtin_agents_listed_editable_and_resettable(stack: Provisioned) -> No
     assert status == 200
     assert {"brain", "planning", "executor"} <= {a["name"] for a in agents["items"]}
     assert all(a["builtin"] for a in agents["items"] if a["name"] in ("brain", "planning", "executor"))
-    status, edited = send("PUT", "/api/agents/brain", {"description": "Edited", "max_turns": 12,
-                                                       "builtin": False, "updated_by": "mallory"})
+    status, edited = send(
+        "PUT",
+        "/api/agents/brain",
+        {"description": "Edited", "max_turns": 12, "builtin": False, "updated_by": "mallory"},
+    )
     assert status == 200, edited
     assert (edited["description"], edited["builtin"], edited["updated_by"]) == ("Edited", True, "api-token")
     assert send("GET", "/api/agents/brain")[1]["max_turns"] == 12
@@ -37,8 +40,13 @@ def test_builtin_agents_listed_editable_and_resettable(stack: Provisioned) -> No
 
 
 def test_agent_crud(stack: Provisioned) -> None:
-    spec = {"name": "reviewer", "description": "Reviews PRs", "allowed_tools": ["Read", "Bash(git diff:*)"],
-            "permission_mode": "plan", "max_turns": 20}
+    spec = {
+        "name": "reviewer",
+        "description": "Reviews PRs",
+        "allowed_tools": ["Read", "Bash(git diff:*)"],
+        "permission_mode": "plan",
+        "max_turns": 20,
+    }
     status, created = send("POST", "/api/agents", spec)
     assert status == 201, created
     assert send("POST", "/api/agents", spec)[0] == 409
@@ -52,11 +60,20 @@ def test_agent_crud(stack: Provisioned) -> None:
     assert send("PUT", "/api/agents/ghost", spec | {"name": "ghost"})[0] == 404
 
 
-@pytest.mark.parametrize("body", [
-    {"name": "../etc"}, {"name": "UPPER"}, {"name": ""}, {"name": "x" * 64}, {"name": "ok", "max_turns": 0},
-    {"name": "ok", "permission_mode": "yolo"}, {"name": "ok", "allowed_tools": ["bad\ntool"]},
-    {"name": "ok", "max_budget_usd": -1}, {"description": "no name"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "../etc"},
+        {"name": "UPPER"},
+        {"name": ""},
+        {"name": "x" * 64},
+        {"name": "ok", "max_turns": 0},
+        {"name": "ok", "permission_mode": "yolo"},
+        {"name": "ok", "allowed_tools": ["bad\ntool"]},
+        {"name": "ok", "max_budget_usd": -1},
+        {"description": "no name"},
+    ],
+)
 def test_agent_validation(stack: Provisioned, body: dict[str, Any]) -> None:
     status, answer = send("POST", "/api/agents", body)
     assert status == 422, answer
@@ -84,9 +101,17 @@ def test_webhooks_builtins_listed_and_secrets_write_only(stack: Provisioned) -> 
     status, listing = send("GET", "/api/webhooks")
     assert status == 200
     assert [(w["name"], w["builtin"], w["has_secret"]) for w in listing["items"]] == [
-        ("github", True, True), ("jira", True, True), ("sentry", True, True)]
-    hook = {"name": "alerts", "agent": "planning", "secret": "s3cret-s3cret-s3cret", "filter": "$.level == 'error'",
-            "prompt_template": "Investigate {payload.message}"}
+        ("github", True, True),
+        ("jira", True, True),
+        ("sentry", True, True),
+    ]
+    hook = {
+        "name": "alerts",
+        "agent": "planning",
+        "secret": "s3cret-s3cret-s3cret",
+        "filter": "$.level == 'error'",
+        "prompt_template": "Investigate {payload.message}",
+    }
     status, created = send("POST", "/api/webhooks", hook)
     assert status == 201, created
     everything = json.dumps(send("GET", "/api/webhooks")[1]) + json.dumps(send("GET", "/api/webhooks/alerts")[1])
@@ -103,11 +128,20 @@ def test_webhooks_builtins_listed_and_secrets_write_only(stack: Provisioned) -> 
     assert send("DELETE", "/api/webhooks/alerts")[0] == 404
 
 
-@pytest.mark.parametrize("change", [
-    {"secret": None}, {"secret": "short"}, {"agent": "nobody"}, {"filter": "$.a ==="}, {"filter": "eval('x')"},
-    {"prompt_template": "{os.environ}"}, {"prompt_template": "{payload.a.}"}, {"prompt_template": "{"},
-    {"signature_header": "Bad Header\n"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"secret": None},
+        {"secret": "short"},
+        {"agent": "nobody"},
+        {"filter": "$.a ==="},
+        {"filter": "eval('x')"},
+        {"prompt_template": "{os.environ}"},
+        {"prompt_template": "{payload.a.}"},
+        {"prompt_template": "{"},
+        {"signature_header": "Bad Header\n"},
+    ],
+)
 def test_webhook_validation(stack: Provisioned, change: dict[str, Any]) -> None:
     hook = {"name": "v", "agent": "brain", "secret": "0123456789abcdef", **change}
     status, answer = send("POST", "/api/webhooks", hook)
@@ -134,7 +168,8 @@ def test_actor_comes_from_the_authorizer_context(stack: Provisioned) -> None:
     from local_runtime.events import http_event
     from machine_api.handler import handler
 
-    event = http_event("POST", "/api/agents", body=json.dumps({"name": "byctx"}).encode(), headers=JSON,
-                       authorizer={"actor": "alice"})
+    event = http_event(
+        "POST", "/api/agents", body=json.dumps({"name": "byctx"}).encode(), headers=JSON, authorizer={"actor": "alice"}
+    )
     assert handler(event, api_context())["statusCode"] == 201
     assert send("GET", "/api/agents/byctx")[1]["updated_by"] == "alice"

@@ -13,9 +13,17 @@ def _book(day: str, agent: str, source: str, session_id: str, cost: float) -> No
     from agent_machine import aws
     from agent_machine.store import costs
 
-    aws.dynamodb().transact_write_items(TransactItems=costs.add_cost_items(
-        day=day, agent=agent, source=source, session_id=session_id, cost_usd=cost, input_tokens=100,
-        output_tokens=10))
+    aws.dynamodb().transact_write_items(
+        TransactItems=costs.add_cost_items(
+            day=day,
+            agent=agent,
+            source=source,
+            session_id=session_id,
+            cost_usd=cost,
+            input_tokens=100,
+            output_tokens=10,
+        )
+    )
 
 
 def test_status(stack: Provisioned) -> None:
@@ -66,6 +74,7 @@ def test_events_show_deliveries_and_decisions_newest_first(stack: Provisioned) -
     assert [(e["delivery_id"], e["decision"]) for e in page["items"]] == [("ev-3", "answered"), ("ev-2", "ignored")]
     status, rest = get("/api/events", f"limit=2&cursor={page['cursor']}")
     assert [(e["delivery_id"], e["decision"], e["sender"]) for e in rest["items"]] == [
-        ("ev-1", "task_created", "github")]
+        ("ev-1", "task_created", "github")
+    ]
     assert rest["items"][0]["task_id"]
     assert submit("x", source=TaskSource.CHAT)

@@ -12,8 +12,14 @@ from local_runtime.provision import Provisioned
 from tests.integration.test_ingress_github import TOKEN, call, queue_bodies
 
 
-def submit(prompt: str, *, agent: str = "brain", source: TaskSource = TaskSource.CHAT, session_id: str | None = None,
-           parent: Task | None = None) -> Task:
+def submit(
+    prompt: str,
+    *,
+    agent: str = "brain",
+    source: TaskSource = TaskSource.CHAT,
+    session_id: str | None = None,
+    parent: Task | None = None,
+) -> Task:
     from agent_machine.domain import submission
 
     task, session = submission.new_task(prompt, session_id=session_id, agent=agent, source=source, parent=parent)
@@ -60,8 +66,9 @@ def test_bad_cursor_is_400(stack: Provisioned, path: str) -> None:
 
     submit("so that the parent exists")
     wrong_key = base64.urlsafe_b64encode(json.dumps({"x": {"S": "1"}}).encode()).decode()
-    other_listing = base64.urlsafe_b64encode(json.dumps(
-        {"task_id": {"S": "a"}, "created_at": {"S": "b"}, "list_pk": {"S": "other"}}).encode()).decode()
+    other_listing = base64.urlsafe_b64encode(
+        json.dumps({"task_id": {"S": "a"}, "created_at": {"S": "b"}, "list_pk": {"S": "other"}}).encode()
+    ).decode()
     for cursor in ("not-base64!!", wrong_key, base64.urlsafe_b64encode(b"[1]").decode(), other_listing):
         status, answer = get(path, f"cursor={cursor}")
         if path.endswith("/children"):
@@ -79,9 +86,19 @@ def test_task_with_output_and_children(stack: Provisioned) -> None:
 
     parent = submit("parent")
     child = submit("child", session_id=parent.session_id, parent=parent)
-    output.put_chunk(parent.task_id, [
-        TaskEvent(type=EventType.OUTPUT, task_id=parent.task_id, session_id=parent.session_id, seq=i,
-                  payload={"text": f"line {i}"}) for i in (1, 2, 3)])
+    output.put_chunk(
+        parent.task_id,
+        [
+            TaskEvent(
+                type=EventType.OUTPUT,
+                task_id=parent.task_id,
+                session_id=parent.session_id,
+                seq=i,
+                payload={"text": f"line {i}"},
+            )
+            for i in (1, 2, 3)
+        ],
+    )
     status, detail = get(f"/api/tasks/{parent.task_id}")
     assert status == 200
     assert detail["task"]["task_id"] == parent.task_id
@@ -131,8 +148,11 @@ def test_approve(stack: Provisioned) -> None:
     assert queue_bodies(stack) == [{"task_id": approved["task_id"]}]
     executor = tasks.get(approved["task_id"])
     assert executor is not None
-    assert (executor.plan, executor.parent_task_id, executor.source) == ("Step 1. Do it.", planning.task_id,
-                                                                         TaskSource.JIRA)
+    assert (executor.plan, executor.parent_task_id, executor.source) == (
+        "Step 1. Do it.",
+        planning.task_id,
+        TaskSource.JIRA,
+    )
     assert call("POST", f"/api/tasks/{planning.task_id}/approve", headers=TOKEN)[0] == 409
     # After the executor failed, the plan can be approved again (a new executor).
     from agent_machine.domain import lifecycle

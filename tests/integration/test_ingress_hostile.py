@@ -56,8 +56,9 @@ def test_deep_nesting_is_400_not_recursion_error(nothing_written: Provisioned, d
     assert status == 400, answer
 
 
-def test_huge_content_length_is_413_before_reading_or_hashing(nothing_written: Provisioned,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_huge_content_length_is_413_before_reading_or_hashing(
+    nothing_written: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from agent_machine.domain.webhooks import signatures
 
     def boom(*args: object) -> str:
@@ -65,8 +66,12 @@ def test_huge_content_length_is_413_before_reading_or_hashing(nothing_written: P
 
     monkeypatch.setattr(signatures, "_digest", boom)
     body = b'{"zen": "tiny"}'
-    headers = {"content-type": "application/json", "x-github-event": "ping", "x-hub-signature-256": "sha256=00",
-               "content-length": str(26 * MB)}
+    headers = {
+        "content-type": "application/json",
+        "x-github-event": "ping",
+        "x-hub-signature-256": "sha256=00",
+        "content-length": str(26 * MB),
+    }
     status, answer = call("POST", "/webhooks/github", body, headers)
     assert (status, answer["error"]["code"]) == (413, "payload_too_large")
     for path in ("/webhooks/jira", "/webhooks/sentry", "/webhooks/mine", "/api/chat"):
@@ -117,8 +122,12 @@ def test_invalid_utf8_is_400(nothing_written: Provisioned) -> None:
     from machine_api.handler import handler
 
     body = b'{"action": "\xff\xfe"}'
-    event = http_event("POST", "/webhooks/github", body=b"{}", headers={
-        "content-type": "application/json", "x-github-event": "issues", "x-hub-signature-256": sign(body)})
+    event = http_event(
+        "POST",
+        "/webhooks/github",
+        body=b"{}",
+        headers={"content-type": "application/json", "x-github-event": "issues", "x-hub-signature-256": sign(body)},
+    )
     event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
     resp = handler(event, api_context())
     assert resp["statusCode"] == 400

@@ -17,11 +17,19 @@ from tests.integration.test_ingress_github import all_tasks, call, queue_bodies,
 JIRA_FILES = sorted((WEBHOOKS / "jira").glob("*.json"))
 
 
-def deliver(payload: dict[str, Any] | bytes, identifier: str, *, signature: str | None = "auto",
-            content_type: str = "application/json; charset=UTF-8") -> tuple[int, Any]:
+def deliver(
+    payload: dict[str, Any] | bytes,
+    identifier: str,
+    *,
+    signature: str | None = "auto",
+    content_type: str = "application/json; charset=UTF-8",
+) -> tuple[int, Any]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    headers = {"content-type": content_type, "x-atlassian-webhook-identifier": identifier,
-               "x-atlassian-webhook-flow": "Primary"}
+    headers = {
+        "content-type": content_type,
+        "x-atlassian-webhook-identifier": identifier,
+        "x-atlassian-webhook-flow": "Primary",
+    }
     if signature is not None:
         headers["x-hub-signature"] = sign(body) if signature == "auto" else signature
     return call("POST", "/webhooks/jira", body, headers)
@@ -100,15 +108,28 @@ def test_label_added_by_an_update_plans_once(stack: Provisioned) -> None:
 def test_adf_description_becomes_text(stack: Provisioned) -> None:
     payload = sample("jira_issue_created__issue_created.json")
     payload["issue"]["fields"]["description"] = {
-        "type": "doc", "version": 1, "content": [
-            {"type": "paragraph", "content": [
-                {"type": "text", "text": "Crash when saving, "},
-                {"type": "mention", "attrs": {"id": "x", "text": "@claude"}},
-                {"type": "text", "text": " please plan"}]},
-            {"type": "bulletList", "content": [
-                {"type": "listItem", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "one"}]}]},
-            ]},
-        ]}
+        "type": "doc",
+        "version": 1,
+        "content": [
+            {
+                "type": "paragraph",
+                "content": [
+                    {"type": "text", "text": "Crash when saving, "},
+                    {"type": "mention", "attrs": {"id": "x", "text": "@claude"}},
+                    {"type": "text", "text": " please plan"},
+                ],
+            },
+            {
+                "type": "bulletList",
+                "content": [
+                    {
+                        "type": "listItem",
+                        "content": [{"type": "paragraph", "content": [{"type": "text", "text": "one"}]}],
+                    },
+                ],
+            },
+        ],
+    }
     payload["issue"]["fields"]["labels"] = []
     status, answer = deliver(payload, "adf-1")
     assert (status, answer["agent"]) == (202, "planning")

@@ -53,18 +53,27 @@ def test_every_sample_signed_right_is_2xx_and_signed_wrong_is_401(stack: Provisi
 
 
 def test_documented_vector(stack: Provisioned) -> None:
-    wire = (b'{"action":"created","data":{"comment":"adding a comment","project_slug":"sentry","comment_id":1234,'
-            b'"issue_id":100,"timestamp":"2022-03-02T21:51:44.118160Z"},"installation":{"uuid":'
-            b'"eac5a0ae-60ec-418f-9318-46dc5e7e52ec"},"actor":{"type":"user","id":1,"name":"colleen"}}')
+    wire = (
+        b'{"action":"created","data":{"comment":"adding a comment","project_slug":"sentry","comment_id":1234,'
+        b'"issue_id":100,"timestamp":"2022-03-02T21:51:44.118160Z"},"installation":{"uuid":'
+        b'"eac5a0ae-60ec-418f-9318-46dc5e7e52ec"},"actor":{"type":"user","id":1,"name":"colleen"}}'
+    )
     sig = "1afd573c2dd8007fcf471d13cf5e608a43ab8d4d4d532274c5726405344bd846"
     assert deliver(wire, "comment", "vec", signature=sig)[0] == 200
     assert deliver(wire, "comment", "vec-prefixed", signature="sha256=" + sig)[0] == 401
 
 
-@pytest.mark.parametrize(("name", "resource"), [("event_alert__triggered.json", "event_alert"),
-                                                ("error__created.json", "error"), ("issue__created.json", "issue")])
-def test_errors_become_planning_tasks_with_title_culprit_stack_and_link(stack: Provisioned, name: str,
-                                                                         resource: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "resource"),
+    [
+        ("event_alert__triggered.json", "event_alert"),
+        ("error__created.json", "error"),
+        ("issue__created.json", "issue"),
+    ],
+)
+def test_errors_become_planning_tasks_with_title_culprit_stack_and_link(
+    stack: Provisioned, name: str, resource: str
+) -> None:
     status, answer = deliver(compact(name), resource, f"r-{name}")
     assert (status, answer["agent"]) == (202, "planning")
     task = all_tasks(stack)[0]

@@ -29,18 +29,22 @@ def wait_for(predicate: object, timeout: float = 15.0) -> None:
 
 def template_gateway() -> Gateway:
     routes = [RouteTarget(r, s.logical_id, s.handler, s.timeout) for s in functions(load()) for r in s.http_routes]
-    return Gateway(routes=routes, authorizer=None, websocket_handler=None, static_dir=Path("."),
-                   invoker=Invoker(1, "t"))
+    return Gateway(
+        routes=routes, authorizer=None, websocket_handler=None, static_dir=Path("."), invoker=Invoker(1, "t")
+    )
 
 
-@pytest.mark.parametrize(("method", "path", "function", "authorized"), [
-    ("GET", "/api/health", "ApiFunction", False),
-    ("GET", "/api/config", "ApiFunction", False),
-    ("POST", "/api/health", "ApiFunction", True),  # only GET is open
-    ("GET", "/api/tasks", "ApiFunction", True),
-    ("POST", "/api/tasks/abc/stop", "ApiFunction", True),
-    ("POST", "/webhooks/github", "ApiFunction", False),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "function", "authorized"),
+    [
+        ("GET", "/api/health", "ApiFunction", False),
+        ("GET", "/api/config", "ApiFunction", False),
+        ("POST", "/api/health", "ApiFunction", True),  # only GET is open
+        ("GET", "/api/tasks", "ApiFunction", True),
+        ("POST", "/api/tasks/abc/stop", "ApiFunction", True),
+        ("POST", "/webhooks/github", "ApiFunction", False),
+    ],
+)
 def test_routes_come_from_the_template(method: str, path: str, function: str, authorized: bool) -> None:
     matched = template_gateway().match(method, path)
     assert matched is not None
@@ -58,21 +62,35 @@ def probe_queue(stack: Provisioned) -> Iterator[tuple[SqsEventSource, str, str]]
     sqs = boto3.client("sqs")
     dlq = sqs.create_queue(QueueName=f"{os.urandom(4).hex()}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=f"{os.urandom(4).hex()}-q", Attributes={
-        "VisibilityTimeout": "1",
-        "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}'})["QueueUrl"]
+    url = sqs.create_queue(
+        QueueName=f"{os.urandom(4).hex()}-q",
+        Attributes={
+            "VisibilityTimeout": "1",
+            "RedrivePolicy": f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}',
+        },
+    )["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     probe_handlers.reset()
-    source = SqsEventSource(SqsMapping("Probe", "tests.integration.probe_handlers.handler", 60, url, arn,
-                                       batch_size=1, concurrency=2, report_batch_item_failures=True),
-                            os.environ["AWS_ENDPOINT_URL"], "us-east-1")
+    source = SqsEventSource(
+        SqsMapping(
+            "Probe",
+            "tests.integration.probe_handlers.handler",
+            60,
+            url,
+            arn,
+            batch_size=1,
+            concurrency=2,
+            report_batch_item_failures=True,
+        ),
+        os.environ["AWS_ENDPOINT_URL"],
+        "us-east-1",
+    )
     source.start()
     yield source, url, dlq
     source.stop()
 
 
-def test_sqs_events_have_the_aws_shape_and_successes_are_deleted(probe_queue: tuple[SqsEventSource, str, str]
-                                                                  ) -> None:
+def test_sqs_events_have_the_aws_shape_and_successes_are_deleted(probe_queue: tuple[SqsEventSource, str, str]) -> None:
     source, url, _ = probe_queue
     boto3.client("sqs").send_message(QueueUrl=url, MessageBody="hello")
     wait_for(lambda: len(probe_handlers.seen) == 1)
@@ -85,8 +103,7 @@ def test_sqs_events_have_the_aws_shape_and_successes_are_deleted(probe_queue: tu
     assert len(probe_handlers.seen) == 1
 
 
-def test_reported_failures_retry_then_go_to_the_dead_letter_queue(probe_queue: tuple[SqsEventSource, str, str]
-                                                                 ) -> None:
+def test_reported_failures_retry_then_go_to_the_dead_letter_queue(probe_queue: tuple[SqsEventSource, str, str]) -> None:
     _, url, dlq = probe_queue
     sqs = boto3.client("sqs")
     sqs.send_message(QueueUrl=url, MessageBody="fail")

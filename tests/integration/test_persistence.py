@@ -19,8 +19,7 @@ from local_runtime.provision import Provisioned, provision
 from tests.conftest import reset_caches
 
 
-def test_state_survives_a_fresh_emulator(stack: Provisioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                         ) -> None:
+def test_state_survives_a_fresh_emulator(stack: Provisioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     done, session = submission.new_task("finished work")
     submission.submit(done, session)
     waiting = submission.submit(*submission.new_task("waiting", session_id=done.session_id)).task
@@ -40,8 +39,7 @@ def test_state_survives_a_fresh_emulator(stack: Provisioned, tmp_path: Path, mon
         assert tasks.get(done.task_id) is None  # nothing there before the restore
         restored = StateFile(tmp_path / "state.json.gz", again, fresh.endpoint, "us-east-1").restore()
         assert restored >= 3
-        assert {t.task_id for t in tasks.list_tasks(limit=10).items} == {done.task_id, waiting.task_id,
-                                                                         running.task_id}
+        assert {t.task_id for t in tasks.list_tasks(limit=10).items} == {done.task_id, waiting.task_id, running.task_id}
         body = aws.s3().get_object(Bucket=again.buckets["ArtifactsBucket"], Key="sessions/s/t.jsonl")["Body"]
         assert body.read() == b"{}\n"
 
@@ -52,8 +50,9 @@ def test_state_survives_a_fresh_emulator(stack: Provisioned, tmp_path: Path, mon
         sqs = boto3.client("sqs", endpoint_url=fresh.endpoint)
         bodies: list[str] = []
         while len(bodies) < 3:  # the queue long-polls: stop as soon as all three are in
-            for msg in sqs.receive_message(QueueUrl=again.queues["TaskQueue"], MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=1).get("Messages", []):
+            for msg in sqs.receive_message(
+                QueueUrl=again.queues["TaskQueue"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", []):
                 bodies.append(json.loads(msg["Body"])["task_id"])
         assert sorted(bodies) == sorted([done.task_id, waiting.task_id, running.task_id])
     finally:

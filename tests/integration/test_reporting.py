@@ -32,8 +32,16 @@ def api() -> Iterator[FakeApi]:
 
 @pytest.fixture
 def env(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("SECRETS_NAME", "JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "SENTRY_API_URL",
-                 "SENTRY_AUTH_TOKEN", "REPORT_BACK", "TRIGGER_PHRASE"):
+    for name in (
+        "SECRETS_NAME",
+        "JIRA_BASE_URL",
+        "JIRA_EMAIL",
+        "JIRA_API_TOKEN",
+        "SENTRY_API_URL",
+        "SENTRY_AUTH_TOKEN",
+        "REPORT_BACK",
+        "TRIGGER_PHRASE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("GITHUB_API_URL", api.url)
     monkeypatch.setenv("GITHUB_TOKEN", GITHUB_TOKEN)
@@ -55,10 +63,21 @@ def jira_env(api: FakeApi, env: None, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def github_task(*, agent: str = "brain", issue: int | None = 42, pr: int | None = None, **fields: object) -> Task:
-    repo = RepoContext(full_name="acme/widgets", issue_number=issue, pr_number=pr,
-                       issue_url=f"https://github.com/acme/widgets/issues/{issue or pr}")
-    values: dict[str, object] = {"session_id": "s-1", "agent": agent, "source": TaskSource.GITHUB,
-                                 "prompt": "p", "status": TaskStatus.RUNNING, "attempt": 1, "repo": repo}
+    repo = RepoContext(
+        full_name="acme/widgets",
+        issue_number=issue,
+        pr_number=pr,
+        issue_url=f"https://github.com/acme/widgets/issues/{issue or pr}",
+    )
+    values: dict[str, object] = {
+        "session_id": "s-1",
+        "agent": agent,
+        "source": TaskSource.GITHUB,
+        "prompt": "p",
+        "status": TaskStatus.RUNNING,
+        "attempt": 1,
+        "repo": repo,
+    }
     values.update(fields)
     return Task.model_validate(values)
 
@@ -90,7 +109,12 @@ def test_start_posts_one_comment_with_auth_headers_and_dashboard_link(api: FakeA
     assert post.header("Accept") == "application/vnd.github+json"
     assert post.header("X-GitHub-Api-Version") == "2022-11-28"
     assert post.header("User-Agent")
-    assert post.header("Content-Type", ) == "application/json; charset=utf-8"
+    assert (
+        post.header(
+            "Content-Type",
+        )
+        == "application/json; charset=utf-8"
+    )
     body = body_of(post)
     assert "Working on it" in body
     assert "agent `planning`" in body
@@ -108,8 +132,9 @@ def test_finish_edits_the_same_comment_with_result_pr_cost_and_duration(api: Fak
     report["pr_url"] = "https://github.com/acme/widgets/pull/43"
     api.clear()
 
-    report = report_finished(finished(task, report, result="Fixed the off-by-one in the pager.",
-                                      cost_usd=1.23456, duration_ms=83_000))
+    report = report_finished(
+        finished(task, report, result="Fixed the off-by-one in the pager.", cost_usd=1.23456, duration_ms=83_000)
+    )
 
     [patch] = api.requests  # an edit, no second comment
     assert (patch.method, patch.path) == ("PATCH", f"/repos/acme/widgets/issues/comments/{report['github_comment_id']}")
@@ -302,7 +327,8 @@ def test_untrusted_text_cannot_ping_people_or_break_out(api: FakeApi, env: None)
 
 
 def test_a_custom_trigger_phrase_is_neutralised_and_used_in_the_hint(
-        api: FakeApi, env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: FakeApi, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TRIGGER_PHRASE", "/bot")
     reset_caches()
     task = github_task(agent="planning")
@@ -387,8 +413,15 @@ def test_report_state_round_trips_through_the_task_store(api: FakeApi, stack: Pr
 
 def jira_task(api: FakeApi, **fields: object) -> Task:
     repo = RepoContext(jira_issue_key="PROJ-7", jira_base_url=api.url, issue_url=f"{api.url}/browse/PROJ-7")
-    values: dict[str, object] = {"session_id": "s-2", "agent": "planning", "source": TaskSource.JIRA, "prompt": "p",
-                                 "status": TaskStatus.RUNNING, "attempt": 1, "repo": repo}
+    values: dict[str, object] = {
+        "session_id": "s-2",
+        "agent": "planning",
+        "source": TaskSource.JIRA,
+        "prompt": "p",
+        "status": TaskStatus.RUNNING,
+        "attempt": 1,
+        "repo": repo,
+    }
     values.update(fields)
     return Task.model_validate(values)
 
@@ -423,7 +456,9 @@ def test_jira_create_whose_answer_was_lost_is_found_by_its_marker(api: FakeApi, 
     report = report_started(jira_task(api))
 
     assert [(r.method, r.path) for r in api.requests] == [
-        ("POST", "/rest/api/2/issue/PROJ-7/comment"), ("GET", "/rest/api/2/issue/PROJ-7/comment")]
+        ("POST", "/rest/api/2/issue/PROJ-7/comment"),
+        ("GET", "/rest/api/2/issue/PROJ-7/comment"),
+    ]
     assert list(api.jira_comments) == [report["jira_comment_id"]]
     assert report["jira_comment_url"].endswith(f"/browse/PROJ-7?focusedCommentId={report['jira_comment_id']}")
 
@@ -451,8 +486,15 @@ def test_sentry_note_links_the_plan_back(api: FakeApi, env: None, monkeypatch: p
     monkeypatch.setenv("SENTRY_API_URL", api.url + "/api/0/")
     monkeypatch.setenv("SENTRY_AUTH_TOKEN", SENTRY_TOKEN)
     repo = RepoContext(sentry_issue_id="4711", sentry_url="https://acme.sentry.io/issues/4711/")
-    task = Task(session_id="s-3", agent="planning", source=TaskSource.SENTRY, prompt="p",
-                status=TaskStatus.RUNNING, attempt=1, repo=repo)
+    task = Task(
+        session_id="s-3",
+        agent="planning",
+        source=TaskSource.SENTRY,
+        prompt="p",
+        status=TaskStatus.RUNNING,
+        attempt=1,
+        repo=repo,
+    )
 
     report = report_started(task)
     report = report_finished(finished(task, report, plan="Guard against None in parse()."))

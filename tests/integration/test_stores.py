@@ -102,10 +102,12 @@ def test_output_reads_a_page_at_a_time(stack: Provisioned) -> None:
     from agent_machine.models import EventType, TaskEvent
     from agent_machine.store import output
 
-    events = [TaskEvent(type=EventType.OUTPUT, task_id="t1", session_id="s", seq=i, payload={"text": "x" * 100})
-              for i in range(1, 26)]
+    events = [
+        TaskEvent(type=EventType.OUTPUT, task_id="t1", session_id="s", seq=i, payload={"text": "x" * 100})
+        for i in range(1, 26)
+    ]
     for start in range(0, 25, 10):
-        output.put_chunk("t1", events[start:start + 10])
+        output.put_chunk("t1", events[start : start + 10])
     page, more = output.read_page("t1", 0, max_events=12)
     assert [e.seq for e in page] == list(range(1, 13)) and more
     page, more = output.read_page("t1", 12, max_events=100)

@@ -39,8 +39,9 @@ def call(method: str, path: str, body: bytes = b"", headers: dict[str, str] | No
 
 def test_content_length_over_25mb_is_413_for_every_route() -> None:
     for path in ("/webhooks/github", "/webhooks/x", "/api/chat", "/api/agents", "/nowhere"):
-        status, body = call("POST", path, b"{}", {"content-length": str(25 * 1024 * 1024 + 1),
-                                                   "content-type": "application/json"})
+        status, body = call(
+            "POST", path, b"{}", {"content-length": str(25 * 1024 * 1024 + 1), "content-type": "application/json"}
+        )
         assert (status, body["error"]["code"]) == (413, "payload_too_large")
 
 
@@ -69,9 +70,15 @@ def test_docs_are_served() -> None:
     assert status == 200 and "swagger" in str(html).lower()
 
 
-@pytest.mark.parametrize(("headers", "allowed"), [({"authorization": "Bearer unit-token"}, True),
-                                                  ({"Authorization": "Bearer unit-token"}, True),
-                                                  ({"authorization": "Bearer unit-token2"}, False), ({}, False)])
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ({"authorization": "Bearer unit-token"}, True),
+        ({"Authorization": "Bearer unit-token"}, True),
+        ({"authorization": "Bearer unit-token2"}, False),
+        ({}, False),
+    ],
+)
 def test_authorizer(headers: dict[str, str], allowed: bool) -> None:
     from machine_api.authorizer import handler
 

@@ -41,8 +41,13 @@ def test_every_jira_sample_decides(path: Path) -> None:
 def test_every_sentry_sample_decides(path: Path) -> None:
     resource = path.name.split("__")[0]
     decision = sentry.decide(None if resource.startswith("legacy") else resource, json.loads(path.read_bytes()))
-    expected = {"event_alert": CreateTask, "issue": CreateTask, "error": CreateTask, "installation": Answer,
-                "legacy_webhooks_plugin": CreateTask}.get(resource, Ignore)
+    expected = {
+        "event_alert": CreateTask,
+        "issue": CreateTask,
+        "error": CreateTask,
+        "installation": Answer,
+        "legacy_webhooks_plugin": CreateTask,
+    }.get(resource, Ignore)
     assert isinstance(decision, expected)
 
 
@@ -103,7 +108,10 @@ def test_jira_label_and_comment() -> None:
     created["issue"]["fields"]["labels"] = ["CLAUDE"]
     decision = jira.decide(created, SETTINGS, no_plan)
     assert isinstance(decision, CreateTask) and decision.agent == "planning"
-    assert decision.repo is not None and decision.repo.issue_url == "https://some-instance-test.atlassian.net/browse/TES-41"
+    assert (
+        decision.repo is not None
+        and decision.repo.issue_url == "https://some-instance-test.atlassian.net/browse/TES-41"
+    )
     server = load("jira", "jira_issue_updated__issue_commented.server-dc.json")
     server["comment"]["body"] = "@claude please summarise"
     decision = jira.decide(server, SETTINGS, no_plan)

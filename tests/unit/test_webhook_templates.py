@@ -7,10 +7,13 @@ from agent_machine.domain.webhooks.templates import TemplateError, check_templat
 
 
 def test_fill_references_and_quotes_values() -> None:
-    filled = fill("Fix {payload.issue.title} ({payload.items[1]}) {{literal}} {payload.missing}",
-                  {"issue": {"title": "Crash"}, "items": ["a", {"b": 1}]})
-    assert filled.text == ("Fix [data: payload.issue.title] ([data: payload.items[1]]) {literal} "
-                           "[data: payload.missing]")
+    filled = fill(
+        "Fix {payload.issue.title} ({payload.items[1]}) {{literal}} {payload.missing}",
+        {"issue": {"title": "Crash"}, "items": ["a", {"b": 1}]},
+    )
+    assert filled.text == (
+        "Fix [data: payload.issue.title] ([data: payload.items[1]]) {literal} [data: payload.missing]"
+    )
     values = {q.field: q.text for q in filled.quoted}
     assert values == {"payload.issue.title": "Crash", "payload.items[1]": '{\n  "b": 1\n}', "payload.missing": ""}
 
@@ -23,8 +26,9 @@ def test_whole_payload_and_dunder_keys_stay_in_the_json() -> None:
     assert texts[2] == "2"
 
 
-@pytest.mark.parametrize("template", ["{os.environ}", "{payload.a.}", "{", "}", "{payload[x]}",
-                                      "{payload.a}" * 51, "x" * 20_001])
+@pytest.mark.parametrize(
+    "template", ["{os.environ}", "{payload.a.}", "{", "}", "{payload[x]}", "{payload.a}" * 51, "x" * 20_001]
+)
 def test_check_rejects(template: str) -> None:
     with pytest.raises(TemplateError):
         check_template(template)

@@ -19,30 +19,58 @@ def test_one_line() -> None:
 
 
 def test_wiki() -> None:
-    text = wiki_to_text("h1. Title\n*bold* and _it_ with {{code}} [Docs|https://x.y] [~bob] !shot.png|thumb!\n"
-                        "bq. quoted\n{noformat}raw{noformat}\n||h||h||\n{color:red}red{color}")
+    text = wiki_to_text(
+        "h1. Title\n*bold* and _it_ with {{code}} [Docs|https://x.y] [~bob] !shot.png|thumb!\n"
+        "bq. quoted\n{noformat}raw{noformat}\n||h||h||\n{color:red}red{color}"
+    )
     assert text.splitlines()[0] == "Title"
     assert "bold and it with `code` Docs (https://x.y) @bob [attachment: shot.png]" in text
     assert "> quoted" in text and "raw" in text and "|h|h|" in text and "red" in text and "{color" not in text
 
 
 def test_adf() -> None:
-    doc = {"type": "doc", "content": [
-        {"type": "heading", "attrs": {"level": 2}, "content": [{"type": "text", "text": "Bug"}]},
-        {"type": "paragraph", "content": [
-            {"type": "text", "text": "see", "marks": [{"type": "link", "attrs": {"href": "https://l"}}]},
-            {"type": "hardBreak"}, {"type": "emoji", "attrs": {"shortName": ":x:"}},
-            {"type": "inlineCard", "attrs": {"url": "https://card"}}]},
-        {"type": "codeBlock", "attrs": {"language": "py"}, "content": [{"type": "text", "text": "x = 1"}]},
-        {"type": "blockquote", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "q"}]}]},
-        {"type": "orderedList", "content": [{"type": "listItem", "content": [
-            {"type": "paragraph", "content": [{"type": "text", "text": "item"}]}]}]},
-        {"type": "mediaSingle", "content": [{"type": "media", "attrs": {}}]},
-        {"type": "rule"}, "garbage", {"type": "unknown", "content": [{"type": "text", "text": "kept"}]},
-    ]}
+    doc = {
+        "type": "doc",
+        "content": [
+            {"type": "heading", "attrs": {"level": 2}, "content": [{"type": "text", "text": "Bug"}]},
+            {
+                "type": "paragraph",
+                "content": [
+                    {"type": "text", "text": "see", "marks": [{"type": "link", "attrs": {"href": "https://l"}}]},
+                    {"type": "hardBreak"},
+                    {"type": "emoji", "attrs": {"shortName": ":x:"}},
+                    {"type": "inlineCard", "attrs": {"url": "https://card"}},
+                ],
+            },
+            {"type": "codeBlock", "attrs": {"language": "py"}, "content": [{"type": "text", "text": "x = 1"}]},
+            {"type": "blockquote", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "q"}]}]},
+            {
+                "type": "orderedList",
+                "content": [
+                    {
+                        "type": "listItem",
+                        "content": [{"type": "paragraph", "content": [{"type": "text", "text": "item"}]}],
+                    }
+                ],
+            },
+            {"type": "mediaSingle", "content": [{"type": "media", "attrs": {}}]},
+            {"type": "rule"},
+            "garbage",
+            {"type": "unknown", "content": [{"type": "text", "text": "kept"}]},
+        ],
+    }
     text = adf_to_text(doc)
-    for piece in ("Bug", "see (https://l)", ":x:https://card", "```py\nx = 1\n```", "> q", "- item", "[attachment]",
-                  "---", "kept"):
+    for piece in (
+        "Bug",
+        "see (https://l)",
+        ":x:https://card",
+        "```py\nx = 1\n```",
+        "> q",
+        "- item",
+        "[attachment]",
+        "---",
+        "kept",
+    ):
         assert piece in text, piece
 
 
@@ -56,6 +84,8 @@ def test_adf_depth_is_bounded() -> None:
 def test_jira_text_dispatch() -> None:
     assert jira_text(None) == ""
     assert jira_text("*x*") == "x"
-    assert jira_text({"type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "y"}]}]}) \
+    assert (
+        jira_text({"type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "y"}]}]})
         == "y"
+    )
     assert jira_text(5) == "5"

@@ -44,16 +44,31 @@ def create_app() -> FastAPI:
         swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
     )
     errors.install(app)
-    for module in (webhooks_github, webhooks_jira, webhooks_sentry, webhooks_dynamic, config, status, tasks, chat,
-                   sessions, registry, costs, events):
+    for module in (
+        webhooks_github,
+        webhooks_jira,
+        webhooks_sentry,
+        webhooks_dynamic,
+        config,
+        status,
+        tasks,
+        chat,
+        sessions,
+        registry,
+        costs,
+        events,
+    ):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
     origins = get_settings().cors_origins
     if origins:  # outermost, so refusals (401, 413...) carry CORS headers too and the browser can read them
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_credentials=False,
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=False,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["authorization", "content-type", "x-request-id"], expose_headers=["x-request-id"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id"],
             max_age=600,
         )
     return app

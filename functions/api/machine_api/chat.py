@@ -21,8 +21,13 @@ class ChatAccepted(BaseModel):
     session_id: str
 
 
-@router.post("/chat", status_code=202, response_model=ChatAccepted, summary="Send a chat message (queues a task)",
-             responses={404: {"description": "Unknown session"}})
+@router.post(
+    "/chat",
+    status_code=202,
+    response_model=ChatAccepted,
+    summary="Send a chat message (queues a task)",
+    responses={404: {"description": "Unknown session"}},
+)
 def chat(request: ChatRequest) -> ChatAccepted:
     from agent_machine.domain import chat as chat_domain
 

@@ -53,8 +53,9 @@ def _ranked(buckets: dict[str, CostBucket], limit: int = 100) -> list[CostBucket
 
 
 @router.get("/costs", response_model=Costs, summary="Spending by day, agent, source and session")
-def costs_summary(days: Annotated[int, Query(ge=1, le=366)] = 30,
-                  sessions: Annotated[int, Query(ge=1, le=500)] = 50) -> Costs:
+def costs_summary(
+    days: Annotated[int, Query(ge=1, le=366)] = 30, sessions: Annotated[int, Query(ge=1, le=500)] = 50
+) -> Costs:
     from agent_machine.store import costs
 
     today = costs.today()
@@ -87,7 +88,12 @@ def costs_summary(days: Annotated[int, Query(ge=1, le=366)] = 30,
             by_day.append(total)
     by_day.reverse()
     return Costs(
-        today=totals[today], month=month, days=days, by_day=by_day, by_agent=_ranked(groups["AGENT"]),
-        by_source=_ranked(groups["SOURCE"]), by_session=_ranked(groups["SESSION"], sessions),
+        today=totals[today],
+        month=month,
+        days=days,
+        by_day=by_day,
+        by_agent=_ranked(groups["AGENT"]),
+        by_source=_ranked(groups["SOURCE"]),
+        by_session=_ranked(groups["SESSION"], sessions),
         budgets=budgets(totals[today].cost_usd),
     )

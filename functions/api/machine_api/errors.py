@@ -15,9 +15,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
-    500: "internal", 503: "unavailable",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "too_many_requests",
+    500: "internal",
+    503: "unavailable",
 }
 
 
@@ -42,15 +51,23 @@ def error_body(code: str, message: str, details: list[dict[str, Any]] | None = N
     return {"error": error}
 
 
-def error_response(status: int, code: str, message: str, *, details: list[dict[str, Any]] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
 
 
 def _validation_details(errors: Any) -> list[dict[str, Any]]:
     # Never echo the input (it may be huge or hostile) nor ctx (it may hold exception objects).
-    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in list(errors)[:20]]
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in list(errors)[:20]
+    ]
 
 
 def install(app: FastAPI) -> None:
@@ -92,7 +109,8 @@ def install(app: FastAPI) -> None:
         from agent_machine.observability import get_logger
 
         if isinstance(exc, IngestUnavailable | EnqueueFailed):
-            return error_response(503, "unavailable", str(exc) or "could not enqueue the task; retry",
-                                  headers={"retry-after": "5"})
+            return error_response(
+                503, "unavailable", str(exc) or "could not enqueue the task; retry", headers={"retry-after": "5"}
+            )
         get_logger().exception("unhandled error", extra={"path": request.url.path})
         return error_response(500, "internal", "internal error")

@@ -20,8 +20,9 @@ class DeliveryList(BaseModel):
 
 
 @router.get("/events", response_model=DeliveryList, summary="Recent webhook deliveries and decisions")
-def recent(limit: Annotated[int, Query(ge=1, le=500)] = 50,
-           cursor: Annotated[str | None, Query(max_length=2048)] = None) -> DeliveryList:
+def recent(
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: Annotated[str | None, Query(max_length=2048)] = None
+) -> DeliveryList:
     from agent_machine.store import events
 
     check_cursor(cursor, {"delivery_key": None, "list_pk": "event", "received_at": None})

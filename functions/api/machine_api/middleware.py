@@ -63,19 +63,23 @@ class GuardMiddleware:
             except ValueError:
                 return error_response(400, "bad_request", "Content-Length is not a number")
             if size > self.max_body_bytes:
-                return error_response(413, "payload_too_large",
-                                      f"the body is larger than {self.max_body_bytes} bytes")
+                return error_response(413, "payload_too_large", f"the body is larger than {self.max_body_bytes} bytes")
         path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
         if not path.startswith("/api/") or path in OPEN_PATHS or method == "OPTIONS":
             return None
         result = check_bearer(_header(scope, b"authorization"))
         if result is TokenCheck.MISSING:
-            return error_response(401, "unauthorized", "missing bearer token (Authorization: Bearer <API_TOKEN>)",
-                                  headers={"www-authenticate": "Bearer"})
+            return error_response(
+                401,
+                "unauthorized",
+                "missing bearer token (Authorization: Bearer <API_TOKEN>)",
+                headers={"www-authenticate": "Bearer"},
+            )
         if result is TokenCheck.INVALID:
-            return error_response(403, "forbidden", "invalid API token",
-                                  headers={"www-authenticate": 'Bearer error="invalid_token"'})
+            return error_response(
+                403, "forbidden", "invalid API token", headers={"www-authenticate": 'Bearer error="invalid_token"'}
+            )
         if method in BODY_METHODS and length != "0":
             content_type = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
             if content_type and content_type != "application/json" and not content_type.endswith("+json"):

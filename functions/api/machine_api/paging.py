@@ -27,8 +27,9 @@ def check_cursor(cursor: str | None, required: dict[str, str | None]) -> None:
             raise ApiError(400, "bad_cursor", "cursor belongs to another listing")
 
 
-def task_cursor_key(*, session_id: str | None = None, parent_task_id: str | None = None,
-                    status: str | None = None) -> dict[str, str | None]:
+def task_cursor_key(
+    *, session_id: str | None = None, parent_task_id: str | None = None, status: str | None = None
+) -> dict[str, str | None]:
     """The key a tasks listing's cursor holds (the index store/tasks.list_tasks picks for these filters)."""
     if session_id:
         index_key: tuple[str, str] = ("session_id", session_id)

@@ -40,6 +40,7 @@ def _svc() -> Any:
 
 # --- agents -----------------------------------------------------------------------------------------------------
 
+
 @router.get("/agents", response_model=AgentList, tags=["agents"], summary="Built-in and defined agents")
 def list_agents() -> AgentList:
     return AgentList(items=_svc().list_agents())
@@ -57,28 +58,38 @@ def create_agent(data: AgentInput, who: Actor) -> AgentSpec:
     return spec
 
 
-@router.put("/agents/{name}", response_model=AgentSpec, tags=["agents"],
-            summary="Replace an agent's definition (built-ins too: the edited copy is used until reset)")
+@router.put(
+    "/agents/{name}",
+    response_model=AgentSpec,
+    tags=["agents"],
+    summary="Replace an agent's definition (built-ins too: the edited copy is used until reset)",
+)
 def update_agent(name: str, data: AgentInput, who: Actor) -> AgentSpec:
     spec: AgentSpec = _svc().update_agent(name, data, who)
     return spec
 
 
-@router.delete("/agents/{name}", tags=["agents"], response_model=None,
-               summary="Delete a defined agent (204), or reset a built-in one to its default (200 + the default)")
+@router.delete(
+    "/agents/{name}",
+    tags=["agents"],
+    response_model=None,
+    summary="Delete a defined agent (204), or reset a built-in one to its default (200 + the default)",
+)
 def delete_agent(name: str, who: Actor) -> AgentSpec | Response:
     default: AgentSpec | None = _svc().delete_agent(name, who)
     return Response(status_code=204) if default is None else default
 
 
-@router.post("/agents/{name}/reset", response_model=AgentSpec, tags=["agents"],
-             summary="Reset a built-in agent to its default")
+@router.post(
+    "/agents/{name}/reset", response_model=AgentSpec, tags=["agents"], summary="Reset a built-in agent to its default"
+)
 def reset_agent(name: str, who: Actor) -> AgentSpec:
     spec: AgentSpec = _svc().reset_agent(name, who)
     return spec
 
 
 # --- skills -----------------------------------------------------------------------------------------------------
+
 
 @router.get("/skills", response_model=SkillList, tags=["skills"])
 def list_skills() -> SkillList:
@@ -111,8 +122,13 @@ def delete_skill(name: str, who: Actor) -> Response:
 
 # --- webhooks ---------------------------------------------------------------------------------------------------
 
-@router.get("/webhooks", response_model=WebhookList, tags=["webhooks"],
-            summary="Built-in (github, jira, sentry) and defined webhooks; secrets are never returned")
+
+@router.get(
+    "/webhooks",
+    response_model=WebhookList,
+    tags=["webhooks"],
+    summary="Built-in (github, jira, sentry) and defined webhooks; secrets are never returned",
+)
 def list_webhooks() -> WebhookList:
     return WebhookList(items=_svc().list_webhooks())
 
@@ -123,15 +139,24 @@ def get_webhook(name: str) -> WebhookView:
     return view
 
 
-@router.post("/webhooks", response_model=WebhookView, status_code=201, tags=["webhooks"],
-             summary="Define a webhook: POST /webhooks/{name} then verifies, filters and queues tasks")
+@router.post(
+    "/webhooks",
+    response_model=WebhookView,
+    status_code=201,
+    tags=["webhooks"],
+    summary="Define a webhook: POST /webhooks/{name} then verifies, filters and queues tasks",
+)
 def create_webhook(data: WebhookInput, who: Actor) -> WebhookView:
     view: WebhookView = _svc().create_webhook(data, who)
     return view
 
 
-@router.put("/webhooks/{name}", response_model=WebhookView, tags=["webhooks"],
-            summary="Replace a defined webhook (an omitted secret keeps the current one)")
+@router.put(
+    "/webhooks/{name}",
+    response_model=WebhookView,
+    tags=["webhooks"],
+    summary="Replace a defined webhook (an omitted secret keeps the current one)",
+)
 def update_webhook(name: str, data: WebhookInput, who: Actor) -> WebhookView:
     view: WebhookView = _svc().update_webhook(name, data, who)
     return view
@@ -144,6 +169,7 @@ def delete_webhook(name: str, who: Actor) -> Response:
 
 
 # --- audit ------------------------------------------------------------------------------------------------------
+
 
 @router.get("/audit", response_model=AuditList, tags=["registry"], summary="Registry changes, newest first")
 def audit(limit: Annotated[int, Query(ge=1, le=500)] = 100) -> AuditList:

@@ -35,8 +35,9 @@ class SessionDetail(BaseModel):
 
 
 @router.get("", response_model=SessionList, summary="Sessions, most recently active first")
-def list_sessions(limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                  cursor: Annotated[str | None, Query(max_length=2048)] = None) -> SessionList:
+def list_sessions(
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: Annotated[str | None, Query(max_length=2048)] = None
+) -> SessionList:
     from agent_machine.store import sessions
 
     check_cursor(cursor, {"session_id": None, "list_pk": "session", "updated_at": None})
@@ -45,8 +46,11 @@ def list_sessions(limit: Annotated[int, Query(ge=1, le=500)] = 50,
 
 
 @router.get("/{session_id}", response_model=SessionDetail, summary="A session, its tasks (newest first), totals")
-def get_session(session_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-                cursor: Annotated[str | None, Query(max_length=2048)] = None) -> SessionDetail:
+def get_session(
+    session_id: str,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> SessionDetail:
     from agent_machine.store import sessions, tasks
 
     session = sessions.get(session_id) if 0 < len(session_id) <= 128 else None
@@ -54,6 +58,10 @@ def get_session(session_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 10
         raise ApiError(404, "not_found", f"no session {session_id[:128]}")
     check_cursor(cursor, task_cursor_key(session_id=session_id))
     page = tasks.list_tasks(session_id=session_id, limit=limit, cursor=cursor)
-    totals = SessionTotals(tasks=session.task_count, cost_usd=session.total_cost_usd,
-                           input_tokens=session.total_input_tokens, output_tokens=session.total_output_tokens)
+    totals = SessionTotals(
+        tasks=session.task_count,
+        cost_usd=session.total_cost_usd,
+        input_tokens=session.total_input_tokens,
+        output_tokens=session.total_output_tokens,
+    )
     return SessionDetail(session=session, tasks=page.items, tasks_cursor=page.cursor, totals=totals)

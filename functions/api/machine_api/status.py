@@ -40,9 +40,12 @@ class Status(BaseModel):
 
 def budgets(spent_today: float) -> Budgets:
     settings = get_settings()
-    return Budgets(daily_usd=settings.daily_budget_usd, task_usd=settings.task_budget_usd,
-                   spent_today_usd=round(spent_today, 6),
-                   remaining_today_usd=round(max(0.0, settings.daily_budget_usd - spent_today), 6))
+    return Budgets(
+        daily_usd=settings.daily_budget_usd,
+        task_usd=settings.task_budget_usd,
+        spent_today_usd=round(spent_today, 6),
+        remaining_today_usd=round(max(0.0, settings.daily_budget_usd - spent_today), 6),
+    )
 
 
 def _depth() -> QueueDepth:
@@ -69,7 +72,13 @@ def status() -> Status:
         session_count = pool.submit(sessions.count)
         spent = pool.submit(costs.day_total, costs.today())
     return Status(
-        machine_id=settings.machine_id, version=__version__, queue=depth.result(), queued_tasks=queued.result(),
-        running_tasks=running.result(), sessions=session_count.result(), cost_today_usd=round(spent.result(), 6),
-        max_concurrent_tasks=settings.max_concurrent_tasks, budgets=budgets(spent.result()),
+        machine_id=settings.machine_id,
+        version=__version__,
+        queue=depth.result(),
+        queued_tasks=queued.result(),
+        running_tasks=running.result(),
+        sessions=session_count.result(),
+        cost_today_usd=round(spent.result(), 6),
+        max_concurrent_tasks=settings.max_concurrent_tasks,
+        budgets=budgets(spent.result()),
     )

@@ -50,9 +50,14 @@ def _page(**kwargs: Any) -> TaskList:
     from agent_machine.store import tasks
 
     status = kwargs.get("status")
-    check_cursor(kwargs.get("cursor"), task_cursor_key(
-        session_id=kwargs.get("session_id"), parent_task_id=kwargs.get("parent_task_id"),
-        status=status.value if status else None))
+    check_cursor(
+        kwargs.get("cursor"),
+        task_cursor_key(
+            session_id=kwargs.get("session_id"),
+            parent_task_id=kwargs.get("parent_task_id"),
+            status=status.value if status else None,
+        ),
+    )
     page = tasks.list_tasks(**kwargs)
     return TaskList(items=page.items, cursor=page.cursor)
 
@@ -70,8 +75,9 @@ def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskDetail, summary="A task and its output so far")
-def get_task(task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0,
-             limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> TaskDetail:
+def get_task(
+    task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=5000)] = 500
+) -> TaskDetail:
     from agent_machine.store import output
 
     task = _get(task_id)
@@ -81,14 +87,21 @@ def get_task(task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0,
 
 
 @router.get("/{task_id}/children", response_model=TaskList, summary="Tasks this task delegated or led to")
-def children(task_id: str, limit: Annotated[int, Query(ge=1, le=500)] = 100,
-             cursor: Annotated[str | None, Query(max_length=2048)] = None) -> TaskList:
+def children(
+    task_id: str,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> TaskList:
     _get(task_id)
     return _page(parent_task_id=task_id, limit=limit, cursor=cursor)
 
 
-@router.post("/{task_id}/stop", response_model=Task, summary="Stop a queued or running task",
-             responses={404: {"description": "No such task"}, 409: {"description": "Already finished"}})
+@router.post(
+    "/{task_id}/stop",
+    response_model=Task,
+    summary="Stop a queued or running task",
+    responses={404: {"description": "No such task"}, 409: {"description": "Already finished"}},
+)
 def stop(task_id: str) -> Task:
     from agent_machine.store import tasks
 
@@ -101,9 +114,13 @@ def stop(task_id: str) -> Task:
     return stopped
 
 
-@router.post("/{task_id}/approve", response_model=Approved, status_code=202,
-             summary="Approve a completed planning task's plan: queue an executor task with it",
-             responses={404: {"description": "No such task"}, 409: {"description": "Nothing to approve"}})
+@router.post(
+    "/{task_id}/approve",
+    response_model=Approved,
+    status_code=202,
+    summary="Approve a completed planning task's plan: queue an executor task with it",
+    responses={404: {"description": "No such task"}, 409: {"description": "Nothing to approve"}},
+)
 def approve(task_id: str, who: Annotated[str, Depends(actor)]) -> Approved:
     from agent_machine.domain.submission import EnqueueFailed
     from agent_machine.domain.webhooks import plans

@@ -11,8 +11,9 @@ if TYPE_CHECKING:
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"error": {"type": "object", "properties": {"code": {"type": "string"},
-                                                               "message": {"type": "string"}}}},
+    "properties": {
+        "error": {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
+    },
 }
 
 

@@ -12,8 +12,11 @@ from machine_api.webhook_common import WEBHOOK_RESPONSES, outcome_response
 router = APIRouter(tags=["webhooks"])
 
 
-@router.post("/webhooks/{name}", responses={**WEBHOOK_RESPONSES, 404: {"description": "No such webhook."}},
-             summary="A user-defined webhook: generic JSON, HMAC-SHA256 (sha256=<hex> or <hex>) in its header.")
+@router.post(
+    "/webhooks/{name}",
+    responses={**WEBHOOK_RESPONSES, 404: {"description": "No such webhook."}},
+    summary="A user-defined webhook: generic JSON, HMAC-SHA256 (sha256=<hex> or <hex>) in its header.",
+)
 async def receive(name: str, request: Request) -> JSONResponse:
     from agent_machine.domain.webhooks.receive import receive_dynamic
 

@@ -246,7 +246,6 @@ class AgentSpec(Model):
     updated_by: str = "system"
 
 
-
 class SkillSpec(Model):
     name: RegistryName
     description: str = Field("", max_length=1024)
@@ -254,7 +253,6 @@ class SkillSpec(Model):
     agents: list[str] = Field(default_factory=list)
     updated_at: Timestamp = Field(default_factory=utcnow)
     updated_by: str = "system"
-
 
 
 class WebhookSpec(Model):
@@ -269,5 +267,3 @@ class WebhookSpec(Model):
     enabled: bool = True
     updated_at: Timestamp = Field(default_factory=utcnow)
     updated_by: str = "system"
-
-

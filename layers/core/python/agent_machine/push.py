@@ -51,10 +51,19 @@ def frames(events: Iterable[TaskEvent], max_bytes: int = MAX_FRAME_BYTES) -> lis
 def _split(event: TaskEvent, text: str, max_bytes: int) -> list[bytes]:
     # Slice by characters with room for JSON escaping (worst case 6 bytes per char in \uXXXX form).
     step = max(1, (max_bytes - 512) // 6)
-    pieces = [text[i:i + step] for i in range(0, len(text), step)]
+    pieces = [text[i : i + step] for i in range(0, len(text), step)]
     return [
-        json.dumps({"type": "event_part", "task_id": event.task_id, "session_id": event.session_id,
-                    "seq": event.seq, "part": i, "parts": len(pieces), "data": piece}).encode()
+        json.dumps(
+            {
+                "type": "event_part",
+                "task_id": event.task_id,
+                "session_id": event.session_id,
+                "seq": event.seq,
+                "part": i,
+                "parts": len(pieces),
+                "data": piece,
+            }
+        ).encode()
         for i, piece in enumerate(pieces)
     ]
 

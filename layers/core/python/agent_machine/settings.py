@@ -79,9 +79,7 @@ class Settings(BaseSettings):
     jira_base_url: str | None = None
     jira_email: str | None = None
 
-    @field_validator(
-        "cors_origins", "allowed_author_associations", "ecs_subnets", "ecs_security_groups", mode="before"
-    )
+    @field_validator("cors_origins", "allowed_author_associations", "ecs_subnets", "ecs_security_groups", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

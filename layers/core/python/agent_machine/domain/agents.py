@@ -30,8 +30,15 @@ BUILTIN_AGENTS: dict[str, AgentSpec] = {
     PLANNING: AgentSpec(
         name=PLANNING,
         description="Analyses an issue, error or ticket and writes PLAN.md; never changes code.",
-        allowed_tools=["Read", "Glob", "Grep", "Bash(git log:*)", "Bash(git show:*)", "Bash(git diff:*)",
-                       "mcp__machine"],
+        allowed_tools=[
+            "Read",
+            "Glob",
+            "Grep",
+            "Bash(git log:*)",
+            "Bash(git show:*)",
+            "Bash(git diff:*)",
+            "mcp__machine",
+        ],
         disallowed_tools=WRITE_TOOLS,
         permission_mode=PermissionMode.PLAN,
         max_turns=40,

@@ -39,14 +39,27 @@ def finish(
     if cli_session_id:
         fields["cli_session_id"] = cli_session_id
     parts = [tasks.finish_transaction_item(task.task_id, status, fields, runner_id=runner_id)]
-    parts.append(sessions.add_run_item(
-        task.session_id, cost_usd=cost_usd, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cli_session_id=cli_session_id, cli_total_cost_usd=cli_total_cost_usd,
-    ))
-    parts.extend(costs.add_cost_items(
-        day=costs.today(), agent=task.agent, source=task.source.value, session_id=task.session_id,
-        cost_usd=cost_usd, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-    ))
+    parts.append(
+        sessions.add_run_item(
+            task.session_id,
+            cost_usd=cost_usd,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cli_session_id=cli_session_id,
+            cli_total_cost_usd=cli_total_cost_usd,
+        )
+    )
+    parts.extend(
+        costs.add_cost_items(
+            day=costs.today(),
+            agent=task.agent,
+            source=task.source.value,
+            session_id=task.session_id,
+            cost_usd=cost_usd,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+    )
     try:
         aws.dynamodb().transact_write_items(TransactItems=parts)
     except ClientError as exc:

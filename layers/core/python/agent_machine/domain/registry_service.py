@@ -29,12 +29,21 @@ from agent_machine.models import (
 )
 
 BUILTIN_WEBHOOKS: dict[str, dict[str, str]] = {
-    "github": {"description": "GitHub issues, comments and pull requests (X-Hub-Signature-256).",
-               "signature_header": "X-Hub-Signature-256", "secret": "github_webhook_secret"},
-    "jira": {"description": "Jira Cloud issues and comments (X-Hub-Signature: sha256=...).",
-             "signature_header": "X-Hub-Signature", "secret": "jira_webhook_secret"},
-    "sentry": {"description": "Sentry alerts, issues and errors (Sentry-Hook-Signature).",
-               "signature_header": "Sentry-Hook-Signature", "secret": "sentry_webhook_secret"},
+    "github": {
+        "description": "GitHub issues, comments and pull requests (X-Hub-Signature-256).",
+        "signature_header": "X-Hub-Signature-256",
+        "secret": "github_webhook_secret",
+    },
+    "jira": {
+        "description": "Jira Cloud issues and comments (X-Hub-Signature: sha256=...).",
+        "signature_header": "X-Hub-Signature",
+        "secret": "jira_webhook_secret",
+    },
+    "sentry": {
+        "description": "Sentry alerts, issues and errors (Sentry-Hook-Signature).",
+        "signature_header": "Sentry-Hook-Signature",
+        "secret": "sentry_webhook_secret",
+    },
 }
 
 ToolRule = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -141,6 +150,7 @@ def _body_name(path_name: str | None, body_name: str | None) -> str:
 
 # --- agents -----------------------------------------------------------------------------------------------------
 
+
 def list_agents() -> list[AgentSpec]:
     from agent_machine.domain import agents
 
@@ -211,6 +221,7 @@ def delete_agent(name: str, actor: str) -> AgentSpec | None:
 
 # --- skills -----------------------------------------------------------------------------------------------------
 
+
 def list_skills() -> list[SkillSpec]:
     from agent_machine.store import registry
 
@@ -259,24 +270,40 @@ def delete_skill(name: str, actor: str) -> None:
 
 # --- webhooks ---------------------------------------------------------------------------------------------------
 
+
 def _builtin_view(name: str) -> WebhookView:
     from agent_machine.secrets import get_secret
 
     info = BUILTIN_WEBHOOKS[name]
     secret_name: Any = info["secret"]
     return WebhookView(
-        name=name, description=info["description"], builtin=True, agent="routed", prompt_template=None,
-        filter=None, signature_header=info["signature_header"], enabled=True,
-        has_secret=bool(get_secret(secret_name)), path=f"/webhooks/{name}",
+        name=name,
+        description=info["description"],
+        builtin=True,
+        agent="routed",
+        prompt_template=None,
+        filter=None,
+        signature_header=info["signature_header"],
+        enabled=True,
+        has_secret=bool(get_secret(secret_name)),
+        path=f"/webhooks/{name}",
     )
 
 
 def view(spec: WebhookSpec) -> WebhookView:
     return WebhookView(
-        name=spec.name, description=spec.description, builtin=False, agent=spec.agent,
-        prompt_template=spec.prompt_template, filter=spec.filter, signature_header=spec.signature_header,
-        enabled=spec.enabled, has_secret=bool(spec.secret), path=f"/webhooks/{spec.name}",
-        updated_at=spec.updated_at, updated_by=spec.updated_by,
+        name=spec.name,
+        description=spec.description,
+        builtin=False,
+        agent=spec.agent,
+        prompt_template=spec.prompt_template,
+        filter=spec.filter,
+        signature_header=spec.signature_header,
+        enabled=spec.enabled,
+        has_secret=bool(spec.secret),
+        path=f"/webhooks/{spec.name}",
+        updated_at=spec.updated_at,
+        updated_by=spec.updated_by,
     )
 
 

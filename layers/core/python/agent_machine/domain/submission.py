@@ -95,7 +95,11 @@ def submit(task: Task, session: Session | None, extra: list[TransactWriteItemTyp
         queue.send(task.task_id)
     except ClientError as exc:
         # The task is recorded but nobody will run it: say so on the task, and let the caller answer 503.
-        tasks.set_fields(task.task_id, status=TaskStatus.FAILED.value, error="could not enqueue the task",
-                         error_kind="enqueue_failed")
+        tasks.set_fields(
+            task.task_id,
+            status=TaskStatus.FAILED.value,
+            error="could not enqueue the task",
+            error_kind="enqueue_failed",
+        )
         raise EnqueueFailed(str(exc)) from exc
     return Submitted(task=task, session=session)

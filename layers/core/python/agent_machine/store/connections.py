@@ -26,8 +26,12 @@ def add(connection_id: str, *, now: float | None = None) -> int:
     expires = int((now or time.time()) + CONNECTION_TTL_SECONDS)
     aws.dynamodb().put_item(
         TableName=table(),
-        Item={"connection_id": {"S": connection_id}, "sk": {"S": "META"},
-              "connected_at": {"N": str(int(now or time.time()))}, "expires_at": {"N": str(expires)}},
+        Item={
+            "connection_id": {"S": connection_id},
+            "sk": {"S": "META"},
+            "connected_at": {"N": str(int(now or time.time()))},
+            "expires_at": {"N": str(expires)},
+        },
     )
     return expires
 
@@ -47,8 +51,12 @@ def subscribe(connection_id: str, sub: Subscription) -> bool:
         return False
     aws.dynamodb().put_item(
         TableName=table(),
-        Item={"connection_id": {"S": connection_id}, "sk": {"S": f"SUB#{sub.topic}"},
-              "topic": {"S": sub.topic}, "expires_at": {"N": str(expires)}},
+        Item={
+            "connection_id": {"S": connection_id},
+            "sk": {"S": f"SUB#{sub.topic}"},
+            "topic": {"S": sub.topic},
+            "expires_at": {"N": str(expires)},
+        },
     )
     return True
 
@@ -73,7 +81,7 @@ def remove(connection_id: str) -> None:
         keys = [{"connection_id": i["connection_id"], "sk": i["sk"]} for i in resp.get("Items", [])]
         for start in range(0, len(keys), 25):
             client.batch_write_item(
-                RequestItems={table(): [{"DeleteRequest": {"Key": k}} for k in keys[start:start + 25]]}
+                RequestItems={table(): [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]}
             )
         if "LastEvaluatedKey" not in resp:
             return
@@ -104,7 +112,9 @@ def subscribers(topics: list[str]) -> set[str]:
 
 def count() -> int:
     resp = aws.dynamodb().scan(
-        TableName=table(), Select="COUNT", FilterExpression="sk = :m AND expires_at >= :now",
+        TableName=table(),
+        Select="COUNT",
+        FilterExpression="sk = :m AND expires_at >= :now",
         ExpressionAttributeValues=values(m="META", now=int(time.time())),
     )
     return int(resp.get("Count", 0))

@@ -31,14 +31,16 @@ def add_cost_items(
 ) -> list[TransactWriteItemTypeDef]:
     parts: list[TransactWriteItemTypeDef] = []
     for sk in ("TOTAL", f"AGENT#{agent}", f"SOURCE#{source}", f"SESSION#{session_id}"):
-        parts.append({
-            "Update": {
-                "TableName": table(),
-                "Key": {"pk": {"S": f"DAY#{day}"}, "sk": {"S": sk}},
-                "UpdateExpression": "ADD cost_usd :c, tasks :one, input_tokens :i, output_tokens :o",
-                "ExpressionAttributeValues": values(c=cost_usd, one=1, i=input_tokens, o=output_tokens),
+        parts.append(
+            {
+                "Update": {
+                    "TableName": table(),
+                    "Key": {"pk": {"S": f"DAY#{day}"}, "sk": {"S": sk}},
+                    "UpdateExpression": "ADD cost_usd :c, tasks :one, input_tokens :i, output_tokens :o",
+                    "ExpressionAttributeValues": values(c=cost_usd, one=1, i=input_tokens, o=output_tokens),
+                }
             }
-        })
+        )
     return parts
 
 
@@ -53,8 +55,13 @@ def day_records(day: str) -> list[CostRecord]:
         resp = aws.dynamodb().query(**kwargs)
         for raw in resp.get("Items", []):
             item = from_item(raw)
-            records.append(CostRecord(day=day, key=item["sk"], **{
-                k: item.get(k, 0) for k in ("cost_usd", "tasks", "input_tokens", "output_tokens")}))
+            records.append(
+                CostRecord(
+                    day=day,
+                    key=item["sk"],
+                    **{k: item.get(k, 0) for k in ("cost_usd", "tasks", "input_tokens", "output_tokens")},
+                )
+            )
         if "LastEvaluatedKey" not in resp:
             return records
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]

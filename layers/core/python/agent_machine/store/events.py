@@ -39,9 +39,7 @@ def put_new_delivery_item(delivery: WebhookDelivery) -> TransactWriteItemTypeDef
 
 
 def get(delivery_key: str) -> WebhookDelivery | None:
-    resp = aws.dynamodb().get_item(
-        TableName=table(), Key={"delivery_key": {"S": delivery_key}}, ConsistentRead=True
-    )
+    resp = aws.dynamodb().get_item(TableName=table(), Key={"delivery_key": {"S": delivery_key}}, ConsistentRead=True)
     item = resp.get("Item")
     if not item:
         return None

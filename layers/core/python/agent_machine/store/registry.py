@@ -66,11 +66,19 @@ def put(kind: Kind, entry: BaseModel, *, actor: str, create_only: bool = False) 
 
 def delete(kind: Kind, name: str, *, actor: str) -> bool:
     try:
-        aws.dynamodb().transact_write_items(TransactItems=[
-            {"Delete": {"TableName": table(), "Key": {"kind": {"S": kind}, "name": {"S": name}},
-                        "ConditionExpression": "attribute_exists(#n)", "ExpressionAttributeNames": {"#n": "name"}}},
-            _audit(kind, name, "delete", actor),
-        ])
+        aws.dynamodb().transact_write_items(
+            TransactItems=[
+                {
+                    "Delete": {
+                        "TableName": table(),
+                        "Key": {"kind": {"S": kind}, "name": {"S": name}},
+                        "ConditionExpression": "attribute_exists(#n)",
+                        "ExpressionAttributeNames": {"#n": "name"},
+                    }
+                },
+                _audit(kind, name, "delete", actor),
+            ]
+        )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
             return False
@@ -80,15 +88,28 @@ def delete(kind: Kind, name: str, *, actor: str) -> bool:
 
 def _audit(kind: str, name: str, action: str, actor: str) -> Any:
     now = iso(utcnow())
-    return {"Put": {"TableName": table(), "Item": {
-        "kind": {"S": "audit"}, "name": {"S": f"{now}#{kind}#{name}"},
-        "entry_kind": {"S": kind}, "entry_name": {"S": name}, "action": {"S": action},
-        "actor": {"S": actor}, "at": {"S": now}}}}
+    return {
+        "Put": {
+            "TableName": table(),
+            "Item": {
+                "kind": {"S": "audit"},
+                "name": {"S": f"{now}#{kind}#{name}"},
+                "entry_kind": {"S": kind},
+                "entry_name": {"S": name},
+                "action": {"S": action},
+                "actor": {"S": actor},
+                "at": {"S": now},
+            },
+        }
+    }
 
 
 def audit_log(limit: int = 100) -> list[dict[str, Any]]:
     resp = aws.dynamodb().query(
-        TableName=table(), KeyConditionExpression="kind = :k", ExpressionAttributeValues=values(k="audit"),
-        ScanIndexForward=False, Limit=limit,
+        TableName=table(),
+        KeyConditionExpression="kind = :k",
+        ExpressionAttributeValues=values(k="audit"),
+        ScanIndexForward=False,
+        Limit=limit,
     )
     return [from_item(i) for i in resp.get("Items", [])]

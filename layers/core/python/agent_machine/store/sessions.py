@@ -43,8 +43,13 @@ def touch_session_item(session_id: str) -> TransactWriteItemTypeDef:
 
 
 def add_run_item(
-    session_id: str, *, cost_usd: float, input_tokens: int, output_tokens: int,
-    cli_session_id: str | None, cli_total_cost_usd: float | None,
+    session_id: str,
+    *,
+    cost_usd: float,
+    input_tokens: int,
+    output_tokens: int,
+    cli_session_id: str | None,
+    cli_total_cost_usd: float | None,
 ) -> TransactWriteItemTypeDef:
     """Atomic totals for a finished run, plus the CLI session to resume next time."""
     sets = ["updated_at = :now"]
@@ -59,7 +64,8 @@ def add_run_item(
         "Update": {
             "TableName": table(),
             "Key": {"session_id": {"S": session_id}},
-            "UpdateExpression": "SET " + ", ".join(sets)
+            "UpdateExpression": "SET "
+            + ", ".join(sets)
             + " ADD total_cost_usd :cost, total_input_tokens :inp, total_output_tokens :out",
             "ExpressionAttributeValues": values(**vals),
         }

@@ -113,8 +113,14 @@ def start(task_id: str, runner_id: str, run_mode: str) -> Task | None:
     now = iso(utcnow())
     return _update(
         task_id,
-        {"status": "running", "runner_id": runner_id, "run_mode": run_mode, "started_at": now,
-         "heartbeat_at": now, "updated_at": now},
+        {
+            "status": "running",
+            "runner_id": runner_id,
+            "run_mode": run_mode,
+            "started_at": now,
+            "heartbeat_at": now,
+            "updated_at": now,
+        },
         "#status = :queued",
         {"queued": "queued", "one": 1},
         add="attempt :one",
@@ -155,8 +161,14 @@ def request_stop(task_id: str) -> Task | None:
     now = iso(utcnow())
     stopped = _update(
         task_id,
-        {"status": "stopped", "stop_requested": True, "finished_at": now, "updated_at": now,
-         "error": "stopped before it started", "error_kind": "stopped"},
+        {
+            "status": "stopped",
+            "stop_requested": True,
+            "finished_at": now,
+            "updated_at": now,
+            "error": "stopped before it started",
+            "error_kind": "stopped",
+        },
         "#status = :queued",
         {"queued": "queued"},
     )
@@ -212,8 +224,11 @@ def list_tasks(
     filters: list[str] = []
     names = {"#k": key_name}
     expr_values = values(k=key_value)
-    for attr, wanted in (("status", status.value if status else None), ("agent", agent),
-                         ("source", source.value if source else None)):
+    for attr, wanted in (
+        ("status", status.value if status else None),
+        ("agent", agent),
+        ("source", source.value if source else None),
+    ):
         if wanted is not None and attr != key_name:
             names[f"#{attr}"] = attr
             expr_values[f":f_{attr}"] = to_attr(wanted)

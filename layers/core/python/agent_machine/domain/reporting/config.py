@@ -90,8 +90,9 @@ def jira_config(settings: Settings | None = None) -> JiraConfig | None:
     token = (secrets.get_secret("jira_api_token") or "").strip()
     if not token:
         return None
-    return JiraConfig(base_url=(settings.jira_base_url or "").rstrip("/"), email=settings.jira_email.strip(),
-                      token=token)
+    return JiraConfig(
+        base_url=(settings.jira_base_url or "").rstrip("/"), email=settings.jira_email.strip(), token=token
+    )
 
 
 def sentry_config(reporting: ReportingSettings) -> SentryConfig | None:

@@ -32,8 +32,13 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-        headers: email.message.Message, newurl: str,
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: email.message.Message,
+        newurl: str,
     ) -> urllib.request.Request | None:
         return None  # the 3xx then surfaces as an HTTPError: a failure, not a leak
 
@@ -66,8 +71,9 @@ class Redactor:
 class HttpFailure(Exception):
     """A call that did not succeed. The message is short and already redacted: safe to log and to store."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
@@ -122,8 +128,15 @@ def _retry_after(headers: Mapping[str, str] | email.message.Message | None) -> f
 class JsonClient:
     """One API: a base URL, fixed headers (auth included) and a redactor for its secrets."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str], *, timeout: float, redact: Redactor,
-                 deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        redact: Redactor,
+        deadline: float | None = None,
+    ) -> None:
         if not is_http_url(base_url):
             raise ValueError("the API base URL must be http(s)")
         self.base_url = base_url.rstrip("/")
@@ -137,8 +150,7 @@ class JsonClient:
             return self._timeout
         return max(1.0, min(self._timeout, self._deadline - time.monotonic()))
 
-    def request(self, method: str, path: str, *, body: Any = None,
-                query: Mapping[str, str] | None = None) -> Response:
+    def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, str] | None = None) -> Response:
         url = self.base_url + path + (("?" + urlencode(query)) if query else "")
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         headers = dict(self._headers)
@@ -158,15 +170,17 @@ class JsonClient:
             # 403 is retryable only when it is GitHub's rate limit (it says so with these headers).
             retryable = status in RETRYABLE_STATUS or (status == 403 and retry_after is not None)
             message = f"{what} -> HTTP {status}" + (f": {detail}" if detail else "")
-            raise HttpFailure(self._redact(_short(message)), retryable=retryable, status=status,
-                              retry_after=retry_after) from None
+            raise HttpFailure(
+                self._redact(_short(message)), retryable=retryable, status=status, retry_after=retry_after
+            ) from None
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets: worth another try
             reason = getattr(exc, "reason", None) or exc
             message = f"{what} -> {type(exc).__name__}: {reason}"
             raise HttpFailure(self._redact(_short(message)), retryable=True) from None
         except ValueError as exc:  # e.g. a header value http.client refuses: its message would quote the value
-            raise HttpFailure(f"{what} -> the request could not be sent ({type(exc).__name__})",
-                              retryable=False) from None
+            raise HttpFailure(
+                f"{what} -> the request could not be sent ({type(exc).__name__})", retryable=False
+            ) from None
         if not raw:
             return Response(status=status, body=None)
         try:
@@ -204,10 +218,14 @@ class Retrier:
                 delay = random.uniform(delay / 2, delay) if delay > 0 else 0.0
                 if exc.retry_after is not None:
                     if exc.retry_after > self.max_delay:
-                        raise HttpFailure(f"{exc.message} (rate limited for {exc.retry_after:.0f}s)",
-                                          retryable=False, status=exc.status) from None
+                        raise HttpFailure(
+                            f"{exc.message} (rate limited for {exc.retry_after:.0f}s)",
+                            retryable=False,
+                            status=exc.status,
+                        ) from None
                     delay = max(delay, exc.retry_after)
                 if delay >= self.remaining():
-                    raise HttpFailure(f"{exc.message} (out of time to retry)", retryable=False,
-                                      status=exc.status) from None
+                    raise HttpFailure(
+                        f"{exc.message} (out of time to retry)", retryable=False, status=exc.status
+                    ) from None
                 self.sleep(delay)

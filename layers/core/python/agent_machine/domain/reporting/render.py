@@ -136,8 +136,9 @@ def neutralise_mentions(text: str, trigger: str) -> str:
     """@name -> @\u200dname everywhere (code too: harmless there), and the trigger phrase whatever it is."""
     text = _MENTION.sub("@" + ZWJ, text)
     if len(trigger) > 1 and not trigger.startswith("@"):
-        text = re.sub(re.escape(trigger[0]) + f"(?={re.escape(trigger[1:])})", trigger[0] + ZWJ, text,
-                      flags=re.IGNORECASE)
+        text = re.sub(
+            re.escape(trigger[0]) + f"(?={re.escape(trigger[1:])})", trigger[0] + ZWJ, text, flags=re.IGNORECASE
+        )
     return text
 
 
@@ -145,7 +146,7 @@ def _escape_html_outside_code_spans(line: str) -> str:
     out: list[str] = []
     pos = 0
     for match in _CODE_SPAN.finditer(line):
-        out.append(_TAG_START.sub("&lt;", line[pos:match.start()]))
+        out.append(_TAG_START.sub("&lt;", line[pos : match.start()]))
         out.append(match.group(0))
         pos = match.end()
     out.append(_TAG_START.sub("&lt;", line[pos:]))
@@ -161,8 +162,12 @@ def neutralise_markdown(text: str, trigger: str) -> str:
     for line in text.split("\n"):
         match = _FENCE.match(line)
         if fence is not None:
-            if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence) \
-                    and not match.group(2).strip():
+            if (
+                match
+                and match.group(1)[0] == fence[0]
+                and len(match.group(1)) >= len(fence)
+                and not match.group(2).strip()
+            ):
                 fence = None
             out.append(line)
         elif match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
@@ -242,8 +247,9 @@ def _github_sections(v: View, where: Where, *, fixed: int) -> list[str]:
     hint = ""
     if v.plan is not None:
         if where.comment_approves:
-            hint = (f"**To approve:** comment `{v.trigger} approve` to start the executor with this plan"
-                    + (" (or use Approve on the dashboard)." if v.dashboard else "."))
+            hint = f"**To approve:** comment `{v.trigger} approve` to start the executor with this plan" + (
+                " (or use Approve on the dashboard)." if v.dashboard else "."
+            )
         else:
             hint = "**To approve:** use Approve on the task in the dashboard to start the executor with this plan."
     budget = GITHUB_BUDGET - fixed - sum(len(s) for s in sections) - len(hint) - 400
@@ -265,8 +271,10 @@ def _github_section(title: str, summary: str, text: str, budget: int, trigger: s
         return f"#### {title}\n\n{safe}"
     lines = text.count("\n") + 1
     # The blank lines around the text make GitHub render it as Markdown inside the <details>.
-    return (f"#### {title}\n\n<details><summary>{summary} ({lines} lines) — click to expand</summary>\n\n"
-            f"{safe}\n\n</details>")
+    return (
+        f"#### {title}\n\n<details><summary>{summary} ({lines} lines) — click to expand</summary>\n\n"
+        f"{safe}\n\n</details>"
+    )
 
 
 # --- Jira (REST v2 wiki markup) ------------------------------------------------------------------------------------

@@ -62,9 +62,14 @@ def _report(task: Task, *, final: bool) -> dict[str, str]:
     except Exception as exc:  # the last line of defence: reporting back never fails the task
         report["error"] = f"report-back failed: {type(exc).__name__}"
         # The traceback is redacted like everything else: an exception message may quote a header value.
-        get_logger().error("report-back failed unexpectedly", extra={
-            "task_id": task.task_id, "error_type": type(exc).__name__,
-            "traceback": redact("".join(traceback.format_exception(exc)))})
+        get_logger().error(
+            "report-back failed unexpectedly",
+            extra={
+                "task_id": task.task_id,
+                "error_type": type(exc).__name__,
+                "traceback": redact("".join(traceback.format_exception(exc))),
+            },
+        )
         return report
 
 
@@ -80,19 +85,36 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
     v = render.view(task, report, dashboard_url=settings.dashboard_url, trigger=settings.trigger_phrase)
     attempts = 0
     for target in targets:
-        retrier = Retrier(max_attempts=reporting.report_max_attempts, base_delay=reporting.report_backoff_seconds,
-                          max_delay=reporting.report_max_backoff_seconds, deadline=deadline)
+        retrier = Retrier(
+            max_attempts=reporting.report_max_attempts,
+            base_delay=reporting.report_backoff_seconds,
+            max_delay=reporting.report_max_backoff_seconds,
+            deadline=deadline,
+        )
         try:
             _sync(target, task, v, report, retrier, final=final, redact=redact)
         except HttpFailure as exc:
             errors.append(f"{target.name}: {exc.message}")
-            get_logger().warning("report-back failed", extra={
-                "task_id": task.task_id, "target": target.name, "error": exc.message,
-                "attempts": retrier.attempts_used})
+            get_logger().warning(
+                "report-back failed",
+                extra={
+                    "task_id": task.task_id,
+                    "target": target.name,
+                    "error": exc.message,
+                    "attempts": retrier.attempts_used,
+                },
+            )
         else:
-            get_logger().info("reported back", extra={
-                "task_id": task.task_id, "target": target.name, "status": task.status.value,
-                "comment_id": report.get(target.id_key), "attempts": retrier.attempts_used})
+            get_logger().info(
+                "reported back",
+                extra={
+                    "task_id": task.task_id,
+                    "target": target.name,
+                    "status": task.status.value,
+                    "comment_id": report.get(target.id_key),
+                    "attempts": retrier.attempts_used,
+                },
+            )
         attempts = max(attempts, retrier.attempts_used)
     if errors:
         message = redact("; ".join(errors))
@@ -104,8 +126,9 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
     return report
 
 
-def _targets(task: Task, settings: Settings, reporting: ReportingSettings, deadline: float,
-             redact: Redactor) -> tuple[list[Target], list[str]]:
+def _targets(
+    task: Task, settings: Settings, reporting: ReportingSettings, deadline: float, redact: Redactor
+) -> tuple[list[Target], list[str]]:
     """The targets this task reports to and has credentials for; plus why any of them cannot be used."""
     repo = task.repo
     targets: list[Target] = []
@@ -151,8 +174,16 @@ def _store(report: dict[str, str], target: Target, ref: CommentRef, redact: Reda
         report[target.url_key] = redact(ref.url)
 
 
-def _sync(target: Target, task: Task, v: render.View, report: dict[str, str], retrier: Retrier, *,
-          final: bool, redact: Redactor) -> None:
+def _sync(
+    target: Target,
+    task: Task,
+    v: render.View,
+    report: dict[str, str],
+    retrier: Retrier,
+    *,
+    final: bool,
+    redact: Redactor,
+) -> None:
     full = target.render(v, opening=False)
     known = report.get(target.id_key)
     if known:

@@ -128,14 +128,21 @@ class GitHubTarget(_Base):
         self.owner, self.repo = repo.full_name.split("/", 1)
         self.number = number
         self.since = (task.created_at - FIND_SKEW).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.where = render.Where("issue" if repo.issue_number else "pull request",
-                                  comment_approves=bool(repo.issue_number))
-        self.client = JsonClient(cfg.api_url, {
-            "Authorization": f"Bearer {cfg.token}",
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28",
-            "User-Agent": USER_AGENT,
-        }, timeout=timeout, deadline=deadline, redact=redact)
+        self.where = render.Where(
+            "issue" if repo.issue_number else "pull request", comment_approves=bool(repo.issue_number)
+        )
+        self.client = JsonClient(
+            cfg.api_url,
+            {
+                "Authorization": f"Bearer {cfg.token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": USER_AGENT,
+            },
+            timeout=timeout,
+            deadline=deadline,
+            redact=redact,
+        )
 
     @property
     def _repo_path(self) -> str:
@@ -154,8 +161,9 @@ class GitHubTarget(_Base):
 
     def update(self, comment_id: str, body: str) -> CommentRef | None:
         try:
-            resp = self.client.request("PATCH", f"{self._repo_path}/issues/comments/{quote(comment_id, safe='')}",
-                                       body={"body": body})
+            resp = self.client.request(
+                "PATCH", f"{self._repo_path}/issues/comments/{quote(comment_id, safe='')}", body={"body": body}
+            )
         except HttpFailure as exc:
             if _gone(exc):
                 return None
@@ -163,8 +171,9 @@ class GitHubTarget(_Base):
         return self._ref(resp.body, "edit comment")
 
     def find(self, marker: str) -> CommentRef | None:
-        resp = self.client.request("GET", f"{self._repo_path}/issues/{self.number}/comments",
-                                   query={"since": self.since, "per_page": "100"})
+        resp = self.client.request(
+            "GET", f"{self._repo_path}/issues/{self.number}/comments", query={"since": self.since, "per_page": "100"}
+        )
         if not isinstance(resp.body, list):
             return None
         needle = f"<!-- {marker} -->"
@@ -187,11 +196,17 @@ class JiraTarget(_Base):
         self.key = key
         self.base_url = cfg.base_url
         self.where = render.Where("ticket", comment_approves=True)
-        self.client = JsonClient(cfg.base_url, {
-            "Authorization": f"Basic {cfg.basic}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }, timeout=timeout, deadline=deadline, redact=redact)
+        self.client = JsonClient(
+            cfg.base_url,
+            {
+                "Authorization": f"Basic {cfg.basic}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+            timeout=timeout,
+            deadline=deadline,
+            redact=redact,
+        )
 
     @property
     def _path(self) -> str:
@@ -202,8 +217,9 @@ class JiraTarget(_Base):
 
     def _ref(self, body: Any, what: str) -> CommentRef:
         comment: JiraComment = _parse(JiraComment, body, what)
-        return CommentRef(id=comment.id,
-                          url=f"{self.base_url}/browse/{self.key}?focusedCommentId={quote(comment.id, safe='')}")
+        return CommentRef(
+            id=comment.id, url=f"{self.base_url}/browse/{self.key}?focusedCommentId={quote(comment.id, safe='')}"
+        )
 
     def create(self, body: str) -> CommentRef:
         return self._ref(self.client.request("POST", self._path, body={"body": body}).body, "create comment")
@@ -222,8 +238,11 @@ class JiraTarget(_Base):
         page: JiraComments = _parse(JiraComments, resp.body, "list comments")
         for comment in page.comments:
             if isinstance(comment.body, str) and marker in comment.body:
-                return CommentRef(id=comment.id, url=f"{self.base_url}/browse/{self.key}"
-                                  f"?focusedCommentId={quote(comment.id, safe='')}", body=comment.body)
+                return CommentRef(
+                    id=comment.id,
+                    url=f"{self.base_url}/browse/{self.key}?focusedCommentId={quote(comment.id, safe='')}",
+                    body=comment.body,
+                )
         return None
 
 
@@ -238,11 +257,17 @@ class SentryTarget(_Base):
         self.issue_id = issue_id
         self.issue_url = render.safe_url(task.repo.sentry_url if task.repo else None)
         self.where = render.Where("Sentry issue", comment_approves=False)
-        self.client = JsonClient(cfg.api_url, {
-            "Authorization": f"Bearer {cfg.token}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }, timeout=timeout, deadline=deadline, redact=redact)
+        self.client = JsonClient(
+            cfg.api_url,
+            {
+                "Authorization": f"Bearer {cfg.token}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+            timeout=timeout,
+            deadline=deadline,
+            redact=redact,
+        )
 
     @property
     def _path(self) -> str:
@@ -276,4 +301,3 @@ class SentryTarget(_Base):
             if note.data.text and marker in note.data.text:
                 return CommentRef(id=note.id, url=self.issue_url, body=note.data.text)
         return None
-

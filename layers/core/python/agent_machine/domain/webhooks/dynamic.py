@@ -36,10 +36,12 @@ def decide(spec: WebhookSpec, payload: Any) -> Decision:
     prompt = build_prompt(
         f"An event arrived on the webhook '{spec.name}'"
         + (f" ({one_line(spec.description, 200)})" if spec.description else "")
-        + ". Your task, as configured for this webhook:\n\n" + filled.text,
+        + ". Your task, as configured for this webhook:\n\n"
+        + filled.text,
         context=[("webhook", spec.name)],
         quoted=filled.quoted,
     )
     title = one_line(f"{spec.name}: {filled.text}", 80)
-    return CreateTask(reason=f"webhook '{spec.name}' matched", agent=spec.agent, prompt=prompt, title=title,
-                      thread_title=title)
+    return CreateTask(
+        reason=f"webhook '{spec.name}' matched", agent=spec.agent, prompt=prompt, title=title, thread_title=title
+    )

@@ -50,7 +50,7 @@ def _tokens(text: str) -> list[_Tok]:
             break
         match = _TOKEN.match(text, pos)
         if not match:
-            raise FilterError(f"unexpected character at {pos}: {text[pos:pos + 10]!r}")
+            raise FilterError(f"unexpected character at {pos}: {text[pos : pos + 10]!r}")
         kind = match.lastgroup or "op"
         out.append(_Tok(kind, match.group(kind)))
         pos = match.end()
@@ -220,6 +220,7 @@ def _same_kind(a: Any, b: Any) -> bool:
         if isinstance(v, int | float):
             return "num"
         return type(v).__name__
+
     return kind(a) == kind(b)
 
 

@@ -46,11 +46,24 @@ class Outcome:
     redelivery: bool = False
 
 
-def _record(delivery: Delivery, decision: DeliveryDecision, reason: str, status_code: int,
-            response: dict[str, Any], task_id: str | None = None) -> WebhookDelivery:
+def _record(
+    delivery: Delivery,
+    decision: DeliveryDecision,
+    reason: str,
+    status_code: int,
+    response: dict[str, Any],
+    task_id: str | None = None,
+) -> WebhookDelivery:
     return WebhookDelivery(
-        delivery_key=delivery.key, sender=delivery.sender, delivery_id=delivery.delivery_id, event=delivery.event,
-        action=delivery.action, decision=decision, reason=reason, task_id=task_id, status_code=status_code,
+        delivery_key=delivery.key,
+        sender=delivery.sender,
+        delivery_id=delivery.delivery_id,
+        event=delivery.event,
+        action=delivery.action,
+        decision=decision,
+        reason=reason,
+        task_id=task_id,
+        status_code=status_code,
         response=response,
     )
 
@@ -68,8 +81,9 @@ def _stored(delivery: Delivery) -> Outcome | None:
     return Outcome(stored.status_code, stored.response, redelivery=True)
 
 
-def record_only(delivery: Delivery, decision: DeliveryDecision, reason: str, *,
-                extra: dict[str, Any] | None = None) -> Outcome:
+def record_only(
+    delivery: Delivery, decision: DeliveryDecision, reason: str, *, extra: dict[str, Any] | None = None
+) -> Outcome:
     """ONE conditional PutItem; a redelivery gets the stored answer."""
     from botocore.exceptions import ClientError
 
@@ -115,8 +129,11 @@ def _stop(delivery: Delivery, decision: StopThread) -> Outcome:
         for task in tasks.list_tasks(session_id=session_id, status=status, limit=100).items:
             if tasks.request_stop(task.task_id) is not None:
                 stopped.append(task.task_id)
-    reason = f"{decision.reason}: stop requested for {len(stopped)} task(s)" if stopped else \
-        f"{decision.reason}, but nothing is queued or running"
+    reason = (
+        f"{decision.reason}: stop requested for {len(stopped)} task(s)"
+        if stopped
+        else f"{decision.reason}, but nothing is queued or running"
+    )
     return record_only(delivery, DeliveryDecision.ANSWERED, reason, extra={"stopped_task_ids": stopped})
 
 
@@ -139,21 +156,37 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
 
     session_id = thread_session_id(decision.thread_key) if decision.thread_key else None
     task, new_session = submission.new_task(
-        decision.prompt, session_id=session_id, agent=decision.agent, source=delivery.source,
-        source_name=delivery.sender, title=decision.title, parent=decision.parent,
+        decision.prompt,
+        session_id=session_id,
+        agent=decision.agent,
+        source=delivery.source,
+        source_name=delivery.sender,
+        title=decision.title,
+        parent=decision.parent,
     )
     updates: dict[str, Any] = {"repo": decision.repo, "plan": decision.plan}
     if decision.task_id:
         updates["task_id"] = decision.task_id
     task = task.model_copy(update=updates)
-    body = _body(delivery, DeliveryDecision.TASK_CREATED.value, decision.reason, task_id=task.task_id,
-                 session_id=task.session_id, agent=task.agent)
+    body = _body(
+        delivery,
+        DeliveryDecision.TASK_CREATED.value,
+        decision.reason,
+        task_id=task.task_id,
+        session_id=task.session_id,
+        agent=task.agent,
+    )
     guard = events.put_new_delivery_item(
-        _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id))
+        _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id)
+    )
     thread_session = None
     if session_id is not None:
-        thread_session = Session(session_id=session_id, title=decision.thread_title or task.title or "Thread",
-                                 agent=decision.agent, source=delivery.source)
+        thread_session = Session(
+            session_id=session_id,
+            title=decision.thread_title or task.title or "Thread",
+            agent=decision.agent,
+            source=delivery.source,
+        )
     # A thread's session: guess whether it exists (a thread's first planning task: no; anything else: yes), and
     # correct the guess if the transaction says otherwise. The first guess is tried again last: when two
     # deliveries race on a new thread, "touch" can fail before the other creates it and "create" after.
@@ -168,8 +201,14 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
     raise IngestUnavailable("the thread's session changed while recording; retry the delivery")
 
 
-def _submit(delivery: Delivery, decision: CreateTask, task: Task, session: Session | None,
-            guard: TransactWriteItemTypeDef, body: dict[str, Any]) -> Outcome | None:
+def _submit(
+    delivery: Delivery,
+    decision: CreateTask,
+    task: Task,
+    session: Session | None,
+    guard: TransactWriteItemTypeDef,
+    body: dict[str, Any],
+) -> Outcome | None:
     """One attempt; None when the session guess was wrong and the other guess should be tried."""
     from agent_machine.domain import submission
     from agent_machine.store import events
@@ -190,14 +229,15 @@ def _submit(delivery: Delivery, decision: CreateTask, task: Task, session: Sessi
             if stored is not None:
                 return stored
         if failed is not None and TASK_PART in failed:
-            return record_only(delivery, DeliveryDecision.IGNORED, decision.duplicate_reason,
-                               extra={"existing_task_id": task.task_id})
+            return record_only(
+                delivery, DeliveryDecision.IGNORED, decision.duplicate_reason, extra={"existing_task_id": task.task_id}
+            )
         if session is not None:
             return None  # the thread's session exists already: touch it instead
-        return record_only(delivery, DeliveryDecision.IGNORED, decision.duplicate_reason,
-                           extra={"existing_task_id": task.task_id})
+        return record_only(
+            delivery, DeliveryDecision.IGNORED, decision.duplicate_reason, extra={"existing_task_id": task.task_id}
+        )
     except submission.EnqueueFailed as exc:
         events.delete(delivery.key)
         raise IngestUnavailable("the task could not be enqueued; retry the delivery") from exc
     return Outcome(202, body)
-

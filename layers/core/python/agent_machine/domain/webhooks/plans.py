@@ -39,8 +39,9 @@ def executor_task_id(planning: Task) -> str:
     children = tasks.list_tasks(parent_task_id=planning.task_id, agent=EXECUTOR, limit=100).items
     active = [c for c in children if c.status in ACTIVE]
     if active:
-        raise NotApprovable(f"the plan is already approved: executor task {active[0].task_id} "
-                            f"is {active[0].status.value}")
+        raise NotApprovable(
+            f"the plan is already approved: executor task {active[0].task_id} is {active[0].status.value}"
+        )
     return derived_task_id(f"{planning.task_id}#executor#{len(children)}")
 
 
@@ -48,9 +49,15 @@ def executor_prompt(planning: Task, *, approved_by: str, note: str | None = None
     repo = planning.repo
     context: list[tuple[str, object]] = [("approved by", approved_by), ("planning task", planning.task_id)]
     if repo is not None:
-        context += [("repository", repo.full_name), ("clone url", repo.clone_url), ("issue", repo.issue_number),
-                    ("pull request", repo.pr_number), ("issue url", repo.issue_url),
-                    ("jira issue", repo.jira_issue_key), ("sentry issue", repo.sentry_url)]
+        context += [
+            ("repository", repo.full_name),
+            ("clone url", repo.clone_url),
+            ("issue", repo.issue_number),
+            ("pull request", repo.pr_number),
+            ("issue url", repo.issue_url),
+            ("jira issue", repo.jira_issue_key),
+            ("sentry issue", repo.sentry_url),
+        ]
     quoted = [Quoted("approval.comment", note)] if note else []
     return build_prompt(
         "You are the executor. Implement the approved plan below: work on a new branch, keep to the plan's scope, "
@@ -77,8 +84,13 @@ def approve(task_id: str, *, actor: str) -> Task:
         raise LookupError(task_id)
     executor_id = executor_task_id(planning)
     task, _ = submission.new_task(
-        executor_prompt(planning, approved_by=actor), session_id=planning.session_id, agent=EXECUTOR,
-        source=planning.source, source_name=planning.source_name, title=executor_title(planning), parent=planning,
+        executor_prompt(planning, approved_by=actor),
+        session_id=planning.session_id,
+        agent=EXECUTOR,
+        source=planning.source,
+        source_name=planning.source_name,
+        title=executor_title(planning),
+        parent=planning,
     )
     task = task.model_copy(update={"task_id": executor_id, "repo": planning.repo, "plan": planning.plan})
     try:

@@ -87,11 +87,18 @@ def _decide(fn: Any, *args: Any) -> Decision:
 def _log(delivery: Delivery, outcome: Outcome) -> None:
     from agent_machine.observability import get_logger
 
-    get_logger().info("webhook delivery", extra={
-        "delivery_key": delivery.key, "event": delivery.event, "action": delivery.action,
-        "decision": outcome.body.get("status"), "reason": outcome.body.get("reason"),
-        "task_id": outcome.body.get("task_id"), "redelivery": outcome.redelivery,
-    })
+    get_logger().info(
+        "webhook delivery",
+        extra={
+            "delivery_key": delivery.key,
+            "event": delivery.event,
+            "action": delivery.action,
+            "decision": outcome.body.get("status"),
+            "reason": outcome.body.get("reason"),
+            "task_id": outcome.body.get("task_id"),
+            "redelivery": outcome.redelivery,
+        },
+    )
 
 
 def _default_plan_lookup() -> PlanLookup:
@@ -112,8 +119,9 @@ def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLoo
         raise BadSignature(str(exc)) from exc
     if kind == FORM_TYPE:
         try:
-            fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20,
-                                    strict_parsing=False))
+            fields = dict(
+                parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20, strict_parsing=False)
+            )
         except (UnicodeDecodeError, ValueError) as exc:
             raise MalformedPayload("form body does not parse") from exc
         if "payload" not in fields:
@@ -123,8 +131,13 @@ def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLoo
         payload = parse_json(body)
     event = one_line(headers.get("x-github-event") or "unknown", 80)
     action = payload.get("action")
-    delivery = Delivery("github", delivery_id(headers.get("x-github-delivery"), body), event,
-                        one_line(action, 80) if isinstance(action, str) else None, TaskSource.GITHUB)
+    delivery = Delivery(
+        "github",
+        delivery_id(headers.get("x-github-delivery"), body),
+        event,
+        one_line(action, 80) if isinstance(action, str) else None,
+        TaskSource.GITHUB,
+    )
     decision = _decide(github.decide, event, payload, get_settings(), plan_lookup or _default_plan_lookup())
     outcome = record(delivery, decision)
     _log(delivery, outcome)
@@ -143,9 +156,13 @@ def receive_jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLooku
             raise BadSignature(str(exc)) from exc
     payload = parse_json(body)
     issue_event = payload.get("issue_event_type_name")
-    delivery = Delivery("jira", delivery_id(headers.get("x-atlassian-webhook-identifier"), body),
-                        jira.event_name(payload), one_line(issue_event, 80) if isinstance(issue_event, str) else None,
-                        TaskSource.JIRA)
+    delivery = Delivery(
+        "jira",
+        delivery_id(headers.get("x-atlassian-webhook-identifier"), body),
+        jira.event_name(payload),
+        one_line(issue_event, 80) if isinstance(issue_event, str) else None,
+        TaskSource.JIRA,
+    )
     decision = _decide(jira.decide, payload, get_settings(), plan_lookup or _default_plan_lookup())
     outcome = record(delivery, decision)
     _log(delivery, outcome)
@@ -169,17 +186,27 @@ def receive_sentry(body: bytes, headers: Mapping[str, str]) -> Outcome:
         if not sentry.is_legacy(payload):
             raise BadSignature("missing Sentry-Hook-Signature (only legacy plugin payloads may be unsigned)")
     action = payload.get("action")
-    delivery = Delivery("sentry", delivery_id(headers.get("request-id"), body),
-                        sentry.resource_name(resource, payload),
-                        one_line(action, 80) if isinstance(action, str) else None, TaskSource.SENTRY)
+    delivery = Delivery(
+        "sentry",
+        delivery_id(headers.get("request-id"), body),
+        sentry.resource_name(resource, payload),
+        one_line(action, 80) if isinstance(action, str) else None,
+        TaskSource.SENTRY,
+    )
     decision = _decide(sentry.decide, resource, payload)
     outcome = record(delivery, decision)
     _log(delivery, outcome)
     return outcome
 
 
-DYNAMIC_DELIVERY_HEADERS = ("x-delivery-id", "x-request-id", "idempotency-key", "x-github-delivery",
-                            "x-atlassian-webhook-identifier", "request-id")
+DYNAMIC_DELIVERY_HEADERS = (
+    "x-delivery-id",
+    "x-request-id",
+    "idempotency-key",
+    "x-github-delivery",
+    "x-atlassian-webhook-identifier",
+    "request-id",
+)
 
 
 def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outcome:
@@ -201,8 +228,13 @@ def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outco
     payload = parse_json(body, objects_only=False)
     header_id = next((headers[h] for h in DYNAMIC_DELIVERY_HEADERS if headers.get(h)), None)
     action = payload.get("action") if isinstance(payload, dict) else None
-    delivery = Delivery(spec.name, delivery_id(header_id, body), "webhook",
-                        one_line(action, 80) if isinstance(action, str) else None, TaskSource.WEBHOOK)
+    delivery = Delivery(
+        spec.name,
+        delivery_id(header_id, body),
+        "webhook",
+        one_line(action, 80) if isinstance(action, str) else None,
+        TaskSource.WEBHOOK,
+    )
     decision = _decide(dynamic.decide, spec, payload)
     outcome = record(delivery, decision)
     _log(delivery, outcome)

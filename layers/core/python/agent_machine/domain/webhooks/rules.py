@@ -23,11 +23,11 @@ def mentions(text: str | None, phrase: str) -> bool:
 def after_mention(text: str, phrase: str) -> str:
     """What follows the first mention (the command part of "@claude stop please")."""
     match = re.search(rf"(?<![\w@]){re.escape(phrase)}(?![\w-])", text, re.IGNORECASE)
-    return text[match.end():] if match else ""
+    return text[match.end() :] if match else ""
 
 
 def is_approval(text: str | None, phrase: str) -> bool:
-    """"@claude approve" (approve right after the mention), or a comment that is only "approve" / "LGTM"."""
+    """ "@claude approve" (approve right after the mention), or a comment that is only "approve" / "LGTM"."""
     if not text:
         return False
     if _ONLY_APPROVE.match(text):
@@ -39,7 +39,7 @@ def is_approval(text: str | None, phrase: str) -> bool:
 
 
 def is_stop(text: str | None, phrase: str) -> bool:
-    """"@claude stop" (or cancel / abort) right after the mention."""
+    """ "@claude stop" (or cancel / abort) right after the mention."""
     if not text or not mentions(text, phrase):
         return False
     return _STOP_WORDS.match(after_mention(text, phrase)) is not None

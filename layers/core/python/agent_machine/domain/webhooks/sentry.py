@@ -44,7 +44,8 @@ def stack_text(event: dict[str, Any]) -> str:
     """Exception types, values and the innermost frames, most recent call last (as Python prints them)."""
     lines: list[str] = []
     exceptions = _l(_d(event.get("exception")).get("values")) or _l(
-        _d(event.get("sentry.interfaces.Exception")).get("values"))
+        _d(event.get("sentry.interfaces.Exception")).get("values")
+    )
     stacks: list[tuple[str, dict[str, Any]]] = []
     for exc in exceptions:
         exc = _d(exc)
@@ -106,18 +107,32 @@ def decide(resource: str | None, payload: dict[str, Any]) -> Decision:
     return Ignore(f"Sentry resource '{one_line(resource, 40)}' is not handled")
 
 
-def _task(*, thread: str | None, why: str, title: str, context: list[tuple[str, object]],
-          quoted: list[Quoted], link: str | None, issue_id: str | None) -> CreateTask:
+def _task(
+    *,
+    thread: str | None,
+    why: str,
+    title: str,
+    context: list[tuple[str, object]],
+    quoted: list[Quoted],
+    link: str | None,
+    issue_id: str | None,
+) -> CreateTask:
     prompt = build_prompt(
         "You are the planning agent. Sentry reported the error below. Find its cause in the code and write an "
         "implementation plan (PLAN.md) for the fix that a human can approve. Do not change code.",
-        context=context, quoted=quoted,
+        context=context,
+        quoted=quoted,
     )
     short = one_line(title, 70)
     return CreateTask(
-        reason=why, agent=PLANNING, prompt=prompt, title=f"Sentry: {short}",
-        repo=RepoContext(sentry_issue_id=issue_id, sentry_url=link), thread_key=thread,
-        thread_title=f"Sentry: {short}", task_id=derived_task_id(f"{thread}#planning") if thread else None,
+        reason=why,
+        agent=PLANNING,
+        prompt=prompt,
+        title=f"Sentry: {short}",
+        repo=RepoContext(sentry_issue_id=issue_id, sentry_url=link),
+        thread_key=thread,
+        thread_title=f"Sentry: {short}",
+        task_id=derived_task_id(f"{thread}#planning") if thread else None,
         duplicate_reason="this Sentry issue already has a planning task",
     )
 
@@ -128,14 +143,26 @@ def _from_event(event: dict[str, Any], why: str, *, kind: str) -> Decision:
     title = event.get("title") or metadata.get("title") or metadata.get("value") or event.get("message") or kind
     link = event.get("web_url") or event.get("url")
     return _task(
-        thread=f"sentry:issue:{issue_id}" if issue_id else None, why=why, title=str(title), link=link,
+        thread=f"sentry:issue:{issue_id}" if issue_id else None,
+        why=why,
+        title=str(title),
+        link=link,
         issue_id=issue_id,
-        context=[("sentry issue", issue_id), ("link", link), ("level", event.get("level")),
-                 ("platform", event.get("platform")), ("release", event.get("release")),
-                 ("environment", _tag(event, "environment")), ("event id", event.get("event_id")),
-                 ("trigger", why)],
-        quoted=[Quoted("error.title", str(title), 500), Quoted("error.culprit", event.get("culprit") or "", 500),
-                Quoted("error.stack", stack_text(event))],
+        context=[
+            ("sentry issue", issue_id),
+            ("link", link),
+            ("level", event.get("level")),
+            ("platform", event.get("platform")),
+            ("release", event.get("release")),
+            ("environment", _tag(event, "environment")),
+            ("event id", event.get("event_id")),
+            ("trigger", why),
+        ],
+        quoted=[
+            Quoted("error.title", str(title), 500),
+            Quoted("error.culprit", event.get("culprit") or "", 500),
+            Quoted("error.stack", stack_text(event)),
+        ],
     )
 
 
@@ -151,14 +178,27 @@ def _from_issue(issue: dict[str, Any]) -> Decision:
     link = issue.get("web_url") or issue.get("permalink")
     title = issue.get("title") or _d(issue.get("metadata")).get("title") or "Sentry issue"
     return _task(
-        thread=f"sentry:issue:{issue_id}" if issue_id else None, why="a new Sentry issue", title=str(title),
-        link=link, issue_id=issue_id,
-        context=[("sentry issue", issue.get("shortId") or issue_id), ("link", link), ("level", issue.get("level")),
-                 ("platform", issue.get("platform")), ("project", _d(issue.get("project")).get("slug")),
-                 ("events", issue.get("count")), ("users", issue.get("userCount")),
-                 ("first seen", issue.get("firstSeen")), ("trigger", "issue created")],
-        quoted=[Quoted("issue.title", str(title), 500), Quoted("issue.culprit", issue.get("culprit") or "", 500),
-                Quoted("issue.metadata", clean_text(issue.get("metadata"), 4000))],
+        thread=f"sentry:issue:{issue_id}" if issue_id else None,
+        why="a new Sentry issue",
+        title=str(title),
+        link=link,
+        issue_id=issue_id,
+        context=[
+            ("sentry issue", issue.get("shortId") or issue_id),
+            ("link", link),
+            ("level", issue.get("level")),
+            ("platform", issue.get("platform")),
+            ("project", _d(issue.get("project")).get("slug")),
+            ("events", issue.get("count")),
+            ("users", issue.get("userCount")),
+            ("first seen", issue.get("firstSeen")),
+            ("trigger", "issue created"),
+        ],
+        quoted=[
+            Quoted("issue.title", str(title), 500),
+            Quoted("issue.culprit", issue.get("culprit") or "", 500),
+            Quoted("issue.metadata", clean_text(issue.get("metadata"), 4000)),
+        ],
     )
 
 
@@ -169,13 +209,24 @@ def _from_metric(data: dict[str, Any], action: str) -> Decision:
     title = data.get("description_title") or rule.get("name") or alert.get("title") or "metric alert"
     link = data.get("web_url")
     return _task(
-        thread=f"sentry:metric:{incident}" if incident else None, why=f"metric alert {action}", title=str(title),
-        link=link, issue_id=None,
-        context=[("incident", incident), ("link", link), ("severity", action), ("rule", rule.get("name")),
-                 ("query", rule.get("query")), ("aggregate", rule.get("aggregate")),
-                 ("projects", ", ".join(str(p) for p in _l(alert.get("projects"))))],
-        quoted=[Quoted("alert.title", str(title), 500),
-                Quoted("alert.description", data.get("description_text") or "")],
+        thread=f"sentry:metric:{incident}" if incident else None,
+        why=f"metric alert {action}",
+        title=str(title),
+        link=link,
+        issue_id=None,
+        context=[
+            ("incident", incident),
+            ("link", link),
+            ("severity", action),
+            ("rule", rule.get("name")),
+            ("query", rule.get("query")),
+            ("aggregate", rule.get("aggregate")),
+            ("projects", ", ".join(str(p) for p in _l(alert.get("projects")))),
+        ],
+        quoted=[
+            Quoted("alert.title", str(title), 500),
+            Quoted("alert.description", data.get("description_text") or ""),
+        ],
     )
 
 
@@ -186,11 +237,22 @@ def _legacy(payload: dict[str, Any]) -> Decision:
     link = payload.get("url")
     return _task(
         thread=f"sentry:legacy:{one_line(payload.get('project_slug') or payload.get('project'), 60)}:{group}"
-        if group else None,
-        why="legacy Sentry webhook", title=str(title), link=link, issue_id=group,
-        context=[("sentry issue", group), ("link", link), ("level", payload.get("level")),
-                 ("project", payload.get("project_name") or payload.get("project")),
-                 ("trigger", "legacy Sentry webhook")],
-        quoted=[Quoted("error.title", str(title), 500), Quoted("error.culprit", payload.get("culprit") or "", 500),
-                Quoted("error.stack", stack_text(event))],
+        if group
+        else None,
+        why="legacy Sentry webhook",
+        title=str(title),
+        link=link,
+        issue_id=group,
+        context=[
+            ("sentry issue", group),
+            ("link", link),
+            ("level", payload.get("level")),
+            ("project", payload.get("project_name") or payload.get("project")),
+            ("trigger", "legacy Sentry webhook"),
+        ],
+        quoted=[
+            Quoted("error.title", str(title), 500),
+            Quoted("error.culprit", payload.get("culprit") or "", 500),
+            Quoted("error.stack", stack_text(event)),
+        ],
     )

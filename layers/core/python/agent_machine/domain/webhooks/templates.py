@@ -32,7 +32,7 @@ def _parse_path(expr: str) -> tuple[str | int, ...]:
         return ()
     if not expr.startswith("payload"):
         raise TemplateError(f"placeholder {{{expr}}} must start with 'payload'")
-    rest, steps, pos = expr[len("payload"):], [], 0
+    rest, steps, pos = expr[len("payload") :], [], 0
     while pos < len(rest):
         match = _STEP.match(rest, pos)
         if not match:

@@ -61,8 +61,22 @@ def wiki_to_text(markup: str) -> str:
 # --- Atlassian Document Format ----------------------------------------------------------------------------------
 
 _MAX_ADF_DEPTH = 64
-_BLOCKS = {"paragraph", "heading", "blockquote", "codeBlock", "panel", "rule", "table", "tableRow",
-           "mediaSingle", "mediaGroup", "expand", "nestedExpand", "decisionList", "taskList"}
+_BLOCKS = {
+    "paragraph",
+    "heading",
+    "blockquote",
+    "codeBlock",
+    "panel",
+    "rule",
+    "table",
+    "tableRow",
+    "mediaSingle",
+    "mediaGroup",
+    "expand",
+    "nestedExpand",
+    "decisionList",
+    "taskList",
+}
 
 
 def adf_to_text(doc: Any) -> str:
