@@ -121,8 +121,12 @@ class Resolver:
             if key == "Fn::Sub":
                 return self._sub(arg)
             if key == "Fn::Join":
-                items = [self.resolve(v) for v in arg[1]]
-                return None if any(i is None for i in items) else str(arg[0]).join(str(i) for i in items)
+                parts = self.resolve(arg[1])  # a list, or an intrinsic giving one (a CommaDelimitedList's Ref)
+                if isinstance(parts, str):
+                    parts = [p for p in parts.split(",") if p]
+                if not isinstance(parts, list) or any(p is None for p in parts):
+                    return None
+                return str(arg[0]).join(str(p) for p in parts)
             if key == "Fn::If":
                 return None  # conditions are not evaluated locally; the runtime sets what it needs
             if key.startswith("Fn::"):
