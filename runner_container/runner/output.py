@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_machine.models import EventType, Task, TaskEvent
+from agent_machine.models import ALL_TASKS_TOPIC, EventType, Task, TaskEvent
 from agent_machine.observability import get_logger
 from agent_machine.push import Pusher
 from agent_machine.store import connections, output
@@ -30,7 +30,6 @@ from agent_machine.store import connections, output
 from runner import config
 
 LIFECYCLE = frozenset({EventType.CREATED, EventType.STARTED, EventType.COMPLETED, EventType.FAILED, EventType.STOPPED})
-ALL_TOPIC = "all"
 # Below this many bytes (the lines' sizes, with room for the event envelopes) a flush is one item: no need to
 # serialise it twice to find out how to split it.
 _ONE_CHUNK_BYTES = output.MAX_CHUNK_BYTES // 2
@@ -100,7 +99,7 @@ class Delivery:
         try:
             watchers = self.subscribers(topics_for(self.task))
             lifecycle = [e for e in events if e.type in LIFECYCLE]
-            dashboards = self.subscribers([ALL_TOPIC]) - watchers if lifecycle else frozenset()
+            dashboards = self.subscribers([ALL_TASKS_TOPIC]) - watchers if lifecycle else frozenset()
         except Exception:
             self.failures += 1
             get_logger().exception("could not look up subscribers")

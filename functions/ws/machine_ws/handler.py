@@ -28,13 +28,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from agent_machine import secrets
-from agent_machine.models import Subscription, TaskEvent, TaskStatus
+from agent_machine.models import ALL_TASKS_TOPIC, Subscription, TaskEvent, TaskStatus
 from agent_machine.observability import get_logger, quiet_noisy_loggers
 from agent_machine.push import Pusher
 from agent_machine.store import connections, output, tasks
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-ALL_TOPIC = "all"
 MAX_BODY_CHARS = 256 * 1024
 MAX_SESSION_TASKS = 500  # a session's tasks considered for replay (newest first)
 MAX_LAST_SEQ_ENTRIES = 200
@@ -74,14 +73,6 @@ class ChatMessage(_Message):
     session_id: str | None = Ident
 
 
-class _AllTasks(Subscription):
-    """The lifecycle topic of every task. Subscription only knows `session#…`/`task#…`, hence the override."""
-
-    @property
-    def topic(self) -> str:
-        return ALL_TOPIC
-
-
 def _subscription(msg: SubscribeMessage) -> Subscription:
     given = [k for k in ("session_id", "task_id", "topic") if getattr(msg, k) is not None]
     if len(given) != 1:
@@ -90,7 +81,7 @@ def _subscription(msg: SubscribeMessage) -> Subscription:
         return Subscription(kind="session", id=msg.session_id)
     if msg.task_id is not None:
         return Subscription(kind="task", id=msg.task_id)
-    return _AllTasks.model_construct(kind="task", id="*")
+    return Subscription(kind="all")
 
 
 def _seq(value: int) -> int:
@@ -206,7 +197,7 @@ def subscribe(ws: _Replies, msg: SubscribeMessage) -> None:
         if _register(ws, sub):
             _subscribe_task(ws, msg.task_id, after)
     elif _register(ws, sub):
-        ws.reply({"type": "subscribed", "topic": ALL_TOPIC})
+        ws.reply({"type": "subscribed", "topic": ALL_TASKS_TOPIC})
 
 
 def _register(ws: _Replies, sub: Subscription) -> bool:

@@ -142,13 +142,16 @@ class Session(Model):
     total_output_tokens: int = 0
 
 
+ALL_TASKS_TOPIC = "all"  # dashboards watching every task's lifecycle (not its output)
+
+
 class Subscription(Model):
-    kind: Literal["session", "task"]
-    id: str
+    kind: Literal["session", "task", "all"]
+    id: str = ""
 
     @property
     def topic(self) -> str:
-        return f"{self.kind}#{self.id}"
+        return ALL_TASKS_TOPIC if self.kind == "all" else f"{self.kind}#{self.id}"
 
 
 class Connection(Model):
