@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH or ~/.local/bin; otherwise the module pip installs (`python3 -m uv` works wherever pip put it).
+UV ?= $(shell command -v uv 2>/dev/null || (test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv) || echo python3 -m uv)
 PY := $(UV) run --frozen
 CLAUDE_CODE_VERSION ?= 2.1.197
 SAM_ENV ?= default
@@ -15,8 +16,8 @@ help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 uv: ## install uv when it is missing
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
-	@command -v $(UV) >/dev/null 2>&1 || { echo "uv is not on PATH after install"; exit 1; }
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+	@$(UV) --version >/dev/null 2>&1 || { echo "could not install uv (python3 -m pip install uv)"; exit 1; }
 
 sync: uv ## install the locked dependencies into .venv
 	@$(UV) sync --frozen --quiet
