@@ -39,7 +39,7 @@ format: sync ## ruff format + autofix
 typecheck: sync ## mypy --strict
 	@$(PY) mypy
 
-test: lint typecheck ## ruff + mypy --strict + pytest (unit, integration, e2e, browser, real CLI)
+test: lint typecheck real-cli browser ## ruff + mypy --strict + pytest (unit, integration, e2e, browser, real CLI)
 	@$(PY) pytest -q
 
 test-unit: sync ## fast tests only
@@ -71,8 +71,9 @@ bench: sync ## benchmarks -> bench/results/latest.json
 real-cli: ## install the pinned Claude Code CLI into node_modules (for the real-CLI tests)
 	@test -x node_modules/.bin/claude || npm install --no-save --no-audit --no-fund @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 
-browser: ## install Debian's chromium for the browser tests (needs root)
-	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+browser: ## install Debian's chromium for the browser tests (Playwright drives /usr/bin/chromium)
+	@test -x /usr/bin/chromium || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 clean: ## remove caches and local state
 	rm -rf .mypy_cache .ruff_cache .pytest_cache htmlcov .coverage .aws-sam .local
