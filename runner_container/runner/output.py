@@ -22,9 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_machine.models import ALL_TASKS_TOPIC, EventType, Task, TaskEvent
+from agent_machine.models import ALL_TASKS_TOPIC, EventType, Task, TaskEvent, iso, utcnow
 from agent_machine.observability import get_logger
-from agent_machine.push import Pusher
+from agent_machine.push import Pusher, frames
 from agent_machine.store import connections, output
 
 from runner import config
@@ -76,24 +76,26 @@ class Delivery:
 
     def deliver(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
         """Store, then push (both stages at once)."""
-        self.store(events, size_hint)
-        self.push(events)
+        self.push(events, self.store(events, size_hint))
 
-    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
+    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> list[str]:
+        """Store a batch; returns the events' JSON (each event is encoded once, for the store and every push)."""
+        texts = output.encode(events)
         if not events:
-            return
+            return texts
         try:
             if size_hint is not None and size_hint < _ONE_CHUNK_BYTES:
-                output.put_chunk(self.task.task_id, events)
+                output.put_chunk(self.task.task_id, events, texts)
             else:
-                for chunk in output.chunk_events(events):
-                    output.put_chunk(self.task.task_id, chunk)
+                for chunk, chunk_texts in output.chunk_events(events, texts):
+                    output.put_chunk(self.task.task_id, chunk, chunk_texts)
             self.stored_seq = events[-1].seq
         except Exception:
             self.failures += 1
             get_logger().exception("could not store task output", extra={"first_seq": events[0].seq})
+        return texts
 
-    def push(self, events: list[TaskEvent]) -> None:
+    def push(self, events: list[TaskEvent], texts: list[str] | None = None) -> None:
         if not events or not self.pusher.endpoint_url:
             return  # no WebSocket API configured: nothing to push to (and no subscriber lookups)
         try:
@@ -104,16 +106,17 @@ class Delivery:
             self.failures += 1
             get_logger().exception("could not look up subscribers")
             return
-        self._push(watchers, events)
-        self._push(dashboards, lifecycle)
+        if watchers:
+            self._push(watchers, frames(events, texts=texts))
+        if dashboards:
+            self._push(dashboards, frames(lifecycle))
 
-    def _push(self, connection_ids: frozenset[str], events: list[TaskEvent]) -> None:
-        if not events:
-            return
+    def _push(self, connection_ids: frozenset[str], payloads: list[bytes]) -> None:
+        """The same frames to every connection (framed once)."""
         for connection_id in sorted(connection_ids):
             before = self.pusher.calls
             try:
-                self.pusher.send_events([connection_id], events)
+                self.pusher.send_frames(connection_id, payloads)
             except Exception as exc:  # one broken connection must not stop the others
                 self.failures += 1
                 get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})
@@ -142,7 +145,7 @@ class EventStream:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
-        self._stored: asyncio.Queue[list[TaskEvent] | None] = asyncio.Queue()
+        self._stored: asyncio.Queue[tuple[list[TaskEvent], list[str]] | None] = asyncio.Queue()
         self._store_task = asyncio.create_task(self._flusher(), name=f"store-{task.task_id}")
         self._push_task = asyncio.create_task(self._pusher(), name=f"push-{task.task_id}")
 
@@ -152,8 +155,15 @@ class EventStream:
 
     def emit(self, type_: EventType, payload: dict[str, Any], *, size: int | None = None) -> TaskEvent:
         self.seq += 1
-        event = TaskEvent(
-            type=type_, task_id=self.task.task_id, session_id=self.task.session_id, seq=self.seq, payload=payload
+        # Built without validation: thousands a second under a burst, and the fields are already typed (the
+        # payload is parsed JSON).
+        event = TaskEvent.model_construct(
+            type=type_,
+            task_id=self.task.task_id,
+            session_id=self.task.session_id,
+            seq=self.seq,
+            ts=iso(utcnow()),
+            payload=payload,
         )
         n = size if size is not None else 256
         self._pending.append(event)
@@ -211,19 +221,20 @@ class EventStream:
             last = time.monotonic()
             if batch:
                 self.flushes += 1
-                await asyncio.gather(
+                texts, _ = await asyncio.gather(
                     asyncio.to_thread(self.delivery.store, batch, size),
                     asyncio.to_thread(self.delivery.refresh_subscribers, ahead=4 * config.FLUSH_INTERVAL_SECONDS),
                 )
-                self._stored.put_nowait(batch)
+                self._stored.put_nowait((batch, texts))
             if self._closing and not self._pending:
                 self._stored.put_nowait(None)
                 return
 
     async def _pusher(self) -> None:
         """Stage 2: push stored batches, in order."""
-        while (batch := await self._stored.get()) is not None:
-            await asyncio.to_thread(self.delivery.push, batch)
+        while (stored := await self._stored.get()) is not None:
+            batch, texts = stored
+            await asyncio.to_thread(self.delivery.push, batch, texts)
             self.handled_seq = batch[-1].seq
 
     async def flush(self) -> None:

@@ -25,15 +25,17 @@ class Recorder(Delivery):
         self.pushed: list[list[TaskEvent]] = []
         self.delay = delay
 
-    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
+    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> list[str]:
         time.sleep(self.delay)
         self.batches.append(events)
         self.stored_seq = events[-1].seq
+        return [e.model_dump_json() for e in events]
 
     def refresh_subscribers(self, *, ahead: float) -> None:
         pass
 
-    def push(self, events: list[TaskEvent]) -> None:
+    def push(self, events: list[TaskEvent], texts: list[str] | None = None) -> None:
+        assert texts == [e.model_dump_json() for e in events]
         time.sleep(self.delay)
         self.pushed.append(events)
 

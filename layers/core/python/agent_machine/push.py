@@ -8,7 +8,7 @@ caller). A single event too big for one frame is sent as `{"type": "event_part",
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
@@ -21,7 +21,11 @@ from agent_machine.store import connections
 MAX_FRAME_BYTES = 120 * 1024  # API Gateway's limit is 128 KB per message; keep headroom
 
 
-def frames(events: Iterable[TaskEvent], max_bytes: int = MAX_FRAME_BYTES) -> list[bytes]:
+def frames(
+    events: Sequence[TaskEvent], max_bytes: int = MAX_FRAME_BYTES, *, texts: Sequence[str] | None = None
+) -> list[bytes]:
+    """The frames carrying `events`; `texts` are their JSON when the caller has already encoded them (the
+    runner encodes each event once, for storing and for every watcher)."""
     out: list[bytes] = []
     batch: list[str] = []
     size = 0
@@ -33,8 +37,7 @@ def frames(events: Iterable[TaskEvent], max_bytes: int = MAX_FRAME_BYTES) -> lis
             out.append(('{"type":"events","events":[' + ",".join(batch) + "]}").encode())
             batch, size = [], 0
 
-    for event in events:
-        text = event.model_dump_json()
+    for event, text in zip(events, texts if texts is not None else [e.model_dump_json() for e in events], strict=True):
         n = len(text.encode())
         if n + overhead > max_bytes:
             flush()
@@ -101,15 +104,11 @@ class Pusher:
         if not events:
             return 0
         payloads = frames(events)
-        delivered = 0
-        for connection_id in connection_ids:
-            ok = True
-            for data in payloads:
-                if not self.post(connection_id, data):
-                    ok = False
-                    break
-            delivered += ok
-        return delivered
+        return sum(self.send_frames(connection_id, payloads) for connection_id in connection_ids)
+
+    def send_frames(self, connection_id: str, payloads: Iterable[bytes]) -> bool:
+        """Post frames to one connection, in order; False once it is gone."""
+        return all(self.post(connection_id, data) for data in payloads)
 
     def send_json(self, connection_id: str, message: dict[str, object]) -> bool:
         return self.post(connection_id, json.dumps(message).encode())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from agent_machine import aws
@@ -22,27 +23,36 @@ def table() -> str:
     return get_settings().output_table
 
 
-def chunk_events(events: list[TaskEvent]) -> list[list[TaskEvent]]:
-    """Split a flush into chunks that each fit in one item."""
-    chunks: list[list[TaskEvent]] = []
-    current: list[TaskEvent] = []
+def encode(events: Sequence[TaskEvent]) -> list[str]:
+    return [e.model_dump_json() for e in events]
+
+
+Chunk = tuple[list[TaskEvent], list[str]]  # events and their JSON
+
+
+def chunk_events(events: list[TaskEvent], texts: Sequence[str] | None = None) -> list[Chunk]:
+    """Split a flush into chunks that each fit in one item, each with its events' JSON (`texts`, if already
+    encoded)."""
+    chunks: list[Chunk] = []
+    current: Chunk = ([], [])
     size = 0
-    for event in events:
-        n = len(event.model_dump_json())
-        if current and size + n > MAX_CHUNK_BYTES:
+    for event, text in zip(events, texts if texts is not None else encode(events), strict=True):
+        if current[0] and size + len(text) > MAX_CHUNK_BYTES:
             chunks.append(current)
-            current, size = [], 0
-        current.append(event)
-        size += n
-    if current:
+            current, size = ([], []), 0
+        current[0].append(event)
+        current[1].append(text)
+        size += len(text)
+    if current[0]:
         chunks.append(current)
     return chunks
 
 
-def put_chunk(task_id: str, events: list[TaskEvent]) -> None:
+def put_chunk(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | None = None) -> None:
+    """One item holding `events` (`texts`: their JSON, if already encoded)."""
     if not events:
         return
-    body = "[" + ",".join(e.model_dump_json() for e in events) + "]"
+    body = "[" + ",".join(texts if texts is not None else encode(events)) + "]"
     expires = int(time.time()) + get_settings().output_retention_days * 86400
     aws.dynamodb().put_item(
         TableName=table(),
