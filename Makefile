@@ -15,8 +15,10 @@ export SAM_CLI_TELEMETRY = 0
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
+# uv: --user first, then plain, then past PEP 668's "externally managed" refusal (Debian/Ubuntu system Pythons).
 uv: ## install uv when it is missing
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv 2>/dev/null \
+	    || python3 -m pip install --quiet --user --break-system-packages uv
 	@$(UV) --version >/dev/null 2>&1 || { echo "could not install uv (python3 -m pip install uv)"; exit 1; }
 
 sync: uv ## install the locked dependencies into .venv
