@@ -8,14 +8,24 @@ it started (tools, MCP servers), and its own HOME / CLAUDE_CONFIG_DIR / TMPDIR.
 The environment is built from scratch: PATH, locale, the Anthropic (or Bedrock) settings, the CLI's own
 tunables and what the agent needs. Nothing else of the runner's environment reaches the CLI — not its AWS
 credentials or endpoint, not the API token, webhook secrets or other tokens — because everything the CLI can
-read, a prompt injection can make it print.
+read, a prompt injection can make it print. Nor can it read the runner's own environment through
+/proc/<ppid>/environ: `harden_runner_process` makes the runner non-dumpable at every entry point.
+
+The process tree: the real CLI starts each Bash command in a session of its own, out of reach of a signal to the
+CLI's group. The runner is therefore a child subreaper (such orphans are re-parented to it), and `descendants`
+/ `kill_processes` find, kill and reap everything a run left behind (/proc, standard library only).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
+import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +107,11 @@ DEFAULT_GIT_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "agent-machine@users.noreply.github.com",
 }
 CREDENTIAL_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+# Set in the CLI's environment: processes it leaves behind still carry it once they are re-parented to the runner.
+RUN_MARKER = "AGENT_MACHINE_RUN"
 MCP_SERVER_NAME = "machine"
 MAX_ARG_BYTES = 120 * 1024
+REAP_SECONDS = 2.0  # how long killed orphans are waited for (SIGKILL acts at once unless a process is in D state)
 
 
 class CliNotFound(RuntimeError):
@@ -254,3 +267,144 @@ async def spawn(inv: Invocation) -> asyncio.subprocess.Process:
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise CliNotFound(inv.executable) from exc
+
+
+# --------------------------------------------------------------------------------------------------- the process
+
+_PR_SET_DUMPABLE = 4
+_PR_GET_DUMPABLE = 3
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def _prctl(option: int, value: int = 0) -> int | None:
+    """prctl(2) through libc; None where there is none (not Linux) or it fails."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        result = int(libc.prctl(option, value, 0, 0, 0))
+    except (OSError, AttributeError):
+        return None
+    return None if result < 0 else result
+
+
+def harden_runner_process() -> None:
+    """Called once at every runner entry (Lambda handler import, Fargate main, the local runtime importing the
+    handler). Not dumpable: the CLI runs as the same user, and without this it could read the runner's secrets
+    from /proc/<ppid>/environ (exec makes the CLI itself dumpable again). Child subreaper: what the CLI's tools
+    leave behind in their own sessions is re-parented to the runner, which can then find and kill it."""
+    _prctl(_PR_SET_DUMPABLE, 0)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def runner_dumpable() -> int | None:
+    return _prctl(_PR_GET_DUMPABLE)
+
+
+def runner_is_subreaper() -> bool:
+    value = ctypes.c_int(0)
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0)) == 0 and value.value == 1
+    except (OSError, AttributeError):
+        return False
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process as /proc shows it; its start time tells it apart from a later process with the same pid."""
+
+    pid: int
+    start_ticks: int
+
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, process group, start time in clock ticks) from /proc/<pid>/stat, or None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields after it follow the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[1]), int(fields[2]), int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _process_table() -> dict[int, tuple[int, int, int]]:
+    table: dict[int, tuple[int, int, int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _stat(int(entry.name))
+                if stat is not None:
+                    table[int(entry.name)] = stat
+    return table
+
+
+def _carries_marker(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def descendants(root: int, *, marker: str | None = None, known: set[ProcessId] | None = None) -> set[ProcessId]:
+    """Every process below `root` or in its process group (not `root` itself). Once the root has exited, what it
+    left behind is re-parented to this subreaper: this runner's children that carry `marker` in their
+    environment or were seen below the root before (`known`) count too, with everything below them."""
+    table = _process_table()
+    me = os.getpid()
+    marker_entry = marker.encode() if marker else None
+    orphans = {
+        pid
+        for pid, (ppid, group, start) in table.items()
+        if pid not in (me, root)
+        and (
+            group == root
+            or (known is not None and ProcessId(pid, start) in known)
+            or (ppid == me and marker_entry is not None and _carries_marker(pid, marker_entry))
+        )
+    }
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _group, _start) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    seen = set(orphans)
+    stack = [root, *orphans]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in seen and child not in (me, root):
+                seen.add(child)
+                stack.append(child)
+    return {ProcessId(pid, table[pid][2]) for pid in seen}
+
+
+def kill_processes(processes: set[ProcessId]) -> int:
+    """SIGKILL each process that is still the one seen (same start time), then reap those that are this
+    runner's children (re-parented orphans: nobody else waits for them). Returns how many were killed."""
+    killed = 0
+    me = os.getpid()
+    for proc in processes:
+        stat = _stat(proc.pid)
+        if stat is None or stat[2] != proc.start_ticks:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+    unreaped = {p for p in processes if (stat := _stat(p.pid)) and stat[0] == me and stat[2] == p.start_ticks}
+    deadline = time.monotonic() + REAP_SECONDS
+    while unreaped and time.monotonic() < deadline:
+        for proc in list(unreaped):
+            try:
+                pid, _status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid = proc.pid  # reaped elsewhere
+            if pid:
+                unreaped.discard(proc)
+        if unreaped:
+            time.sleep(0.01)
+    return killed

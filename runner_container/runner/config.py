@@ -28,11 +28,13 @@ FLUSH_MAX_EVENTS = 500  # ... unless this many events are waiting
 FLUSH_MAX_BYTES = 256 * 1024  # ... or this many bytes
 MAX_PENDING_BYTES = 4 * 1024 * 1024  # the reader waits (the CLI blocks on its pipe) above this
 SUBSCRIBER_CACHE_SECONDS = 1.0
+TERMINAL_STORE_WAIT_SECONDS = 10.0  # how long the booking waits for the terminal event to be stored
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024  # per task: output beyond this is counted, not stored or pushed
 
 # Stream reading.
 READ_CHUNK_BYTES = 64 * 1024
-MAX_LINE_BYTES = 1024 * 1024  # a longer stdout line is truncated (the rest is counted and dropped)
+MAX_LINE_BYTES = 1024 * 1024  # a longer stdout line is truncated (the rest is counted and dropped) ...
+LINE_TAIL_BYTES = 64 * 1024  # ... except its last bytes: a result line's cost and usage come after its text
 MAX_EVENT_BYTES = 200 * 1024  # a line bigger than this is stored/pushed as a truncated text preview
 PREVIEW_BYTES = 16 * 1024
 STDERR_TAIL_LINES = 40

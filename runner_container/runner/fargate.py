@@ -96,7 +96,11 @@ def _spawn_local(task_id: str) -> Dispatched:
     env = {**os.environ, "TASK_ID": task_id}
     pythonpath = [str(config.code_root()), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(pythonpath))
-    proc = subprocess.Popen([sys.executable, "-m", "runner.fargate_main"], env=env, stdin=subprocess.DEVNULL)
+    # A session of its own: a Ctrl-C in the runtime's terminal (SIGINT to its process group) must not kill the
+    # run with a KeyboardInterrupt and leave the task running; the runtime stops it with SIGTERM on shutdown.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.fargate_main"], env=env, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     with _lock:
         for done in [k for k, p in _children.items() if p.poll() is not None]:
             del _children[done]

@@ -17,6 +17,7 @@ from types import FrameType
 from agent_machine.observability import get_logger, quiet_noisy_loggers
 from agent_machine.settings import get_settings
 
+from runner.cli import harden_runner_process
 from runner.orchestrator import flush_metrics, run_by_id
 from runner.run import active_runs
 
@@ -42,6 +43,7 @@ def ecs_task_arn() -> str | None:
 
 
 def main() -> int:
+    harden_runner_process()
     quiet_noisy_loggers()
     task_id = os.environ.get("TASK_ID", "").strip()
     if not task_id:

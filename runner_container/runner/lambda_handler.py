@@ -11,9 +11,11 @@ from typing import Any
 from agent_machine import queue
 from agent_machine.observability import get_logger, quiet_noisy_loggers
 
+from runner.cli import harden_runner_process
 from runner.orchestrator import Disposition, Message, flush_metrics, handle, retry_soon
 
 quiet_noisy_loggers()
+harden_runner_process()
 
 
 def _message(record: dict[str, Any]) -> Message:

@@ -88,13 +88,14 @@ def is_stale(task: Task) -> bool:
     return (utcnow() - task.heartbeat_at).total_seconds() > config.STALE_AFTER_SECONDS
 
 
-def fail_unstarted(task: Task, error: str, error_kind: str) -> bool:
-    """Fail a task that will not run (any more) — refused, unknown agent, lost runners, dead-lettered — in one
-    booking, and tell its watchers with a task.failed event numbered after everything stored (also the task's
-    last_seq). False if the task had finished already."""
+def fail_unstarted(task: Task, error: str, error_kind: str, *, runner_id: str | None = None) -> bool:
+    """Fail a task that will not run (any more) — refused, unknown agent, lost runners, dead-lettered, or a run
+    that broke after its claim (then only while `runner_id` still holds it) — in one booking, and tell its
+    watchers with a task.failed event numbered after everything stored (also the task's last_seq). False if the
+    task had finished already."""
     seq = last_stored_seq(task) + 1
     if not lifecycle.finish(
-        task, TaskStatus.FAILED, runner_id=None, error=error, error_kind=error_kind, extra={"last_seq": seq}
+        task, TaskStatus.FAILED, runner_id=runner_id, error=error, error_kind=error_kind, extra={"last_seq": seq}
     ):
         return False
     payload = {
@@ -170,7 +171,9 @@ def resolve_agent(task: Task) -> AgentSpec | None:
 
 def run_claimed(
     claimed: Task, agent: AgentSpec, *, runner_id: str, run_mode: str, seconds: float, timeout_detail: str
-) -> None:
+) -> bool:
+    """Run and book a claimed task. False when the run broke and even failing the task did not work: it is
+    still `running`, and only a delivery after its heartbeat has gone stale can take it over."""
     metrics = get_metrics()
     metrics.add_metric(name="TasksStarted", unit=MetricUnit.Count, value=1)
     if claimed.started_at is not None and claimed.attempt <= 1:
@@ -183,8 +186,26 @@ def run_claimed(
     )
     # Two messages of one chat claimed at the same moment (both saw the session idle) must not share the
     # session's working folder in this process: the second runs after the first, resuming its conversation.
-    with _session_lock(claimed.session_id):
-        run_coroutine(run_task(claimed, agent, opts))
+    try:
+        with _session_lock(claimed.session_id):
+            run_coroutine(run_task(claimed, agent, opts))
+    except Exception as exc:
+        # Left running, the task would look alive to the next delivery (fresh heartbeat) and never end.
+        get_logger().exception("the run broke after its claim: failing the task")
+        return fail_after_claim(claimed, runner_id, exc)
+    return True
+
+
+def fail_after_claim(task: Task, runner_id: str, exc: Exception) -> bool:
+    """Fail a claimed task whose run raised, if this runner still holds it (a conditional booking)."""
+    error = f"the runner failed after claiming the task: {type(exc).__name__}: {exc}"[: config.MAX_ERROR_BYTES]
+    try:
+        current = tasks.get(task.task_id) or task
+        fail_unstarted(current, error, "runner_error", runner_id=runner_id)
+    except Exception:
+        get_logger().exception("could not fail the task; it is retried once its heartbeat has gone stale")
+        return False
+    return True
 
 
 _session_locks: dict[str, threading.Lock] = {}
@@ -272,7 +293,10 @@ def handle(
         if claimed is None:
             log.info("another runner claimed the task first")
             return Disposition.DONE
-        run_claimed(claimed, agent, runner_id=runner_id, run_mode=run_mode, seconds=seconds, timeout_detail=detail)
+        if not run_claimed(
+            claimed, agent, runner_id=runner_id, run_mode=run_mode, seconds=seconds, timeout_detail=detail
+        ):
+            return retry_soon(msg, int(config.STALE_AFTER_SECONDS) + 5)
         return Disposition.DONE
     finally:
         log.thread_safe_remove_keys(LOG_KEYS)
@@ -307,7 +331,7 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
         if claimed is None:
             log.info("another runner claimed the task first")
             return 0
-        run_claimed(
+        settled = run_claimed(
             claimed,
             agent,
             runner_id=runner_id,
@@ -315,6 +339,6 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
             seconds=float(settings.task_timeout_seconds),
             timeout_detail=f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}",
         )
-        return 0
+        return 0 if settled else 1
     finally:
         log.thread_safe_remove_keys(LOG_KEYS)

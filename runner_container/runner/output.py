@@ -17,6 +17,7 @@ fills and it waits: memory stays bounded).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,11 +53,11 @@ class Delivery:
     posts: int = 0
     failures: int = 0
 
-    def subscribers(self, topics: Sequence[str]) -> frozenset[str]:
+    def subscribers(self, topics: Sequence[str], *, fresh: bool = False) -> frozenset[str]:
         key = ",".join(topics)
         now = self.clock()
         cached = self._cache.get(key)
-        if cached is None or now - cached[0] > config.SUBSCRIBER_CACHE_SECONDS:
+        if fresh or cached is None or now - cached[0] > config.SUBSCRIBER_CACHE_SECONDS:
             cached = (now, frozenset(connections.subscribers(list(topics))))
             self._cache[key] = cached
         return cached[1] - self.pusher.gone
@@ -95,13 +96,15 @@ class Delivery:
             get_logger().exception("could not store task output", extra={"first_seq": events[0].seq})
         return texts
 
-    def push(self, events: list[TaskEvent], texts: list[str] | None = None) -> None:
+    def push(self, events: list[TaskEvent], texts: list[str] | None = None, *, fresh: bool = False) -> None:
+        """`fresh`: look the subscribers up now, not from the cache (the last push: whoever subscribed in the
+        last second gets the end too)."""
         if not events or not self.pusher.endpoint_url:
             return  # no WebSocket API configured: nothing to push to (and no subscriber lookups)
         try:
-            watchers = self.subscribers(topics_for(self.task))
+            watchers = self.subscribers(topics_for(self.task), fresh=fresh)
             lifecycle = [e for e in events if e.type in LIFECYCLE]
-            dashboards = self.subscribers([ALL_TASKS_TOPIC]) - watchers if lifecycle else frozenset()
+            dashboards = self.subscribers([ALL_TASKS_TOPIC], fresh=fresh) - watchers if lifecycle else frozenset()
         except Exception:
             self.failures += 1
             get_logger().exception("could not look up subscribers")
@@ -138,6 +141,10 @@ class EventStream:
         self.first_emit_at: dict[int, float] = {}  # seq -> monotonic time (benchmarks only; off by default)
         self.track_latency = False
         self.handled_seq = start_seq  # pushed, or given up on (a failed write is logged, not retried forever)
+        self.store_handled_seq = start_seq  # through the store stage (stored, or given up on)
+        self._held_seq: int | None = None  # the terminal event: pushed only once released (booked)
+        self._released = asyncio.Event()
+        self._store_progress = asyncio.Event()  # set after each batch through the store stage
         self._pending: list[TaskEvent] = []
         self._pending_bytes = 0
         self._wake = asyncio.Event()
@@ -199,6 +206,23 @@ class EventStream:
         """The sequence number the next event will get."""
         return self.seq + 1
 
+    async def emit_terminal(self, type_: EventType, payload: dict[str, Any]) -> TaskEvent:
+        """The terminal event, stored before the task is booked terminal (whoever reads a finished task can
+        replay its end); its push waits for `release` (once booked), and looks the subscribers up afresh."""
+        event = self.emit(type_, payload)
+        self._held_seq = event.seq
+        self._urgent.set()
+        with contextlib.suppress(TimeoutError):  # a store that hangs must not keep the run from being booked
+            async with asyncio.timeout(config.TERMINAL_STORE_WAIT_SECONDS):
+                while self.store_handled_seq < event.seq and not self._store_task.done():
+                    self._store_progress.clear()
+                    await self._store_progress.wait()
+        return event
+
+    def release(self) -> None:
+        """Let the terminal event's push go (the booking is done, or did not happen)."""
+        self._released.set()
+
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
@@ -225,6 +249,8 @@ class EventStream:
                     asyncio.to_thread(self.delivery.store, batch, size),
                     asyncio.to_thread(self.delivery.refresh_subscribers, ahead=4 * config.FLUSH_INTERVAL_SECONDS),
                 )
+                self.store_handled_seq = batch[-1].seq
+                self._store_progress.set()
                 self._stored.put_nowait((batch, texts))
             if self._closing and not self._pending:
                 self._stored.put_nowait(None)
@@ -234,7 +260,10 @@ class EventStream:
         """Stage 2: push stored batches, in order."""
         while (stored := await self._stored.get()) is not None:
             batch, texts = stored
-            await asyncio.to_thread(self.delivery.push, batch, texts)
+            final = self._held_seq is not None and batch[-1].seq >= self._held_seq
+            if final:
+                await self._released.wait()
+            await asyncio.to_thread(self.delivery.push, batch, texts, fresh=final)
             self.handled_seq = batch[-1].seq
 
     async def flush(self) -> None:
@@ -248,6 +277,7 @@ class EventStream:
     async def close(self) -> None:
         """Deliver what is pending and stop both stages."""
         self._closing = True
+        self._released.set()
         self._wake.set()
         self._urgent.set()
         await self._store_task

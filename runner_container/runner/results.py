@@ -4,13 +4,16 @@ usage (../shared/claude-cli-protocol.md, "Exit codes and signals").
 The cost of a resumed run. The protocol notes say `total_cost_usd` and `modelUsage` continue from the session's
 saved totals after `--resume` (and the test fake does that), so a task's cost is the difference from the total
 at the end of the previous run. The real 2.1.197 in `-p` mode on a fresh config folder — which is what every
-task gets here — reports this run's totals only. Both are handled, told apart by the tokens: a result whose
-`modelUsage` tokens cover the previous runs' tokens plus this run's (`usage`, always per run) is cumulative;
-otherwise it is this run's alone. The session's totals are kept cumulative either way.
+task gets here — reports this run's totals only, and its `modelUsage` also counts helper calls (title
+generation) that `usage` does not. Both are handled (`reports_cumulative`): a result is cumulative only if
+nothing went down from the previous totals and its main model's tokens cover the previous ones plus this run's
+(`usage`, always per run); otherwise it is this run's alone. The session's totals are kept cumulative either
+way.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +50,7 @@ class RunState:
     last_message_bytes: int = 0  # kept texts are bounded: beyond MAX_RESULT_BYTES only the size is counted
     json_lines: int = 0
     text_lines: int = 0
+    result_read_at: float | None = None  # time.monotonic() when the (last) result line was read
 
     def feed(self, line: StreamLine) -> None:
         self.json_lines += 1
@@ -72,6 +76,7 @@ class RunState:
                         self.plan = plan
         elif isinstance(line, ResultLine):
             self.result = line
+            self.result_read_at = time.monotonic()
             self.cli_session_id = line.session_id or self.cli_session_id
 
     def final_text(self) -> str | None:
@@ -181,15 +186,40 @@ def _tokens(u: TokenUsage | ResultUsage | None) -> int:
     return u.input_tokens + u.output_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens
 
 
-def reports_cumulative(result: ResultLine, before: Prior) -> bool:
-    """Whether a resumed run's totals include the previous runs' (see the module docstring)."""
+def _main_entry(usage: dict[str, ModelUsage], model: str | None) -> ModelUsage | None:
+    """The main model's entry (the init line's model; modelUsage may name it with a date suffix)."""
+    if not model:
+        return None
+    if model in usage:
+        return usage[model]
+    matches = [u for name, u in usage.items() if name.startswith(model) or model.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def reports_cumulative(result: ResultLine, before: Prior, main_model: str | None = None) -> bool:
+    """Whether a resumed run's totals include the previous runs' (see the module docstring).
+
+    Cumulative totals never go down: the cost and every model the session used before must be at least what
+    they were. And they hold this run's main-loop tokens (`usage`) on top of the previous ones — checked on the
+    main model's entry when it is known, since `modelUsage` also counts helper calls (title generation) that
+    `usage` leaves out and that can outweigh a short previous run."""
     if before.total_cost_usd <= 0 and not before.model_usage:
         return False  # nothing before: per-run and cumulative are the same
-    prior_tokens = sum(_tokens(u) for u in before.model_usage.values())
-    if prior_tokens > 0:
-        reported_tokens = sum(_tokens(u) for u in cumulative_model_usage(result).values())
-        return reported_tokens >= prior_tokens + _tokens(result.usage)
-    return (result.total_cost_usd or 0.0) >= before.total_cost_usd  # no token figures: trust the notes
+    epsilon = 1e-9
+    if (result.total_cost_usd or 0.0) + epsilon < before.total_cost_usd:
+        return False
+    if not before.model_usage:
+        return True  # no token figures: trust the notes
+    reported = cumulative_model_usage(result)
+    for name, prev in before.model_usage.items():
+        now = reported.get(name)
+        if now is None or _tokens(now) < _tokens(prev) or now.cost_usd + epsilon < prev.cost_usd:
+            return False
+    this_run = _tokens(result.usage)
+    main_now, main_before = _main_entry(reported, main_model), _main_entry(before.model_usage, main_model)
+    if main_now is not None and main_before is not None:
+        return _tokens(main_now) >= _tokens(main_before) + this_run
+    return sum(_tokens(u) for u in reported.values()) >= sum(_tokens(u) for u in before.model_usage.values()) + this_run
 
 
 def interruption_status(reason: Interruption) -> tuple[TaskStatus, str, str]:
@@ -211,8 +241,12 @@ def decide(
     resumed_cli_session: str | None,
     prior: Prior | None,
     timeout_detail: str = "",
+    finished_before_interruption: bool = False,
 ) -> Outcome:
-    """The task's outcome from the run's lines, exit code and why (if at all) the runner interrupted it."""
+    """The task's outcome from the run's lines, exit code and why (if at all) the runner interrupted it.
+
+    `finished_before_interruption`: a successful result had been read when the interruption was asked for (a
+    stop racing the run's end): the run completed, whatever came after."""
     result = state.result
     out = Outcome(
         status=TaskStatus.FAILED,
@@ -225,7 +259,8 @@ def decide(
         reported = cumulative_model_usage(result)
         resumed = resumed_cli_session is not None and result.session_id == resumed_cli_session
         before = prior if (resumed and prior is not None) else Prior()
-        if reports_cumulative(result, before):
+        main_model = state.init.model if state.init is not None else None
+        if reports_cumulative(result, before, main_model):
             out.cost_usd = round(max(0.0, total - before.total_cost_usd), 10)
             out.model_usage = {name: _minus(m, before.model_usage.get(name)) for name, m in reported.items()}
             out.cli_total_cost_usd, out.cumulative_model_usage = total, reported
@@ -245,6 +280,8 @@ def decide(
         out.duration_ms = result.duration_ms
     answer = clip(state.final_text(), config.MAX_RESULT_BYTES)
 
+    if finished_before_interruption and interruption != "lost" and result is not None and result.succeeded:
+        interruption = None
     if interruption is not None and interruption != "lost":
         status, kind, message = interruption_status(interruption)
         out.status, out.error_kind = status, kind

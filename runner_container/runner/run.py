@@ -4,23 +4,30 @@ Control: a watch loop beats the task's heartbeat every HEARTBEAT_SECONDS; the sa
 stop was requested (or whether the task was taken from it). A stop, the deadline (task timeout, or Lambda's
 remaining time minus a safety margin) or a shutdown sends SIGINT to the CLI's process group — the CLI then
 writes a final result with the cost so far — and SIGKILL after STOP_GRACE_SECONDS. When the CLI has exited,
-whatever is left of its process group is killed too: no orphans.
+whatever is left of it is killed too: its process group, and every descendant, even one in a session of its own
+(the real CLI runs each Bash command so). The runner is a child subreaper, so such orphans come back to it; they
+are recognised by the run's marker in their environment (cli.RUN_MARKER) or by having been seen below the CLI.
 
-Booking: the transcript goes to S3 first (what the next message resumes), then `lifecycle.finish` books status,
-result, cost and usage in one conditional transaction (never twice), then the terminal event is pushed.
+Booking: the transcript goes to S3 first (what the next message resumes; not if the task was lost to another
+runner), then the terminal event is stored, then `lifecycle.finish` books status, result, cost, usage and
+last_seq (the terminal event's) in one conditional transaction (never twice), then the terminal event is pushed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent_machine import secrets
@@ -82,9 +89,13 @@ class Controller:
         self.proc: asyncio.subprocess.Process | None = None
         self.interruption: Interruption | None = None
         self.interrupted = asyncio.Event()
-        self.interrupted_at: float | None = None
+        self.interrupted_at: float | None = None  # when SIGINT was sent
+        self.interruption_requested_at: float | None = None
         self.killed = False
         self.heartbeats = 0
+        # What the CLI's environment carries (cli.RUN_MARKER): how what it left behind is recognised.
+        self.run_marker = f"{cli.RUN_MARKER}={task.task_id}.{uuid.uuid4().hex[:12]}"
+        self.seen_descendants: set[cli.ProcessId] = set()
 
     def request(self, reason: Interruption) -> None:
         self.loop.call_soon_threadsafe(self.interrupt, reason)
@@ -97,6 +108,7 @@ class Controller:
     def interrupt(self, reason: Interruption) -> None:
         if self.interruption is None:
             self.interruption = reason
+            self.interruption_requested_at = time.monotonic()
             self.interrupted.set()
             get_logger().info("interrupting the run", extra={"reason": reason, "task_id": self.task.task_id})
         if self.proc is not None and self.proc.returncode is None and self.interrupted_at is None:
@@ -110,7 +122,22 @@ class Controller:
             os.killpg(self.proc.pid, sig)  # start_new_session: the process group id is the CLI's pid
 
     def kill_group(self) -> None:
+        """SIGKILL the CLI's process group and every other descendant: the real CLI runs each Bash command in a
+        session of its own, out of the group's reach (orphans are re-parented to this subreaper runner)."""
+        if self.proc is None:
+            return
+        # Looked up before the group is killed: a killed process no longer shows its environment (the marker).
+        left = cli.descendants(self.proc.pid, marker=self.run_marker, known=self.seen_descendants)
         self.signal(signal.SIGKILL)
+        if left:
+            killed = cli.kill_processes(left)
+            if killed:
+                get_logger().info("killed what the CLI left behind", extra={"processes": killed})
+
+    def note_descendants(self) -> None:
+        """Remember the CLI's descendants while it runs, so they are still found once it has exited."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.seen_descendants |= cli.descendants(self.proc.pid)
 
     async def watch(self) -> None:
         """Runs until cancelled (once the CLI has exited): beats, enforces the deadline and the grace period."""
@@ -122,12 +149,14 @@ class Controller:
             if running and grace_over and not self.killed:
                 get_logger().warning("the CLI ignored SIGINT: killing its process group")
                 self.killed = True
-                self.kill_group()
+                await asyncio.to_thread(self.kill_group)
             if now >= self.opts.deadline:
                 self.interrupt("timeout")
             if now >= next_beat:
                 next_beat = now + config.HEARTBEAT_SECONDS
                 await self.beat()
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.note_descendants)
             await asyncio.sleep(min(0.1, max(0.01, next_beat - time.monotonic())))
 
     async def beat(self) -> None:
@@ -210,7 +239,8 @@ async def execute(inv: cli.Invocation, controller: Controller, state: RunState, 
     try:
         code = await exited(proc)
         _done, pending = await asyncio.wait(readers, timeout=config.DRAIN_SECONDS)
-        controller.kill_group()  # whatever the run left behind (background commands, MCP servers)
+        # whatever the run left behind (background commands, MCP servers)
+        await asyncio.to_thread(controller.kill_group)
         if pending:
             _done, pending = await asyncio.wait(pending, timeout=1.0)
             for task in pending:
@@ -232,6 +262,28 @@ async def exited(proc: asyncio.subprocess.Process) -> int:
     while proc.returncode is None:  # noqa: ASYNC110 - asyncio offers no exit event short of a custom protocol
         await asyncio.sleep(0.02)
     return proc.returncode
+
+
+def lost_conversation(state: RunState) -> bool:
+    """The CLI's answer to a --resume of a conversation it cannot find (claude-cli-protocol.md, Invocation)."""
+    result = state.result
+    return (
+        result is not None
+        and result.subtype == "error_during_execution"
+        and result.num_turns == 0
+        and "No conversation found" in result.error_text()
+    )
+
+
+def without_resume(inv: cli.Invocation) -> cli.Invocation:
+    """The same invocation as a fresh conversation (the prompt after `--` is left alone)."""
+    end = inv.args.index("--") if "--" in inv.args else len(inv.args)
+    args = list(inv.args)
+    for i in range(end - 1):
+        if args[i] == "--resume":
+            del args[i : i + 2]
+            break
+    return dataclasses.replace(inv, args=args, resume=None)
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -268,11 +320,22 @@ def can_push(agent: AgentSpec) -> bool:
     return "Bash" in agent.allowed_tools and agent.permission_mode.value != "plan"
 
 
+MAX_CONTEXT_VALUE_CHARS = 300
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(value: object, max_chars: int = MAX_CONTEXT_VALUE_CHARS) -> str:
+    """A value from a webhook as one bounded line of the system prompt: control characters and line breaks
+    become spaces, so a crafted value cannot start a heading or an instruction of its own."""
+    text = " ".join(_LINE_BREAKING.sub(" ", str(value)).split())
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+
 def task_context(task: Task) -> str:
     lines = [
         "## This task on the agent machine",
         f"- task id: {task.task_id} (agent: {task.agent}, source: {task.source.value}"
-        + (f" / {task.source_name}" if task.source_name else "")
+        + (f" / {one_line(task.source_name)}" if task.source_name else "")
         + ")",
     ]
     if task.parent_task_id:
@@ -281,8 +344,8 @@ def task_context(task: Task) -> str:
     if repo is not None:
         if repo.full_name:
             lines.append(
-                f"- repository: {repo.full_name}"
-                + (f" at {repo.ref}" if repo.ref else "")
+                f"- repository: {one_line(repo.full_name)}"
+                + (f" at {one_line(repo.ref)}" if repo.ref else "")
                 + (" (cloned into the current folder)" if repo.clone_url else "")
             )
         for label, value in (
@@ -293,7 +356,7 @@ def task_context(task: Task) -> str:
             ("Sentry issue", repo.sentry_url or repo.sentry_issue_id),
         ):
             if value:
-                lines.append(f"- {label}: {value}")
+                lines.append(f"- {label}: {one_line(value)}")
     text = "\n".join(lines)
     if task.plan and task.agent != agent_registry.PLANNING and task.plan.strip() not in task.prompt:
         text += "\n\n## The approved plan for this task\n\n" + (clip(task.plan, MAX_PLAN_IN_PROMPT) or "")
@@ -306,13 +369,44 @@ def system_prompt_addition(task: Task, agent: AgentSpec) -> str:
     return "\n\n".join(parts)
 
 
-def read_plan(ws: workspace.Workspace) -> str | None:
+def read_plan(ws: workspace.Workspace, *, written_since: float) -> str | None:
+    """A PLAN.md the run wrote: modified since `written_since` (wall clock) and not tracked by git (a cloned
+    repository's own PLAN.md is checked out before the CLI starts, but tracked)."""
     for folder in (ws.cwd, ws.agent_dir):
         path = folder / "PLAN.md"
-        if path.is_file():
-            with contextlib.suppress(OSError):
-                return path.read_text(encoding="utf-8", errors="replace")
+        try:
+            if not path.is_file() or path.stat().st_mtime < written_since - 1.0 or tracked_by_git(path):
+                continue
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
     return None
+
+
+def tracked_by_git(path: Path) -> bool:
+    try:
+        done = subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def finished_before(state: RunState, requested_at: float | None) -> bool:
+    """A successful result was read before the interruption was asked for: the run had finished."""
+    result_at = state.result_read_at
+    return (
+        requested_at is not None
+        and result_at is not None
+        and result_at <= requested_at
+        and state.result is not None
+        and state.result.succeeded
+    )
 
 
 class TaskRun:
@@ -331,6 +425,7 @@ class TaskRun:
         self.prior: Prior | None = None
         self.started = time.monotonic()
         self.spawned_at: float | None = None
+        self.spawned_wall = time.time()  # (reset when the CLI starts) for PLAN.md's modification time
         self.exited_at: float | None = None
         self.booked_at: float | None = None
         self.report_start: asyncio.Task[None] | None = None
@@ -412,7 +507,8 @@ class TaskRun:
         bedrock = await asyncio.to_thread(bedrock_credentials, task)
         self.bridge = Bridge(Delegation(task, deadline=self.opts.deadline))
         await self.bridge.start()
-        extra: dict[str, str] = {}
+        marker_name, _, marker_value = self.controller.run_marker.partition("=")
+        extra: dict[str, str] = {marker_name: marker_value}
         if github_token and task.repo is not None and task.repo.clone_url and can_push(agent):
             extra.update(workspace.git_auth_env(task.repo.clone_url, github_token))
             extra.update(
@@ -461,7 +557,23 @@ class TaskRun:
         assert ws is not None
         get_logger().info("starting the CLI", extra={"cli_args": inv.describe(), "cwd": str(ws.cwd)})
         self.spawned_at = time.monotonic()
+        self.spawned_wall = time.time()
         execution = await execute(inv, self.controller, self.state, self.events)
+        if self.resumed is not None and lost_conversation(self.state) and self.controller.interruption is None:
+            # The CLI could not find the conversation (and keeps its id in the result): without a retry the
+            # session would fail the same way at every message. Start a fresh conversation once.
+            get_logger().warning("the CLI found no conversation to resume: starting a new one")
+            self.events.emit_output(
+                {
+                    "kind": "notice",
+                    "text": "the previous conversation of this session could not be resumed; "
+                    "this message starts a new one",
+                },
+                0,
+            )
+            inv = without_resume(inv)
+            self.resumed, self.prior, self.state = None, None, RunState()
+            execution = await execute(inv, self.controller, self.state, self.events)
         self.exited_at = time.monotonic()
         outcome = decide(
             self.state,
@@ -471,12 +583,17 @@ class TaskRun:
             resumed_cli_session=self.resumed,
             prior=self.prior,
             timeout_detail=self.opts.timeout_detail,
+            finished_before_interruption=finished_before(self.state, self.controller.interruption_requested_at),
         )
-        plan = read_plan(ws) or outcome.plan
+        # The agent's own plan first; a PLAN.md only if this run wrote it (not one that came with the repository).
+        plan = outcome.plan or await asyncio.to_thread(read_plan, ws, written_since=self.spawned_wall)
         if plan is None and agent.name == agent_registry.PLANNING and outcome.status == TaskStatus.COMPLETED:
             plan = outcome.result
         outcome.plan = clip(plan, config.MAX_PLAN_BYTES)
-        if outcome.cli_session_id:
+        if outcome.cli_session_id and self.controller.interruption == "lost":
+            # The task belongs to another runner now: its conversation in S3 is not this run's to overwrite.
+            get_logger().warning("the task was taken from this runner: not saving its transcript")
+        elif outcome.cli_session_id:
             # Without a result (killed) the totals are unknown: keep the ones the run started from.
             known = outcome.cli_total_cost_usd is not None
             prior = self.prior or Prior()
@@ -519,40 +636,44 @@ class TaskRun:
         task = self.task
         if outcome.duration_ms == 0:
             outcome.duration_ms = int((time.monotonic() - self.started) * 1000)
-        terminal_seq = self.events.reserve_seq()
+        if self.controller.interruption == "lost":
+            get_logger().warning("the task was taken from this runner: not booking it")
+            return False
+        payload = outcome.event_payload()
+        if self.events.dropped_lines:
+            payload["output_dropped_lines"] = self.events.dropped_lines
+        # Stored first, then booked, then pushed: a task read as finished always has its terminal event stored,
+        # and a watcher that gets the event finds the task finished. The task's last_seq is that event's.
+        terminal = await self.events.emit_terminal(TERMINAL_EVENT[outcome.status], payload)
         extra: dict[str, Any] = {
-            "last_seq": terminal_seq,
+            "last_seq": terminal.seq,
             "num_turns": outcome.num_turns,
             "duration_ms": outcome.duration_ms,
             "model_usage": {name: usage.model_dump() for name, usage in outcome.model_usage.items()},
         }
         if outcome.plan is not None:
             extra["plan"] = outcome.plan
-        if self.controller.interruption == "lost":
-            get_logger().warning("the task was taken from this runner: not booking it")
-            return False
-        booked = await asyncio.to_thread(
-            lifecycle.finish,
-            task,
-            outcome.status,
-            runner_id=self.opts.runner_id,
-            result=outcome.result,
-            error=outcome.error,
-            error_kind=outcome.error_kind,
-            cost_usd=outcome.cost_usd,
-            usage=outcome.usage,
-            extra=extra,
-            cli_session_id=outcome.cli_session_id,
-            cli_total_cost_usd=outcome.cli_total_cost_usd,
-        )
+        try:
+            booked = await asyncio.to_thread(
+                lifecycle.finish,
+                task,
+                outcome.status,
+                runner_id=self.opts.runner_id,
+                result=outcome.result,
+                error=outcome.error,
+                error_kind=outcome.error_kind,
+                cost_usd=outcome.cost_usd,
+                usage=outcome.usage,
+                extra=extra,
+                cli_session_id=outcome.cli_session_id,
+                cli_total_cost_usd=outcome.cli_total_cost_usd,
+            )
+        finally:
+            self.events.release()
         if not booked:
             get_logger().warning("the task was finished elsewhere: not booking it")
             return False
         self.booked_at = time.monotonic()
-        payload = outcome.event_payload()
-        if self.events.dropped_lines:
-            payload["output_dropped_lines"] = self.events.dropped_lines
-        self.events.emit(TERMINAL_EVENT[outcome.status], payload)
         record_metrics(task, outcome)
         get_logger().info(
             "task finished",

@@ -1,16 +1,18 @@
 """The CLI's stdout, read safely and parsed into typed lines (../shared/claude-cli-protocol.md).
 
-Reading: bytes come in chunks and are split on newlines here, so a line is never held beyond
-`MAX_LINE_BYTES` (the rest of an over-long line is counted and dropped) and a stream without newlines cannot
-grow memory. Parsing: each JSON line becomes a model picked by its `type`; unknown types, unknown fields and
-lines that do not validate are kept (as `OtherLine` with every field) and never end the run. Non-JSON lines
-are text.
+Reading: bytes come in chunks and are split on newlines here, so a line is never held beyond `MAX_LINE_BYTES` (the
+rest of an over-long line is counted and dropped) and a stream without newlines cannot grow memory; the line's last
+LINE_TAIL_BYTES are kept too, so an over-long result line (a huge `result` text) still gives its status, cost and
+usage, which come after the text. Parsing: each JSON line becomes a model picked by its `type`; unknown types,
+unknown fields and lines that do not validate are kept (as `OtherLine` with every field) and never end the run. Non-
+JSON lines are text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -104,7 +106,8 @@ class ModelUsageEntry(BaseModel):
 class ResultLine(_Line):
     """The run's end: `subtype` success / error_max_turns / error_max_budget_usd / error_during_execution / ...
 
-    `total_cost_usd` and `modelUsage` are cumulative over a resumed session; `usage`, `num_turns` and
+    `total_cost_usd` and `modelUsage` are cumulative over a resumed session per the protocol notes, but this
+    run's only in the real 2.1.197 (results.reports_cumulative tells them apart); `usage`, `num_turns` and
     `duration_ms` are this run's.
     """
 
@@ -149,10 +152,12 @@ _MODELS: dict[str, type[_Line]] = {
 
 @dataclass(frozen=True)
 class RawLine:
-    """A stdout line as read: at most MAX_LINE_BYTES of it, and its real size."""
+    """A stdout line as read: at most MAX_LINE_BYTES of it, its real size and, when it was longer, its last
+    LINE_TAIL_BYTES (where a result line's cost and usage are)."""
 
     data: bytes
     size: int
+    tail: bytes = b""
 
     @property
     def truncated(self) -> bool:
@@ -186,7 +191,64 @@ def parse_json_object(obj: dict[str, Any]) -> StreamLine:
     return OtherLine.model_validate({**obj, "type": kind if isinstance(kind, str) else "unknown"})
 
 
+RESULT_LINE_START = b'{"type":"result"'
+# Fields a result line prints before its `result` text (the tail has the others).
+_HEAD_FIELDS = re.compile(rb'"(subtype|is_error|duration_ms|duration_api_ms|num_turns)":("[a-z_]*"|true|false|\d+)')
+_MAX_TAIL_ATTEMPTS = 2000
+
+
+def _tail_fields(tail: bytes) -> dict[str, Any]:
+    """The fields after an over-long string value: the first `,"` after which the rest parses as an object's
+    members. (A quote inside a JSON string is escaped, so the first candidate that parses is the string's end.)"""
+    start = 0
+    for _ in range(_MAX_TAIL_ATTEMPTS):
+        found = tail.find(b',"', start)
+        if found < 0:
+            return {}
+        try:
+            obj = json.loads(b"{" + tail[found + 1 :])
+        except ValueError:
+            start = found + 1
+            continue
+        return obj if isinstance(obj, dict) else {}
+    return {}
+
+
+def _cut_json_string(encoded: bytes) -> str:
+    """The text of a JSON string value cut off mid-way (a character or an escape may be cut in half)."""
+    text = encoded.decode("utf-8", errors="ignore")
+    for cut in range(7):  # the longest escape, \uXXXX, is 6 characters
+        try:
+            value = json.loads('"' + text[: len(text) - cut] + '"')
+        except ValueError:
+            continue
+        return str(value)
+    return text
+
+
+def recover_result(raw: RawLine) -> dict[str, Any] | None:
+    """A result line cut at MAX_LINE_BYTES (its `result` text was huge): the status, cost and usage from its
+    head and tail, with the text it had up to the cut. None if it is not a result line or nothing is found."""
+    if not raw.truncated or not raw.data.lstrip().startswith(RESULT_LINE_START):
+        return None
+    tail = _tail_fields(raw.tail)
+    if "total_cost_usd" not in tail and "usage" not in tail and "session_id" not in tail:
+        return None
+    head = raw.data[: raw.data.find(b'"result":') if b'"result":' in raw.data else 1024]
+    obj: dict[str, Any] = {m.group(1).decode(): json.loads(m.group(2)) for m in _HEAD_FIELDS.finditer(head)}
+    obj.update(tail)
+    obj["type"] = "result"
+    text_start = raw.data.find(b'"result":"')
+    if text_start >= 0 and "result" not in tail:
+        text = _cut_json_string(raw.data[text_start + len(b'"result":"') :])
+        obj["result"] = text + f"\n… [truncated: the result line was {raw.size} bytes]"
+    return obj
+
+
 def parse_line(raw: RawLine) -> Parsed:
+    recovered = recover_result(raw)
+    if recovered is not None:
+        return Parsed(raw, obj=recovered, line=parse_json_object(recovered))
     if not raw.truncated:
         stripped = raw.data.strip()
         if stripped.startswith(b"{"):
@@ -205,7 +267,9 @@ async def read_lines(
     """Lines of a stream (without the newline), each cut at `max_line` bytes; the last one even without a newline."""
     limit = max_line or config.MAX_LINE_BYTES
     size_hint = chunk_size or config.READ_CHUNK_BYTES
+    tail_limit = config.LINE_TAIL_BYTES
     buf = bytearray()
+    tail = bytearray()  # the last bytes of an over-long line, beyond `buf`
     size = 0  # the current line's real size, dropped bytes included
     while True:
         chunk = await stream.read(size_hint)
@@ -216,14 +280,20 @@ async def read_lines(
             newline = chunk.find(b"\n", start)
             end = len(chunk) if newline < 0 else newline
             room = limit - len(buf)
+            kept = min(end, start + max(room, 0))
             if room > 0:
-                buf += chunk[start : min(end, start + room)]
+                buf += chunk[start:kept]
+            if kept < end:
+                tail += chunk[max(kept, end - tail_limit) : end]
+                if len(tail) > tail_limit:
+                    del tail[: len(tail) - tail_limit]
             size += end - start
             if newline < 0:
                 break
-            yield RawLine(bytes(buf), size)
+            yield RawLine(bytes(buf), size, bytes(tail))
             buf.clear()
+            tail.clear()
             size = 0
             start = newline + 1
     if size:
-        yield RawLine(bytes(buf), size)
+        yield RawLine(bytes(buf), size, bytes(tail))

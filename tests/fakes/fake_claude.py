@@ -52,6 +52,10 @@ Scenarios, chosen by markers in the prompt (the first "main" marker wins; modifi
 - ``[[hang]]``: init, one assistant text line (1 response of cost), then blocks until signalled.
 - ``[[crash]]``: init, one assistant line, ``fatal: simulated crash`` on stderr, exit 3, no result line.
 - ``[[huge:BYTES]]``: one assistant text line whose text is BYTES characters long (a-z repeated); also the result.
+- ``[[hugeresult:BYTES]]``: one short text response; the result line's ``result`` is BYTES digits long.
+- ``[[orphan]]`` / ``[[orphan:exit]]``: starts ``sleep 300`` in a new session (as the real CLI runs each Bash
+  command: outside the CLI's process group), says ``orphan pid <pid>``, then hangs until signalled (or, with
+  ``exit``, succeeds at once, leaving the sleep behind).
 - ``[[flood:MB]]``: MB (float ok) megabytes of assistant text lines (one response) as fast as possible, then
   a last text ``flood done: <n> lines`` and the result.
 - ``[[nonewline:MB]]``: init, then MB megabytes of ``x`` without any newline, exit 0, no result line.
@@ -76,7 +80,11 @@ Scenarios, chosen by markers in the prompt (the first "main" marker wins; modifi
   tool, the tool result is printed and the run ends with ``error_max_budget_usd``, exit 1; a final answer that
   crosses B still succeeds); ``[[stderr:TEXT]]`` TEXT on stderr, run succeeds; ``[[noise]]`` non-JSON lines
   (``npm WARN ...``, an empty line, ``{not json``) plus ``rate_limit_event``, ``tool_progress`` and
-  ``system/status`` lines around the run, before the result.
+  ``system/status`` lines around the run, before the result; ``[[perrun]]`` the result's ``total_cost_usd`` and
+  ``modelUsage`` cover this run only (what the real 2.1.197 reports after ``--resume``), not the session;
+  ``[[helper]]`` / ``[[helper:INPUT_TOKENS]]`` one extra call on ``HELPER_MODEL`` per run (the real CLI's
+  title generation), counted in ``modelUsage`` and the cost but not in ``usage`` or ``num_turns``;
+  ``[[linger:S]]`` waits S seconds after the result line before exiting (a stop then changes nothing).
 
 Signals: SIGINT at any time after start (also during hang/slow) -> a ``user`` line
 ``[Request interrupted by user]``, then ``result`` ``error_during_execution``, ``is_error:true``,
@@ -91,7 +99,8 @@ Files: config dir = ``$CLAUDE_CONFIG_DIR`` or ``$HOME/.claude`` (neither set: no
 lastSessionId/lastCost/lastModelUsage; ``hasTrustDialogAccepted`` there makes ``<cwd>/.claude/settings.json``
 ``permissions.allow`` apply). Unwritable config dir: the run succeeds and nothing is saved. ``--resume`` of an
 unknown id (looked up under the current cwd only) prints only one ``result`` line: ``error_during_execution``,
-``num_turns:0``, ``errors:["No conversation found with session ID: <id>"]``, cost 0, exit 1. ``--fork-session``
+``num_turns:0``, ``errors:["No conversation found with session ID: <id>"]``, cost 0, exit 1; its
+``session_id`` is the id asked for (as the real CLI's). ``--fork-session``
 copies the messages into a new session whose totals start at 0.
 
 Init lists ``skills`` (folders ``<cwd>/.claude/skills/*/SKILL.md`` and ``<config>/skills/*/SKILL.md``), ``agents``
@@ -111,6 +120,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -129,6 +139,12 @@ COST_PER_RESPONSE_USD = 0.00423
 INPUT_TOKENS_PER_RESPONSE = 1200
 OUTPUT_TOKENS_PER_RESPONSE = 42
 DEFAULT_MODEL = "claude-sonnet-4-5"
+# [[helper]]: one helper call per run (as the real CLI's title generation) on this model, counted in modelUsage
+# and total_cost_usd but not in the result's per-run `usage` or num_turns.
+HELPER_MODEL = "claude-haiku-4-5"
+HELPER_COST_USD = 0.0011
+HELPER_INPUT_TOKENS = 3000
+HELPER_OUTPUT_TOKENS = 12
 MODEL_ALIASES = {"sonnet": "claude-sonnet-4-5", "opus": "claude-opus-4-1", "haiku": "claude-haiku-4-5"}
 CONTEXT_WINDOW = 200_000
 MAX_OUTPUT_TOKENS = 32_000
@@ -153,7 +169,8 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 MARKER_RE = re.compile(r"\[\[([a-z]+)(?::(.*?))?\]\]", re.DOTALL)
 RULE_RE = re.compile(r"^([A-Za-z0-9_]+)(?:\((.*)\))?$", re.DOTALL)
 MAIN_SCENARIOS = (
-    "text", "lines", "hang", "crash", "huge", "flood", "nonewline", "turns", "error", "write", "env", "args",
+    "text", "lines", "hang", "crash", "huge", "hugeresult", "flood", "nonewline", "turns", "error", "write", "env",
+    "args", "orphan",
 )  # fmt: skip
 
 FLAG, VALUE, VARIADIC = "flag", "value", "variadic"
@@ -554,6 +571,9 @@ class Scenario:
     cost: float = COST_PER_RESPONSE_USD
     stderr: str | None = None
     noise: bool = False
+    per_run_totals: bool = False
+    linger: float = 0.0
+    helper_input_tokens: int | None = None
 
 
 def parse_scenario(prompt: str) -> Scenario:
@@ -568,6 +588,12 @@ def parse_scenario(prompt: str) -> Scenario:
             sc.stderr = arg
         elif name == "noise":
             sc.noise = True
+        elif name == "linger" and arg:
+            sc.linger = float(arg)
+        elif name == "perrun":
+            sc.per_run_totals = True
+        elif name == "helper":
+            sc.helper_input_tokens = int(arg) if arg else HELPER_INPUT_TOKENS
         elif name in MAIN_SCENARIOS and sc.main == "default":
             sc.main, sc.arg = name, arg
     return sc
@@ -602,6 +628,8 @@ class Run:
         self.work_dirs: list[str] = [cwd]
         self.cost_per_response = COST_PER_RESPONSE_USD
         self.noise = False
+        self.per_run_totals = False
+        self.run_model_usage: dict[str, JSON] = {}
 
     # ---- output
     def emit(self, obj: JSON, *, check: bool = True) -> None:
@@ -670,15 +698,26 @@ class Run:
         self.run_input += INPUT_TOKENS_PER_RESPONSE
         self.run_output += OUTPUT_TOKENS_PER_RESPONSE
         self.totals.cost_usd = round(self.totals.cost_usd + cost, 10)
-        mu = self.totals.model_usage.setdefault(self.model, {
-            "inputTokens": 0, "outputTokens": 0, "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
-            "webSearchRequests": 0, "costUSD": 0.0, "contextWindow": CONTEXT_WINDOW,
-            "maxOutputTokens": MAX_OUTPUT_TOKENS,
-        })  # fmt: skip
-        mu["inputTokens"] = int(mu.get("inputTokens", 0)) + INPUT_TOKENS_PER_RESPONSE
-        mu["outputTokens"] = int(mu.get("outputTokens", 0)) + OUTPUT_TOKENS_PER_RESPONSE
-        mu["costUSD"] = round(float(mu.get("costUSD", 0.0)) + cost, 10)
+        self.add_model_usage(self.model, INPUT_TOKENS_PER_RESPONSE, OUTPUT_TOKENS_PER_RESPONSE, cost)
         self.api_ms += 7
+
+    def add_model_usage(self, model: str, input_tokens: int, output_tokens: int, cost: float) -> None:
+        for usage in (self.totals.model_usage, self.run_model_usage):
+            mu = usage.setdefault(model, {
+                "inputTokens": 0, "outputTokens": 0, "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+                "webSearchRequests": 0, "costUSD": 0.0, "contextWindow": CONTEXT_WINDOW,
+                "maxOutputTokens": MAX_OUTPUT_TOKENS,
+            })  # fmt: skip
+            mu["inputTokens"] = int(mu.get("inputTokens", 0)) + input_tokens
+            mu["outputTokens"] = int(mu.get("outputTokens", 0)) + output_tokens
+            mu["costUSD"] = round(float(mu.get("costUSD", 0.0)) + cost, 10)
+
+    def helper_call(self, input_tokens: int) -> None:
+        """A side call (the real CLI's title generation): in modelUsage and the cost, not in usage/num_turns."""
+        self.run_cost = round(self.run_cost + HELPER_COST_USD, 10)
+        self.totals.cost_usd = round(self.totals.cost_usd + HELPER_COST_USD, 10)
+        self.add_model_usage(HELPER_MODEL, input_tokens, HELPER_OUTPUT_TOKENS, HELPER_COST_USD)
+        self.save_totals()
 
     def stream_event(self, event: JSON) -> None:
         if self.opts.include_partial:
@@ -799,7 +838,8 @@ class Run:
         if result is not None:
             line["result"] = result
         line.update({
-            "stop_reason": stop_reason, "session_id": self.session_id, "total_cost_usd": self.totals.cost_usd,
+            "stop_reason": stop_reason, "session_id": self.session_id,
+            "total_cost_usd": self.run_cost if self.per_run_totals else self.totals.cost_usd,
             "usage": {
                 "input_tokens": self.run_input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
                 "output_tokens": self.run_output, "server_tool_use": {"web_search_requests": 0,
@@ -807,7 +847,8 @@ class Run:
                 "service_tier": "standard",
                 "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0},
             },
-            "modelUsage": self.totals.model_usage, "permission_denials": self.denials,
+            "modelUsage": self.run_model_usage if self.per_run_totals else self.totals.model_usage,
+            "permission_denials": self.denials,
         })  # fmt: skip
         if errors is not None:
             line["errors"] = errors
@@ -877,6 +918,20 @@ def scenario_body(run: Run, sc: Scenario) -> int:
         text = (alphabet * (size // len(alphabet) + 1))[:size]
         run.respond([{"type": "text", "text": text}])
         return run.success()
+    if main == "hugeresult":
+        size = int(float(arg or "1100000"))
+        run.respond([{"type": "text", "text": "A short answer."}])
+        return run.success(("0123456789" * (size // 10 + 1))[:size])
+    if main == "orphan":
+        # As the real CLI runs a Bash command: in a session of its own, outside the CLI's process group.
+        child = subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        run.respond([{"type": "text", "text": f"orphan pid {child.pid}"}])
+        if arg == "exit":
+            return run.success()
+        while not _SIGINT.wait(3600):
+            pass
+        raise Interrupted
     if main == "flood":
         return flood(run, float(arg or "1"))
     if main == "nonewline":
@@ -1042,7 +1097,10 @@ def list_agents(cwd: str, inline: JSON) -> list[str]:
 
 
 def session_error(run: Run, message: str) -> int:
-    """``--resume``/``--continue`` found nothing: a lone error result, exit 1."""
+    """``--resume``/``--continue`` found nothing: a lone error result, exit 1. As the real CLI, the result keeps
+    the session id that was asked for."""
+    if run.opts.resume is not None:
+        run.session_id = run.opts.resume
     line = run.result_line("error_during_execution", True, result=None, errors=[message],
                            terminal_reason="error", stop_reason=None)  # fmt: skip
     run.transcript = Transcript(None)
@@ -1172,6 +1230,7 @@ def _main(argv: list[str]) -> int:
     sc = parse_scenario(prompt)
     run.cost_per_response = sc.cost
     run.noise = sc.noise
+    run.per_run_totals = sc.per_run_totals
 
     # files: global state, transcript (a read-only or missing config dir saves nothing)
     if state_file is not None:
@@ -1228,6 +1287,8 @@ def _main(argv: list[str]) -> int:
         if os.environ.get("FAKE_CLAUDE_REQUIRE_AUTH") == "1" and not authed:
             code = api_error(run, AUTH_ERROR_TEXT)
         else:
+            if sc.helper_input_tokens is not None:
+                run.helper_call(sc.helper_input_tokens)
             code = scenario_body(run, sc)
     except Interrupted:
         message: JSON = {"role": "user", "content": [{"type": "text", "text": INTERRUPT_TEXT}]}
@@ -1241,6 +1302,8 @@ def _main(argv: list[str]) -> int:
                                terminal_reason=stop.terminal_reason, stop_reason=None)  # fmt: skip
         code = run.finish(line, 1)
 
+    if sc.linger:
+        time.sleep(sc.linger)  # after the result line; a SIGINT now only sets the flag (the run is over)
     if state_file is not None:
         latest = read_json_file(state_file) or state
         proj = latest.setdefault("projects", {}).setdefault(cwd, {})

@@ -34,7 +34,7 @@ class Recorder(Delivery):
     def refresh_subscribers(self, *, ahead: float) -> None:
         pass
 
-    def push(self, events: list[TaskEvent], texts: list[str] | None = None) -> None:
+    def push(self, events: list[TaskEvent], texts: list[str] | None = None, *, fresh: bool = False) -> None:
         assert texts == [e.model_dump_json() for e in events]
         time.sleep(self.delay)
         self.pushed.append(events)

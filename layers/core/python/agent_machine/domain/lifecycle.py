@@ -3,6 +3,8 @@ totals, so a cost is counted exactly once even if a runner retries."""
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -11,6 +13,9 @@ from agent_machine import aws
 from agent_machine.models import Task, TaskStatus, TokenUsage
 from agent_machine.store import costs, sessions, tasks
 from agent_machine.store.tasks import is_condition_failure
+
+FINISH_ATTEMPTS = 5
+CONFLICT_BACKOFF_SECONDS = 0.05
 
 
 def finish(
@@ -60,13 +65,26 @@ def finish(
             output_tokens=usage.output_tokens,
         )
     )
-    try:
-        aws.dynamodb().transact_write_items(TransactItems=parts)
-    except ClientError as exc:
-        if is_condition_failure(exc):
-            return False
-        raise
-    return True
+    for attempt in range(1, FINISH_ATTEMPTS + 1):
+        try:
+            aws.dynamodb().transact_write_items(TransactItems=parts)
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            if not is_transaction_conflict(exc) or attempt == FINISH_ATTEMPTS:
+                raise
+            # Another booking touched the same counters (two tasks ending at once add to one day's cost): the
+            # transaction did nothing, so it can simply run again, a little later.
+            time.sleep(random.uniform(0.5, 1.5) * CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            continue
+        return True
+    return False  # (not reached: the last attempt returns or raises)
+
+
+def is_transaction_conflict(exc: ClientError) -> bool:
+    if exc.response.get("Error", {}).get("Code", "") != "TransactionCanceledException":
+        return False
+    return any(r.get("Code") == "TransactionConflict" for r in exc.response.get("CancellationReasons", []))
 
 
 def fail_unfinished(task_id: str, error: str, error_kind: str) -> bool:
