@@ -6,9 +6,29 @@ process tree never holds AWS credentials, and every rule is applied here, next t
 
 - a child task is created through `agent_machine.domain.submission` (the same path as chat and webhooks) as a
   child of the running task (`parent_task_id`, `depth + 1`), in its own session, source "agent";
-- depth and fan-out are capped (config.MAX_DELEGATION_DEPTH, MAX_CHILDREN_PER_TASK); a child's spending cap is
-  at most its parent's, and the daily cap is checked before it is created (it counts against the same budget);
-- tasks can be looked up and waited for (bounded by the parent's own deadline).
+- depth and fan-out are capped (config.MAX_DELEGATION_DEPTH, MAX_CHILDREN_PER_TASK), and the daily cap is
+  checked before a child is created (it counts against the same budget);
+- fan-out and budget are *reserved* on the parent's task item, in the same DynamoDB transaction that creates the
+  child (`submission.submit(..., extra=[reservation])`): the parent item's `children_count` is ADDed one under
+  the condition `attribute_not_exists(children_count) OR children_count < :max`, and its
+  `children_budget_usd` is ADDed the child's cap under the condition that it is still the value read (optimistic
+  concurrency, retried). Concurrent create_task calls can therefore never pass the cap, and a reservation
+  exists exactly when its child does (when the child cannot be queued and the submission takes it back, the
+  reservation is released: `release`, ADD -1 / -cap). Reservations are kept: a
+  finished child still counts against its parent's fan-out, and against its budget for what it spent;
+- a child's cap is the smallest of what was asked, the agent's own cap, and what is left of the parent's cap
+  after what its other children have spent or may still spend: `remaining = parent cap - children_budget_usd
+  (the caps reserved) + what finished children left unspent of their caps` (a running child counts for its
+  whole cap, a finished one for its cost plus what it reserved for its own children);
+  with less than MIN_CHILD_BUDGET_USD left, create_task is refused. The parent's own run is capped apart, by
+  its own --max-budget-usd; grandchildren reserve from their own parent's (the child's) cap, so a whole tree
+  below a task never gets more than that task's cap;
+- an executor child needs a completed planning task with a plan (`plan_task_id`, or the newest one among this
+  task's children and siblings); that plan goes to the executor task (`plan`, shown as "the approved plan");
+- recent tasks (`list_tasks`) and today's / this month's spending by agent (`costs`) are read through the same
+  store code as the REST API (GET /api/tasks, GET /api/costs);
+- tasks can be looked up and waited for (bounded by the parent's own deadline); `get_task` answers for this
+  task's tree (itself, its ancestors and descendants), and for any other task asked for by its exact id.
 """
 
 from __future__ import annotations
@@ -17,28 +37,38 @@ import asyncio
 import contextlib
 import hmac
 import json
+import random
 import secrets as pysecrets
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agent_machine import aws
 from agent_machine.domain import agents as agent_registry
 from agent_machine.domain import budgets, submission
-from agent_machine.models import Task, TaskSource
+from agent_machine.models import Task, TaskSource, TaskStatus
 from agent_machine.observability import get_logger
 from agent_machine.settings import get_settings
-from agent_machine.store import tasks
+from agent_machine.store import costs, tasks
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner import config
 from runner.cli import MCP_SERVER_NAME
 from runner.results import clip
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
 VIEW_TEXT_BYTES = 16 * 1024
+MAX_TREE_WALK = 10  # parent links followed to find a tree's root (depth is capped far below this)
+MIN_CHILD_BUDGET_USD = 0.01  # less than this left of the parent's cap: no more children
+RESERVE_ATTEMPTS = 40  # optimistic retries of a reservation that raced another one
 
 
 class Refused(Exception):
@@ -55,6 +85,7 @@ class CreateArgs(_Args):
     title: str | None = Field(None, max_length=200)
     with_repository: bool = True
     max_budget_usd: float | None = Field(None, gt=0)
+    plan_task_id: str | None = Field(None, min_length=1, max_length=100)
 
 
 class TaskArgs(_Args):
@@ -67,6 +98,12 @@ class WaitArgs(TaskArgs):
 
 class NoArgs(_Args):
     pass
+
+
+class ListArgs(_Args):
+    status: TaskStatus | None = None
+    agent: str | None = Field(None, max_length=63)
+    limit: int = Field(20, ge=1, le=100)
 
 
 def task_view(task: Task, *, children: list[Task] | None = None) -> dict[str, Any]:
@@ -97,7 +134,93 @@ def task_view(task: Task, *, children: list[Task] | None = None) -> dict[str, An
 
 
 def task_budget(task: Task) -> float:
-    return task.max_budget_usd or get_settings().task_budget_usd
+    """The task's spending cap as its run applies it (run.TaskRun.budget): the task's, the agent's, the default."""
+    if task.max_budget_usd:
+        return task.max_budget_usd
+    try:
+        agent_cap = agent_registry.get_agent(task.agent).max_budget_usd
+    except agent_registry.UnknownAgent:
+        agent_cap = None
+    return agent_cap or get_settings().task_budget_usd
+
+
+def _not_a_plan(task: Task) -> str | None:
+    """Why a task cannot give an executor its plan (None: it can)."""
+    if task.agent != agent_registry.PLANNING:
+        return f"is a {task.agent} task, not a planning task"
+    if task.status != TaskStatus.COMPLETED:
+        return f"is {task.status.value}, not completed"
+    if not (task.plan or "").strip():
+        return "has no plan"
+    return None
+
+
+def reservation(task_id: str) -> tuple[int, Decimal]:
+    """What a task has reserved for its children: how many, and how much of its cap (read consistently)."""
+    resp = aws.dynamodb().get_item(
+        TableName=tasks.table(),
+        Key={"task_id": {"S": task_id}},
+        ConsistentRead=True,
+        ProjectionExpression="children_count, children_budget_usd",
+    )
+    item = resp.get("Item") or {}
+    count = int(item.get("children_count", {}).get("N", "0"))
+    reserved = Decimal(item.get("children_budget_usd", {}).get("N", "0"))
+    return count, reserved
+
+
+def unspent_by_finished_children(task_id: str) -> Decimal:
+    """What the task's finished children left unused of their caps (handed back to the parent's budget): cap -
+    own cost - what each reserved for its own children. Read through the by_parent index: a child that just
+    finished may not be there yet, which only delays this."""
+    unspent = Decimal(0)
+    for child in tasks.list_tasks(parent_task_id=task_id, limit=config.MAX_CHILDREN_PER_TASK + 50).items:
+        if child.status.terminal and child.max_budget_usd:
+            # What the child reserved for its own children is counted as spent (their refunds stay its own).
+            _count, reserved_below = reservation(child.task_id)
+            left = Decimal(repr(child.max_budget_usd)) - Decimal(repr(child.cost_usd)) - reserved_below
+            unspent += max(Decimal(0), left)
+    return unspent
+
+
+def reserve_item(task_id: str, seen_reserved: Decimal, cap: float) -> TransactWriteItemTypeDef:
+    """The transaction part that reserves one child slot and `cap` dollars on the parent's task item."""
+    return {
+        "Update": {
+            "TableName": tasks.table(),
+            "Key": {"task_id": {"S": task_id}},
+            "UpdateExpression": "ADD children_count :one, children_budget_usd :cap",
+            "ConditionExpression": "attribute_exists(task_id)"
+            " AND (attribute_not_exists(children_count) OR children_count < :max)"
+            " AND (attribute_not_exists(children_budget_usd) OR children_budget_usd = :seen)",
+            "ExpressionAttributeValues": {
+                ":one": {"N": "1"},
+                ":cap": {"N": f"{cap:.6f}"},
+                ":max": {"N": str(config.MAX_CHILDREN_PER_TASK)},
+                ":seen": {"N": str(seen_reserved)},
+            },
+        }
+    }
+
+
+def release(task_id: str, cap: float) -> None:
+    """Give back one child slot and its cap (a child whose creation was undone). Best effort: a failure only
+    leaves the parent with less room, never more."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=tasks.table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression="ADD children_count :minus, children_budget_usd :cap",
+            ConditionExpression="children_count > :zero",
+            ExpressionAttributeValues={":minus": {"N": "-1"}, ":cap": {"N": f"{-cap:.6f}"}, ":zero": {"N": "0"}},
+        )
+    except ClientError:
+        get_logger().warning("could not release a child's reservation", extra={"task_id": task_id})
+
+
+def _transaction_cancelled(exc: ClientError) -> bool:
+    """A transaction cancelled by a condition or a conflicting transaction (both: read again and retry)."""
+    return exc.response.get("Error", {}).get("Code") in ("TransactionCanceledException", "TransactionConflict")
 
 
 class Delegation:
@@ -115,35 +238,65 @@ class Delegation:
                 f"delegation depth limit reached: this task is at depth {parent.depth}, children may go "
                 f"to depth {config.MAX_DELEGATION_DEPTH} at most. Do the work yourself or report back."
             )
-        children = tasks.list_tasks(parent_task_id=parent.task_id, limit=config.MAX_CHILDREN_PER_TASK + 1).items
-        if len(children) >= config.MAX_CHILDREN_PER_TASK:
-            raise Refused(f"this task already has {len(children)} children, the most it may start.")
         try:
             agent = agent_registry.get_agent(args.agent)
         except agent_registry.UnknownAgent:
             names = ", ".join(a.name for a in agent_registry.list_agents())
             raise Refused(f"there is no agent {args.agent!r}; agents: {names}") from None
+        plan_task = self.approved_plan(args.plan_task_id) if agent.name == agent_registry.EXECUTOR else None
         check = budgets.check_daily()
         if not check.allowed:
             raise Refused(check.reason)
-        cap = min(args.max_budget_usd or agent.max_budget_usd or task_budget(parent), task_budget(parent))
-        task, session = submission.new_task(
-            args.prompt,
-            agent=agent.name,
-            source=TaskSource.AGENT,
-            source_name=parent.agent,
-            title=args.title,
-            parent=parent,
-            max_budget_usd=cap,
-        )
-        if args.with_repository and parent.repo is not None:
-            task = task.model_copy(update={"repo": parent.repo})
-        submission.submit(task, session)
+        for attempt in range(RESERVE_ATTEMPTS):
+            count, reserved = reservation(parent.task_id)
+            if count >= config.MAX_CHILDREN_PER_TASK:
+                raise Refused(f"this task already has {count} children, the most it may start.")
+            committed = reserved - unspent_by_finished_children(parent.task_id)
+            remaining = float(Decimal(repr(task_budget(parent))) - committed)
+            if remaining < MIN_CHILD_BUDGET_USD:
+                raise Refused(
+                    f"no budget left for another child: this task's cap is ${task_budget(parent):.2f} and "
+                    f"${float(committed):.2f} of it is spent or reserved by its children."
+                )
+            cap = round(min(args.max_budget_usd or agent.max_budget_usd or remaining, remaining), 6)
+            if cap < MIN_CHILD_BUDGET_USD:
+                raise Refused(f"a child's max_budget_usd must be at least ${MIN_CHILD_BUDGET_USD}")
+            task, session = submission.new_task(
+                args.prompt,
+                agent=agent.name,
+                source=TaskSource.AGENT,
+                source_name=parent.agent,
+                title=args.title,
+                parent=parent,
+                max_budget_usd=cap,
+            )
+            update: dict[str, Any] = {}
+            if args.with_repository and parent.repo is not None:
+                update["repo"] = parent.repo
+            if plan_task is not None:
+                update["plan"] = plan_task.plan
+            if update:
+                task = task.model_copy(update=update)
+            try:
+                submission.submit(task, session, extra=[reserve_item(parent.task_id, reserved, cap)])
+            except submission.EnqueueFailed:
+                # The submission took the task back (or failed it); the reservation it made goes back too.
+                release(parent.task_id, cap)
+                raise Refused("the child could not be queued (the queue is unreachable); try again later") from None
+            except (submission.AlreadyRecorded, ClientError) as exc:
+                if isinstance(exc, ClientError) and not _transaction_cancelled(exc):
+                    raise
+                # Another child was reserved meanwhile: read again (the count may be full now).
+                time.sleep(random.uniform(0.005, 0.05) * min(attempt + 1, 5))
+                continue
+            break
+        else:
+            raise Refused("the machine is busy creating other children of this task; try again")
         get_logger().info(
             "delegated a task",
             extra={"task_id": parent.task_id, "child_task_id": task.task_id, "child_agent": agent.name},
         )
-        return {
+        created: dict[str, Any] = {
             "task_id": task.task_id,
             "session_id": task.session_id,
             "agent": agent.name,
@@ -152,11 +305,57 @@ class Delegation:
             "depth": task.depth,
             "note": "the child runs on its own runner; use wait_for_task or get_task for its result",
         }
+        if plan_task is not None:
+            created["plan_task_id"] = plan_task.task_id
+        return created
+
+    def approved_plan(self, plan_task_id: str | None) -> Task:
+        """The planning task whose plan an executor child carries out: the one named, else the newest completed
+        planning task with a plan among this task's children (and its siblings). Refused when there is none."""
+        if plan_task_id:
+            found = tasks.get(plan_task_id)
+            if found is None:
+                raise Refused(f"no task {plan_task_id}")
+            problem = _not_a_plan(found)
+            if problem:
+                raise Refused(f"task {plan_task_id} {problem}; an executor needs a completed planning task's plan.")
+            return found
+        parents = [self.parent.task_id] + ([self.parent.parent_task_id] if self.parent.parent_task_id else [])
+        for parent_id in parents:
+            for candidate in tasks.list_tasks(parent_task_id=parent_id, limit=50).items:
+                if not _not_a_plan(candidate):
+                    return candidate
+        raise Refused(
+            "an executor only carries out an approved plan: create a planning task first, wait for it to complete, "
+            "then create the executor with plan_task_id set to that planning task's id."
+        )
+
+    def root_of(self, task: Task) -> str:
+        """The id of the task at the top of a task's tree (following parent_task_id, bounded)."""
+        current = task
+        for _ in range(MAX_TREE_WALK):
+            if not current.parent_task_id:
+                break
+            parent = self.parent if current.parent_task_id == self.parent.task_id else tasks.get(current.parent_task_id)
+            if parent is None:
+                break
+            current = parent
+        return current.task_id
+
+    def visible(self, task_id: str) -> Task:
+        """A task this run may look at: one in its own tree (same root), or for the brain any task named by its
+        exact id. Refused otherwise (and when there is no such task)."""
+        task = tasks.get(task_id)
+        if task is None:
+            raise Refused(f"no task {task_id}")
+        if self.parent.agent == agent_registry.BRAIN:
+            return task
+        if self.root_of(task) != self.root_of(self.parent):
+            raise Refused(f"task {task_id} is not in this task's tree; only tasks of this tree can be looked up.")
+        return task
 
     def get_task(self, args: TaskArgs) -> dict[str, Any]:
-        task = tasks.get(args.task_id)
-        if task is None:
-            raise Refused(f"no task {args.task_id}")
+        task = self.visible(args.task_id)
         children = tasks.list_tasks(parent_task_id=task.task_id, limit=50).items
         return task_view(task, children=children)
 
@@ -165,6 +364,7 @@ class Delegation:
         budget = min(args.timeout_seconds, config.MAX_WAIT_SECONDS, self.deadline - time.monotonic() - 60)
         end = time.monotonic() + max(0.0, budget)
         start = time.monotonic()
+        self.visible(args.task_id)
         while True:
             task = tasks.get(args.task_id)
             if task is None:
@@ -186,15 +386,66 @@ class Delegation:
             ]
         }
 
+    def list_tasks(self, args: ListArgs) -> dict[str, Any]:
+        """Recent tasks, newest first (the store query the REST API's GET /api/tasks uses)."""
+        page = tasks.list_tasks(status=args.status, agent=args.agent, limit=args.limit)
+        return {
+            "tasks": [
+                {
+                    "task_id": t.task_id,
+                    "agent": t.agent,
+                    "status": t.status.value,
+                    "title": t.title,
+                    "source": t.source.value,
+                    "parent_task_id": t.parent_task_id,
+                    "cost_usd": round(t.cost_usd, 6),
+                    "created_at": t.created_at.isoformat(),
+                    "finished_at": t.finished_at.isoformat() if t.finished_at else None,
+                }
+                for t in page.items
+            ],
+            "more": page.cursor is not None,
+        }
+
+    def costs(self, args: NoArgs) -> dict[str, Any]:
+        """Today's and this month's spending, in all and by agent (the Costs table, as GET /api/costs reads it)."""
+        today = costs.today()
+        month_days = [d for d in costs.days_back(int(today[8:10])) if d.startswith(today[:7])]
+        totals = {"today": {"cost_usd": 0.0, "tasks": 0}, "month": {"cost_usd": 0.0, "tasks": 0}}
+        by_agent: dict[str, dict[str, dict[str, Any]]] = {"today": {}, "month": {}}
+        for day in month_days:
+            spans = ("today", "month") if day == today else ("month",)
+            for record in costs.day_records(day):
+                kind, _, name = record.key.partition("#")
+                for span in spans:
+                    if record.key == "TOTAL":
+                        bucket = totals[span]
+                    elif kind == "AGENT":
+                        bucket = by_agent[span].setdefault(name, {"cost_usd": 0.0, "tasks": 0})
+                    else:
+                        continue
+                    bucket["cost_usd"] = round(bucket["cost_usd"] + record.cost_usd, 6)
+                    bucket["tasks"] += record.tasks
+        check = budgets.check_daily()
+        return {
+            "today": {**totals["today"], "day": today, "by_agent": by_agent["today"]},
+            "month": {**totals["month"], "month": today[:7], "by_agent": by_agent["month"]},
+            "daily_cap_usd": check.daily_cap,
+            "allowed": check.allowed,
+        }
+
     def machine_status(self, args: NoArgs) -> dict[str, Any]:
         check = budgets.check_daily()
         children = tasks.list_tasks(parent_task_id=self.parent.task_id, limit=50).items
+        _count, reserved = reservation(self.parent.task_id)
+        committed = reserved - unspent_by_finished_children(self.parent.task_id)
         return {
             "task": {
                 "task_id": self.parent.task_id,
                 "agent": self.parent.agent,
                 "depth": self.parent.depth,
                 "max_budget_usd": task_budget(self.parent),
+                "children_budget_left_usd": round(max(0.0, task_budget(self.parent) - float(committed)), 6),
                 "children": [{"task_id": c.task_id, "agent": c.agent, "status": c.status.value} for c in children],
             },
             "limits": {"max_depth": config.MAX_DELEGATION_DEPTH, "max_children": config.MAX_CHILDREN_PER_TASK},
@@ -212,6 +463,8 @@ class Delegation:
             "wait_for_task": (WaitArgs, self.wait_for_task),
             "list_agents": (NoArgs, self.list_agents),
             "machine_status": (NoArgs, self.machine_status),
+            "list_tasks": (ListArgs, self.list_tasks),
+            "costs": (NoArgs, self.costs),
         }
         if method not in handlers:
             raise Refused(f"unknown tool {method}")

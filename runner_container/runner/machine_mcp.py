@@ -54,7 +54,15 @@ TOOLS: list[dict[str, Any]] = [
                 "max_budget_usd": {
                     "type": "number",
                     "exclusiveMinimum": 0,
-                    "description": "Spending cap of the child (at most this task's own cap).",
+                    "description": "Spending cap of the child. It comes out of this task's cap: at most what "
+                    "is left of it after the other children (running ones count for their whole cap). Without "
+                    "it the child may use all that is left, so set it when starting several children.",
+                },
+                "plan_task_id": {
+                    "type": "string",
+                    "description": "For agent executor (required in practice): the id of the completed planning "
+                    "task whose approved plan the executor carries out; without it, the newest completed plan "
+                    "among this task's children is used, and with none the call is refused.",
                 },
             },
             "required": ["agent", "prompt"],
@@ -63,7 +71,8 @@ TOOLS: list[dict[str, Any]] = [
     },
     {
         "name": "get_task",
-        "description": "Look up a task: status, result or plan, error, cost, and its children.",
+        "description": "Look up a task: status, result or plan, error, cost, and its children. Tasks of this "
+        "task's own tree (the brain: any task, by its exact id).",
         "inputSchema": {
             "type": "object",
             "properties": {"task_id": {"type": "string"}},
@@ -92,6 +101,28 @@ TOOLS: list[dict[str, Any]] = [
     {
         "name": "machine_status",
         "description": "This task (id, depth, budget, children) and today's spending against the daily cap.",
+        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
+    },
+    {
+        "name": "list_tasks",
+        "description": "Recent tasks on the machine, newest first: id, agent, status, title, source, cost.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["queued", "running", "completed", "failed", "stopped", "timed_out"],
+                    "description": "Only tasks with this status.",
+                },
+                "agent": {"type": "string", "description": "Only tasks run by this agent."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            },
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "costs",
+        "description": "Spending today and this month (UTC), in all and by agent, with the daily cap.",
         "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
     },
 ]

@@ -3,9 +3,15 @@
 Layout under the work root (RUNNER_WORK_ROOT, /tmp/agent-machine on Lambda):
 
     tasks/<task_id>/{home,config,tmp}     one HOME / CLAUDE_CONFIG_DIR per task (sharing one corrupts it)
-    s/<session_id>/w/                     the agent tree (brain's .claude/CLAUDE.md at the root,
-                                          agents/planning/, agents/executor/, custom agents/<name>/)
-    s/<session_id>/w/<agent dir>/repo/    the task's repository, when it has one
+    s/<session_id>/w/<agent>/             the running agent's tree, and only that one: its .claude/CLAUDE.md
+                                          and skills (brain, planning, executor or a custom agent's name)
+    s/<session_id>/w/<agent>/repo/        the task's repository, when it has one
+
+Only the running agent's own files are materialised, each agent in a folder of its own name: no agent's folder
+is ever inside another's. (The CLI loads CLAUDE.md from the cwd and every ancestor folder, so a planning run
+under the brain's folder would also get the brain's instructions and skills.) In the runner's source tree
+(runner_container/agents) the brain is the root and the others are under agents/<name>; `agent_subdir` maps
+an agent to its files there, and the brain's copy leaves the agents/ folder out.
 
 The working folder is made fresh for every task but its PATH is stable per session: the CLI files a session's
 transcript under a name derived from the cwd, so a `--resume` on another runner needs the same cwd path.
@@ -35,6 +41,8 @@ from runner import config
 
 # The built-in agents' folders in runner_container/agents (any other agent gets agents/<name>).
 BUILTIN_DIRS = {"brain": ".", "planning": "agents/planning", "executor": "agents/executor"}
+# In the source tree, the folder holding the non-brain agents (left out of the brain's copy).
+NESTED_AGENTS_DIR = "agents"
 
 _SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/\-]{0,250}$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
@@ -76,8 +84,35 @@ class Workspace:
 
 
 def agent_subdir(agent: str) -> Path:
-    """Where an agent lives inside the tree: brain at the root, every other agent under agents/<name>."""
+    """Where an agent's files are in the runner's source tree: brain at the root, others under agents/<name>."""
     return Path(BUILTIN_DIRS.get(agent, f"agents/{agent}"))
+
+
+def run_subdir(agent: str) -> Path:
+    """Where an agent works inside a run's folder `w/`: a folder of its own name, a sibling of every other
+    agent's (never one inside another). Stable per session and agent: the cwd path names the transcripts."""
+    return Path(agent)
+
+
+def _copy_agent_tree(source: Path, agent: str, dest: Path) -> None:
+    """The agent's own files from the source tree into dest (dest is created, even when there is nothing)."""
+    sub = agent_subdir(agent)
+    tree = source / sub
+    if source.is_dir() and tree.is_dir():
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        if sub == Path("."):
+
+            def ignore_nested(folder: str, names: list[str]) -> set[str]:
+                skipped = set(ignore(folder, names))
+                if Path(folder) == tree:
+                    skipped.add(NESTED_AGENTS_DIR)  # the other agents' trees
+                return skipped
+
+            shutil.copytree(tree, dest, symlinks=False, ignore=ignore_nested)
+        else:
+            shutil.copytree(tree, dest, symlinks=False, ignore=ignore)
+    else:
+        dest.mkdir(parents=True)
 
 
 def skill_markdown(skill: SkillSpec) -> str:
@@ -124,12 +159,9 @@ def prepare(task: Task, agent: AgentSpec, skills: list[SkillSpec], *, root: Path
     work = root / "s" / task.session_id / "w"
     shutil.rmtree(work, ignore_errors=True)
     work.parent.mkdir(parents=True, exist_ok=True)
-    source = config.agents_dir()
-    if source.is_dir():
-        shutil.copytree(source, work, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    else:
-        work.mkdir()
-    agent_dir = work / agent_subdir(agent.name)
+    work.mkdir(mode=0o700)
+    agent_dir = work / run_subdir(agent.name)
+    _copy_agent_tree(config.agents_dir(), agent.name, agent_dir)
     claude_dir = agent_dir / ".claude"
     claude_dir.mkdir(parents=True, exist_ok=True)
     if not (claude_dir / "CLAUDE.md").exists():

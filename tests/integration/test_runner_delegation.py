@@ -113,6 +113,8 @@ def test_mcp_handshake_and_tool_list(bridge_for: Any) -> None:
             "wait_for_task",
             "list_agents",
             "machine_status",
+            "list_tasks",
+            "costs",
         ]
         assert mcp.request("ping")["result"] == {}
         assert mcp.request("resources/list")["error"]["code"] == -32601
@@ -184,9 +186,9 @@ def test_caps_and_refusals(bridge_for: Any, monkeypatch: pytest.MonkeyPatch) -> 
         assert error and "there is no agent 'nobody'" in text
         error, text = mcp.call("create_task", agent="planning")
         assert error and "invalid arguments" in text
-        for _ in range(2):
-            assert mcp.call("create_task", agent="planning", prompt="p")[0] is False
-        error, text = mcp.call("create_task", agent="planning", prompt="p")
+        for _ in range(2):  # (each child asks for part of the parent's $2: a child's cap is reserved)
+            assert mcp.call("create_task", agent="planning", prompt="p", max_budget_usd=0.5)[0] is False
+        error, text = mcp.call("create_task", agent="planning", prompt="p", max_budget_usd=0.5)
         assert error and "already has 2 children" in text
         error, text = mcp.call("get_task", task_id="missing")
         assert error and "no task missing" in text

@@ -88,12 +88,12 @@ def test_agent_tree_and_registry_skills_are_in_the_folder(stack: Provisioned) ->
     init = next(e.payload["data"] for e in output.read_events(task.task_id) if e.payload.get("kind") == "system")
     assert "house-style" in init["skills"] and "delegating-work" in init["skills"]
     assert "planning-only" not in init["skills"]
-    assert init["cwd"].endswith("/w")  # the brain works at the root of the tree
+    assert init["cwd"].endswith("/w/brain")  # each agent in a folder of its own, siblings
     assert {"name": "machine", "status": "connected"} in init["mcp_servers"]
 
     planning = run_task(stack, "[[text]] plan", agent="planning")
     init = next(e.payload["data"] for e in output.read_events(planning.task_id) if e.payload.get("kind") == "system")
-    assert init["cwd"].endswith("/w/agents/planning")
+    assert init["cwd"].endswith("/w/planning")
     assert set(init["skills"]) >= {"planning-only", "writing-a-plan"}
 
 
@@ -204,7 +204,7 @@ def test_the_repository_is_cloned_at_its_ref(
     task = run_task(stack, "look", agent="planning", repo=repo)
     assert task.status == TaskStatus.COMPLETED, task.error
     cwd, files, text, depth = json.loads(task.result or "[]")
-    assert cwd.endswith("/agents/planning/repo")
+    assert cwd.endswith("/w/planning/repo")
     assert ".git" in files and (expect_file in files if expect_file else "FEATURE" not in files)
     assert text == readme and depth == "1"  # shallow
 

@@ -220,14 +220,22 @@ def test_prepare_lays_out_the_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     agent = AgentSpec(name="reviewer", description="Reviews pull requests.")
     skills = [SkillSpec(name="style", description="d", content="c", agents=["reviewer"])]
     made = workspace.prepare(task, agent, skills, root=tmp_path)
-    assert made.cwd == tmp_path / "s" / "sess" / "w" / "agents" / "reviewer"
-    assert (made.work / ".claude" / "CLAUDE.md").read_text().startswith("# Brain")
-    assert (made.work / "agents" / "planning" / ".claude" / "CLAUDE.md").is_file()
+    assert made.cwd == tmp_path / "s" / "sess" / "w" / "reviewer"
+    # Only the running agent's tree: no other agent's instructions above or beside it.
+    assert sorted(p.name for p in made.work.iterdir()) == ["reviewer"]
+    assert not (made.work / ".claude").exists()
     assert "Reviews pull requests." in (made.cwd / ".claude" / "CLAUDE.md").read_text()
     assert (made.cwd / ".claude" / "skills" / "style" / "SKILL.md").is_file()
     assert oct(made.task_dir.stat().st_mode & 0o777) == "0o700"
     made.cleanup()
     assert not made.task_dir.exists() and not made.work.exists()
+    brain = workspace.prepare(Task(session_id="sess", prompt="p"), BUILTIN_AGENTS["brain"], [], root=tmp_path)
+    assert brain.cwd == tmp_path / "s" / "sess" / "w" / "brain"
+    assert (brain.cwd / ".claude" / "CLAUDE.md").read_text().startswith("# Brain")
+    assert not (brain.cwd / "agents").exists()  # the other agents' trees are left out
+    planning = workspace.prepare(Task(session_id="s2", prompt="p"), BUILTIN_AGENTS["planning"], [], root=tmp_path)
+    assert (planning.cwd / ".claude" / "CLAUDE.md").read_text().startswith("# Planning")
+    assert not any(parent.joinpath(".claude").exists() for parent in planning.cwd.parents)
 
 
 def test_ecs_dispatch_request(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,9 +3,18 @@
 A built-in's definition here is its default; the registry may hold an edited copy (reset = delete the copy).
 Each built-in's instructions live in the runner image as Claude Code files (`.claude/CLAUDE.md`); `instructions`
 in the registry are appended to them. Permission rules are enforced by CLI flags, not by words.
+
+The built-in brain and planning agents are read-only whatever the registry says (`enforce`, applied to every
+spec `get_agent` and `list_agents` return, so to every run): permission mode `dontAsk` or `plan` (anything
+else becomes `dontAsk`: what no rule allows is denied), the write tools always in `--disallowedTools` and never
+in `--allowedTools`, and Bash only through read-only allow rules (`Bash(git log:*)`, `Bash(ls:*)`, ...; see
+READ_ONLY_BASH). Bare `Bash` is never *disallowed* for them, as that would remove the tool and make those allow
+rules useless; it is never *allowed* either (that would pre-approve every command).
 """
 
 from __future__ import annotations
+
+import re
 
 from agent_machine.models import AgentSpec, PermissionMode, SkillSpec
 from agent_machine.store import registry
@@ -14,15 +23,34 @@ BRAIN = "brain"
 PLANNING = "planning"
 EXECUTOR = "executor"
 
-# Tools that change files or run arbitrary commands: planning may never use them.
-WRITE_TOOLS = ["Edit", "Write", "MultiEdit", "NotebookEdit", "Bash"]
+# Tools that change files: the brain and planning may never use them.
+WRITE_TOOLS = ["Edit", "Write", "MultiEdit", "NotebookEdit"]
+READ_ONLY_AGENTS = frozenset({"brain", "planning"})
+READ_ONLY_MODES = frozenset({PermissionMode.DONT_ASK, PermissionMode.PLAN})
+# The command prefixes a read-only agent's Bash allow rules may name (`Bash(<prefix>:*)` or `Bash(<prefix> *)`).
+# Not `rg` (--pre runs a command) nor `git grep` (-O opens a pager command). The git ones can still write a file
+# with --output=<file>; plan mode blocks that, dontAsk cannot tell it from a read.
+READ_ONLY_BASH = (
+    "git log",
+    "git show",
+    "git diff",
+    "git status",
+    "git blame",
+    "git ls-files",
+    "ls",
+    "grep",
+    "wc",
+    "head",
+    "tail",
+)
+_BASH_RULE = re.compile(r"^Bash\((?P<command>[^()]*)\)$")
 
 BUILTIN_AGENTS: dict[str, AgentSpec] = {
     BRAIN: AgentSpec(
         name=BRAIN,
         description="Routes work: answers simple questions itself, delegates issues and code changes.",
         allowed_tools=["Read", "Glob", "Grep", "WebFetch", "mcp__machine"],
-        disallowed_tools=["Edit", "Write", "MultiEdit", "NotebookEdit"],
+        disallowed_tools=list(WRITE_TOOLS),
         permission_mode=PermissionMode.DONT_ASK,
         max_turns=30,
         builtin=True,
@@ -37,9 +65,13 @@ BUILTIN_AGENTS: dict[str, AgentSpec] = {
             "Bash(git log:*)",
             "Bash(git show:*)",
             "Bash(git diff:*)",
+            "Bash(git status:*)",
+            "Bash(git blame:*)",
+            "Bash(ls:*)",
+            "Bash(grep:*)",
             "mcp__machine",
         ],
-        disallowed_tools=WRITE_TOOLS,
+        disallowed_tools=list(WRITE_TOOLS),
         permission_mode=PermissionMode.PLAN,
         max_turns=40,
         builtin=True,
@@ -61,21 +93,61 @@ class UnknownAgent(LookupError):
     pass
 
 
+def _is_write_tool(rule: str) -> bool:
+    """Edit, Write, ... or a rule scoped to one of them (`Edit(src/**)`)."""
+    return rule.split("(", 1)[0].strip() in WRITE_TOOLS
+
+
+def is_read_only_bash_rule(rule: str) -> bool:
+    """`Bash(git log:*)`, `Bash(ls *)`, `Bash(git status)`: a command from READ_ONLY_BASH, nothing chained."""
+    found = _BASH_RULE.match(rule.strip())
+    if found is None:
+        return False
+    command = found.group("command").strip()
+    for suffix in (":*", " *"):
+        if command.endswith(suffix):
+            command = command[: -len(suffix)].rstrip()
+            break
+    if any(ch in command for ch in ";&|<>`$*\n"):
+        return False
+    return command in READ_ONLY_BASH
+
+
+def enforce(spec: AgentSpec) -> AgentSpec:
+    """The spec as it may run: the brain and planning are kept read-only (see the module's docstring)."""
+    if spec.name not in READ_ONLY_AGENTS:
+        return spec
+    allowed = [
+        rule
+        for rule in spec.allowed_tools
+        if not _is_write_tool(rule) and (not rule.strip().startswith("Bash") or is_read_only_bash_rule(rule))
+    ]
+    disallowed = [rule for rule in spec.disallowed_tools if rule.strip() != "Bash"]
+    disallowed += [tool for tool in WRITE_TOOLS if tool not in disallowed]
+    mode = spec.permission_mode if spec.permission_mode in READ_ONLY_MODES else PermissionMode.DONT_ASK
+    return spec.model_copy(update={"allowed_tools": allowed, "disallowed_tools": disallowed, "permission_mode": mode})
+
+
 def get_agent(name: str) -> AgentSpec:
-    """The agent as it runs now: the registry's copy if any, else the built-in default."""
+    """The agent as it runs now: the registry's copy if any, else the built-in default (enforced either way)."""
     stored = registry.get("agent", name, AgentSpec)
     if stored is not None:
-        return stored.model_copy(update={"builtin": name in BUILTIN_AGENTS})
+        return enforce(stored.model_copy(update={"builtin": name in BUILTIN_AGENTS}))
     if name in BUILTIN_AGENTS:
-        return BUILTIN_AGENTS[name]
+        return enforce(BUILTIN_AGENTS[name])
     raise UnknownAgent(name)
 
 
 def list_agents() -> list[AgentSpec]:
     stored = {a.name: a for a in registry.list_kind("agent", AgentSpec)}
     merged = {**BUILTIN_AGENTS, **stored}
-    return [merged[n].model_copy(update={"builtin": n in BUILTIN_AGENTS}) for n in sorted(merged)]
+    return [enforce(merged[n].model_copy(update={"builtin": n in BUILTIN_AGENTS})) for n in sorted(merged)]
+
+
+def skill_applies(skill: SkillSpec, agent: str) -> bool:
+    """A skill reaches the agents it names; an empty list (or "*") means every agent."""
+    return not skill.agents or agent in skill.agents or "*" in skill.agents
 
 
 def skills_for(agent: str) -> list[SkillSpec]:
-    return [s for s in registry.list_kind("skill", SkillSpec) if agent in s.agents or "*" in s.agents]
+    return [s for s in registry.list_kind("skill", SkillSpec) if skill_applies(s, agent)]

@@ -4,7 +4,8 @@ Sentry issue, created when the task starts and edited as it moves on and when it
 Public API (the runner calls these and stores the returned state with tasks.set_fields(task_id, report=...)):
 - report_started(task) -> dict[str, str]
 - report_finished(task) -> dict[str, str]
-Both are no-ops (returning task.report) for chat tasks and when no credentials are configured, and never raise.
+Both are no-ops (returning task.report) for chat tasks, for tasks another agent delegated (source "agent": the
+parent's comment lists them) and when no credentials are configured, and never raise.
 
 Report state keys: github_comment_id / github_comment_url, jira_comment_id / jira_comment_url, sentry_comment_id
 / sentry_comment_url; "error" (why the last report-back failed, cleared by a later success) and "attempts" (tries

@@ -78,6 +78,9 @@ class View:
     result: str | None
     error: str | None
     trigger: str
+    # Tasks it delegated (agent, task id, status): their own report-back is skipped, so the parent's one
+    # comment names them. Agent names and statuses are checked names, ids are ours: no untrusted text.
+    children: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def marker(self) -> str:
@@ -106,7 +109,14 @@ def dashboard_link(dashboard_url: str | None, task_id: str) -> str | None:
     return safe_url(f"{dashboard_url.rstrip('/')}/#/tasks/{task_id}")
 
 
-def view(task: Task, report: dict[str, str], *, dashboard_url: str | None, trigger: str) -> View:
+def view(
+    task: Task,
+    report: dict[str, str],
+    *,
+    dashboard_url: str | None,
+    trigger: str,
+    children: list[Task] | None = None,
+) -> View:
     terminal = task.status.terminal
     planned = task.status == TaskStatus.COMPLETED and task.agent == PLANNING and bool(task.plan)
     look = PLAN_READY if planned else LOOKS.get(task.status, Look("•", task.status.value))
@@ -126,6 +136,10 @@ def view(task: Task, report: dict[str, str], *, dashboard_url: str | None, trigg
         result=task.result if task.status == TaskStatus.COMPLETED and not planned else None,
         error=(task.error or task.status.value.replace("_", " ")) if failed else None,
         trigger=trigger,
+        children=tuple(
+            (c.agent if NAME_PATTERN.fullmatch(c.agent) else "agent", c.task_id, c.status.value.replace("_", " "))
+            for c in children or []
+        ),
     )
 
 
@@ -262,7 +276,19 @@ def _github_sections(v: View, where: Where, *, fixed: int) -> list[str]:
         error = bounded(v.error, 4_000, lambda t: neutralise_mentions(t, v.trigger))
         fence = fence_for(error)
         sections.append(f"**Error:**\n{fence}text\n{error}\n{fence}")
+    if v.children:
+        sections.append(_github_children(v))
     return sections
+
+
+def _github_children(v: View) -> str:
+    lines = ["**Delegated tasks:**"]
+    base = v.dashboard.rsplit("/#/tasks/", 1)[0] if v.dashboard else None
+    for agent, task_id, status in v.children:
+        link = dashboard_link(base, task_id) if base else None
+        name = f"[`{task_id[:8]}`]({link})" if link else f"`{task_id}`"
+        lines.append(f"- `{agent}` task {name}: {status}")
+    return "\n".join(lines)
 
 
 def _github_section(title: str, summary: str, text: str, budget: int, trigger: str) -> str:

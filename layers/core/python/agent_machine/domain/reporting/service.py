@@ -38,6 +38,7 @@ from agent_machine.observability import get_logger
 from agent_machine.settings import Settings, get_settings
 
 MAX_ERROR_CHARS = 500
+MAX_CHILDREN_LISTED = 20
 
 
 def report_started(task: Task) -> dict[str, str]:
@@ -52,7 +53,9 @@ def report_finished(task: Task) -> dict[str, str]:
 
 def _report(task: Task, *, final: bool) -> dict[str, str]:
     report = dict(task.report)
-    if task.source == TaskSource.CHAT or task.repo is None:
+    # A task another agent delegated inherits its parent's issue: it does not comment there itself (the parent's
+    # one sticky comment lists its children instead).
+    if task.source in (TaskSource.CHAT, TaskSource.AGENT) or task.repo is None:
         return report
     if not final and task.status == TaskStatus.QUEUED:
         task = task.model_copy(update={"status": TaskStatus.RUNNING})  # called as it starts: say so
@@ -82,7 +85,13 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
     targets, errors = _targets(task, settings, reporting, deadline, redact)
     if not targets and not errors:
         return report  # nothing reportable, or no credentials configured: a no-op
-    v = render.view(task, report, dashboard_url=settings.dashboard_url, trigger=settings.trigger_phrase)
+    v = render.view(
+        task,
+        report,
+        dashboard_url=settings.dashboard_url,
+        trigger=settings.trigger_phrase,
+        children=_children(task) if final else None,
+    )
     attempts = 0
     for target in targets:
         retrier = Retrier(
@@ -124,6 +133,17 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
     if attempts:
         report["attempts"] = str(attempts)
     return report
+
+
+def _children(task: Task) -> list[Task]:
+    """The tasks this one delegated, oldest first (best effort: the comment goes out without them on a blip)."""
+    from agent_machine.store import tasks
+
+    try:
+        return list(reversed(tasks.list_tasks(parent_task_id=task.task_id, limit=MAX_CHILDREN_LISTED).items))
+    except Exception:
+        get_logger().warning("could not list the task's children for its report", extra={"task_id": task.task_id})
+        return []
 
 
 def _targets(
