@@ -6,6 +6,11 @@ const PING_EVERY_MS = 4 * 60 * 1000; // API Gateway closes idle connections afte
 const PONG_TIMEOUT_MS = 20 * 1000;
 const MAX_BACKOFF_MS = 15 * 1000;
 const SUBSCRIBE_TIMEOUT_MS = 6 * 1000; // no answer to a subscribe: the connection is broken, open a new one
+// (the watchdog restarts with every replayed frame of that subscription, so a big replay never trips it)
+const SETTLE_MS = 2500; // after a subscribe, check once more: pushes in the meantime may have gone to a stale list
+const BEHIND_RETRY_MS = 1200; // the server knows of events we do not hold: ask again
+const MAX_FOLLOW_UPS = 4; // follow-up subscribes per subscription, until the next (re)connect
+const TERMINAL = new Set(["completed", "failed", "stopped", "timed_out"]);
 
 export class LiveSocket extends EventTarget {
   /**
@@ -28,6 +33,7 @@ export class LiveSocket extends EventTarget {
     this.nextId = 1;
     this.waiting = new Map(); // request id -> {resolve, reject, timer}
     this.unanswered = new Map(); // subscription key -> watchdog timer
+    this.followUps = new Map(); // subscription key -> {count, timer}: re-subscribes after a confirmation
     streams.onGap = (stream) => this.resync(stream);
     this.onOnline = () => this.#reconnectNow();
     this.onVisible = () => document.visibilityState === "visible" && this.#reconnectNow();
@@ -97,6 +103,8 @@ export class LiveSocket extends EventTarget {
       this.parts.clear();
       for (const timer of this.unanswered.values()) clearTimeout(timer);
       this.unanswered.clear();
+      for (const f of this.followUps.values()) clearTimeout(f.timer);
+      this.followUps.clear();
       for (const [, w] of this.waiting) w.reject(new Error("connection closed"));
       this.waiting.clear();
       this.#setState("offline");
@@ -155,9 +163,13 @@ export class LiveSocket extends EventTarget {
     this.#armPing();
     switch (msg.type) {
       case "events":
-        for (const event of msg.events || []) this.streams.ingest(event);
+        for (const event of msg.events || []) {
+          this.#progress(event);
+          this.streams.ingest(event);
+        }
         break;
       case "event_part":
+        this.#progress(msg);
         this.#joinPart(msg);
         break;
       case "subscribed":
@@ -207,11 +219,57 @@ export class LiveSocket extends EventTarget {
     }
   }
 
+  /** A replayed or live frame of a subscription that is still unanswered: it is alive, restart its watchdog. */
+  #progress(item) {
+    for (const key of [`task:${item.task_id}`, `session:${item.session_id}`]) {
+      if (this.unanswered.has(key)) this.#armWatchdog(key);
+    }
+  }
+
   #confirmed(msg) {
     if (msg.task_id) this.streams.tasks.get(msg.task_id)?.confirmed();
     if (msg.session_id && !msg.task_id) {
       for (const s of this.streams.tasks.values()) if (s.sessionId === msg.session_id) s.confirmed();
     }
+    const key = msg.task_id ? `task:${msg.task_id}` : msg.session_id ? `session:${msg.session_id}` : null;
+    if (key && this.subs.has(key)) this.#followUp(key, msg);
+  }
+
+  /** A task's stream holds everything: the task is terminal and we hold its last seq (its terminal event). */
+  #complete(taskId, status, knownLast) {
+    const released = this.streams.tasks.get(taskId)?.released || 0;
+    return TERMINAL.has(status) && released >= Number(knownLast);
+  }
+
+  /**
+   * After a confirmation: a subscriber that arrives near a task's end can miss its tail for good (the runner
+   * pushes to a subscriber list it caches briefly). Subscribe again with last_seq when the server knows of
+   * events we do not hold (soon), and once more after a short while when a watched task has not ended in our
+   * stream (the replay of that subscribe brings whatever was stored meanwhile). Bounded per connection.
+   */
+  #followUp(key, msg) {
+    const prev = this.followUps.get(key) || { count: 0, timer: null };
+    clearTimeout(prev.timer);
+    const entries = msg.task_id
+      ? [[msg.task_id, msg.status, msg.task_last_seq ?? msg.last_seq]]
+      : Object.entries(msg.tasks || {}).map(([t, status]) => [t, status, (msg.task_last_seq || {})[t] ?? 0]);
+    let delay = null;
+    for (const [taskId, status, knownLast] of entries) {
+      const s = this.streams.tasks.get(taskId);
+      const released = s ? s.released : 0;
+      if (Number(knownLast) > released) delay = BEHIND_RETRY_MS;
+      else if (!this.#complete(taskId, status, knownLast) && delay === null) delay = SETTLE_MS;
+    }
+    if (delay === null || prev.count >= MAX_FOLLOW_UPS || (delay === SETTLE_MS && prev.settled)) {
+      this.followUps.set(key, { ...prev, timer: null });
+      return;
+    }
+    const entry = { count: prev.count + 1, settled: prev.settled || delay === SETTLE_MS, timer: null };
+    entry.timer = setTimeout(() => {
+      entry.timer = null;
+      if (this.subs.has(key)) this.#sendSubscribe(key, { followUp: true });
+    }, delay);
+    this.followUps.set(key, entry);
   }
 
   #message(key) {
@@ -225,11 +283,19 @@ export class LiveSocket extends EventTarget {
     return { action: "subscribe", session_id: id, last_seq: this.streams.lastSeqForSession(id) };
   }
 
-  #sendSubscribe(key) {
+  #sendSubscribe(key, { followUp = false } = {}) {
     const message = this.#message(key);
     if (!message || !this.send({ ...message, id: `sub:${key}` })) return;
-    // Every subscribe is answered ("subscribed" or "error"). Silence means replies cannot reach us on this
-    // connection: drop it and connect again (the next subscribe replays whatever was missed).
+    if (!followUp) {
+      clearTimeout(this.followUps.get(key)?.timer);
+      this.followUps.delete(key);
+    }
+    this.#armWatchdog(key);
+  }
+
+  // Every subscribe is answered ("subscribed" or "error"). Silence means replies cannot reach us on this
+  // connection: drop it and connect again (the next subscribe replays whatever was missed).
+  #armWatchdog(key) {
     clearTimeout(this.unanswered.get(key));
     const ws = this.ws;
     this.unanswered.set(key, setTimeout(() => {
@@ -266,6 +332,8 @@ export class LiveSocket extends EventTarget {
         this.subs.delete(key);
         clearTimeout(this.unanswered.get(key));
         this.unanswered.delete(key);
+        clearTimeout(this.followUps.get(key)?.timer);
+        this.followUps.delete(key);
         const { kind, id } = spec;
         this.send(kind === "all" ? { action: "unsubscribe", topic: "all" }
           : { action: "unsubscribe", [kind === "task" ? "task_id" : "session_id"]: id });

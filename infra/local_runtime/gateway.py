@@ -31,7 +31,7 @@ from local_runtime.events import (
 )
 from local_runtime.invoker import Invoker
 from local_runtime.logs import log
-from local_runtime.template import HttpRoute
+from local_runtime.template import CorsConfig, HttpRoute
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # HTTP API's payload limit: larger requests get 413 at the edge
 WS_IDLE_TIMEOUT_SECONDS = 600  # API Gateway closes idle WebSocket connections after 10 minutes
@@ -87,7 +87,9 @@ class Gateway:
         static_dir: Path,
         invoker: Invoker,
         max_body: int = API_GATEWAY_MAX_BODY,
+        cors: CorsConfig | None = None,
     ) -> None:
+        self.cors = cors
         self.routes = sorted(routes, key=lambda r: r.specificity)
         self.authorizer = authorizer
         self.websocket_handler = websocket_handler
@@ -114,8 +116,41 @@ class Gateway:
                 return target, found.groupdict()
         return None
 
+    def _preflight(self, request: Request) -> Response | None:
+        """A CORS preflight, answered as API Gateway does from the API's CorsConfiguration: never routed, never
+        authorized."""
+        if self.cors is None or request.method != "OPTIONS":
+            return None
+        wanted = request.headers.get("access-control-request-method")
+        origin = request.headers.get("origin")
+        if not wanted or not origin:
+            return None
+        cors = self.cors
+        headers: dict[str, str] = {}
+        origin_ok = "*" in cors.allow_origins or origin in cors.allow_origins
+        method_ok = "*" in cors.allow_methods or wanted.upper() in cors.allow_methods
+        asked = [h.strip().lower() for h in request.headers.get("access-control-request-headers", "").split(",")]
+        asked = [h for h in asked if h]
+        headers_ok = "*" in cors.allow_headers or all(h in cors.allow_headers for h in asked)
+        if origin_ok and method_ok and headers_ok:
+            star = "*" in cors.allow_origins and not cors.allow_credentials
+            headers["access-control-allow-origin"] = "*" if star else origin
+            headers["access-control-allow-methods"] = ",".join(cors.allow_methods)
+            if asked:
+                headers["access-control-allow-headers"] = ",".join(asked)
+            if cors.max_age is not None:
+                headers["access-control-max-age"] = str(cors.max_age)
+            if cors.allow_credentials:
+                headers["access-control-allow-credentials"] = "true"
+            if not star:
+                headers["vary"] = "origin"
+        return Response(status_code=204, headers=headers)
+
     async def http(self, request: Request) -> Response:
         path = request.url.path
+        preflight = self._preflight(request)
+        if preflight is not None:
+            return preflight
         matched = self.match(request.method, path)
         if matched is None:
             if request.method in ("GET", "HEAD"):
@@ -239,13 +274,20 @@ class Gateway:
                 if remaining <= 0:
                     break
                 try:
-                    message = await asyncio.wait_for(socket.receive_text(), timeout=remaining)
+                    received = await asyncio.wait_for(socket.receive(), timeout=remaining)
                 except TimeoutError:
                     break
+                if received.get("type") == "websocket.disconnect":
+                    break
                 live.last_active = time.time()
+                text = received.get("text")
                 event = websocket_event(
-                    "$default", connection_id, body=message, connected_at=int(live.connected_at * 1000)
+                    "$default", connection_id, body=text or "", connected_at=int(live.connected_at * 1000)
                 )
+                if text is None and received.get("bytes") is not None:
+                    # A binary frame: API Gateway passes it to the integration base64-encoded.
+                    event["body"] = base64.b64encode(received["bytes"]).decode("ascii")
+                    event["isBase64Encoded"] = True
                 # API Gateway invokes per message without waiting for the previous one.
                 task = asyncio.create_task(self._ws_invoke(event))
                 pending.add(task)
@@ -271,11 +313,12 @@ class Gateway:
                 headers={"x-amzn-ErrorType": "GoneException", "content-type": "application/json"},
             )
         if request.method == "GET":
+            # The management API's wire shape (botocore's GetConnection output: connectedAt, lastActiveAt, identity).
             return JSONResponse(
                 {
-                    "ConnectedAt": _iso(live.connected_at),
-                    "LastActiveAt": _iso(live.last_active),
-                    "Identity": {"SourceIp": live.source_ip, "UserAgent": live.user_agent},
+                    "connectedAt": _iso(live.connected_at),
+                    "lastActiveAt": _iso(live.last_active),
+                    "identity": {"sourceIp": live.source_ip, "userAgent": live.user_agent},
                 }
             )
         if request.method == "DELETE":

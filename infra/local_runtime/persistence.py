@@ -8,6 +8,7 @@ their next attempt takes them over (the runner's conditional transitions make a 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
@@ -48,11 +49,18 @@ class StateFile:
                         body = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
                         objects[obj["Key"]] = base64.b64encode(body).decode()
                 state["buckets"][logical_id] = objects
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The state holds secrets (webhook secrets in the registry, tokens in task data): owner-only, in an
+            # owner-only folder, created so from the start (never world-readable, not even for a moment).
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.path.parent, 0o700)
             tmp = self.path.with_suffix(".tmp")
-            with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
                 json.dump(state, fh)
             os.replace(tmp, self.path)  # atomic: a crash mid-save leaves the previous state intact
+            os.chmod(self.path, 0o600)  # a file saved by an older version keeps no wider mode
 
     def restore(self) -> int:
         """Load the saved state into empty tables; returns the number of items restored."""

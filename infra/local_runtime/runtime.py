@@ -30,7 +30,7 @@ from local_runtime.provision import (
     stack_environment,
 )
 from local_runtime.sqs_source import SqsEventSource, SqsMapping
-from local_runtime.template import ROOT, authorizer_handler, functions
+from local_runtime.template import ROOT, authorizer_handler, functions, http_api_cors
 
 USER_SETTINGS = (
     "MAX_CONCURRENT_TASKS",
@@ -203,6 +203,7 @@ class LocalMachine:
             websocket_handler=ws_handler,
             static_dir=self.config.static_dir,
             invoker=Invoker(max_workers, "lambda"),
+            cors=http_api_cors(template, self.provisioned.resolver),
         )
         config = uvicorn.Config(
             self.gateway.app,

@@ -86,7 +86,15 @@ class SqsEventSource:
         try:
             result = load_handler(m.handler)(event, context)
             if m.report_batch_item_failures and isinstance(result, dict):
-                failed_ids = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+                failures = result.get("batchItemFailures") or []
+                if not isinstance(failures, list):
+                    failures = [None]
+                ids = {str(f.get("itemIdentifier") or "") if isinstance(f, dict) else "" for f in failures}
+                if not ids <= {msg["MessageId"] for msg in messages}:
+                    # As Lambda does: an entry with an empty or unknown itemIdentifier fails the whole batch.
+                    log(f"{m.function_name}: batchItemFailures names no message of the batch: the batch failed")
+                    return
+                failed_ids = ids
         except Exception as exc:
             # A raised error fails the whole batch: every message comes back after its visibility timeout.
             log(f"{m.function_name}: invocation failed: {exc!r}")

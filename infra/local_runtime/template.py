@@ -127,6 +127,9 @@ class Resolver:
                 if not isinstance(parts, list) or any(p is None for p in parts):
                     return None
                 return str(arg[0]).join(str(p) for p in parts)
+            if key == "Fn::Split":
+                joined = self.resolve(arg[1])
+                return None if joined is None else str(joined).split(str(arg[0]))
             if key == "Fn::If":
                 return None  # conditions are not evaluated locally; the runtime sets what it needs
             if key.startswith("Fn::"):
@@ -227,4 +230,42 @@ def authorizer_handler(template: dict[str, Any]) -> str | None:
             fn = template["Resources"].get(target or "", {})
             if fn:
                 return str(fn.get("Properties", {}).get("Handler"))
+    return None
+
+
+@dataclass
+class CorsConfig:
+    """An HTTP API's CorsConfiguration: API Gateway answers preflights (OPTIONS with Access-Control-Request-Method)
+    itself from it, before routes and authorizers."""
+
+    allow_origins: list[str]
+    allow_headers: list[str]
+    allow_methods: list[str]
+    expose_headers: list[str]
+    max_age: int | None
+    allow_credentials: bool = False
+
+
+def http_api_cors(template: dict[str, Any], resolver: Resolver) -> CorsConfig | None:
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") != "AWS::Serverless::HttpApi":
+            continue
+        cors = (resource.get("Properties") or {}).get("CorsConfiguration")
+        if not isinstance(cors, dict):
+            continue
+        resolved: dict[str, Any] = resolver.resolve(cors) or {}
+
+        def strings(key: str, resolved: dict[str, Any] = resolved) -> list[str]:
+            value = resolved.get(key)
+            return [str(v).strip() for v in value if v] if isinstance(value, list) else []
+
+        max_age = resolved.get("MaxAge")
+        return CorsConfig(
+            allow_origins=strings("AllowOrigins"),
+            allow_headers=[h.lower() for h in strings("AllowHeaders")],
+            allow_methods=[m.upper() for m in strings("AllowMethods")],
+            expose_headers=strings("ExposeHeaders"),
+            max_age=int(max_age) if isinstance(max_age, int | str) and str(max_age).isdigit() else None,
+            allow_credentials=bool(resolved.get("AllowCredentials")),
+        )
     return None

@@ -197,6 +197,7 @@ def test_task_subscribe_replays_events_after_last_seq_then_confirms(mgmt: Manage
         "status": "running",
         "replayed": 6,
         "last_seq": 10,
+        "task_last_seq": 10,  # what the server knows of: a client behind it subscribes again
         "id": "r1",
     }
     assert connections.subscribers([f"task#{task.task_id}"]) == {connection_id}

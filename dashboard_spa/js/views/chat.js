@@ -4,7 +4,7 @@ import { listOf } from "../api.js";
 import { ago, money, isActive, parseTime } from "../format.js";
 import { renderMarkdown } from "../markdown.js";
 import { Transcript } from "../transcript.js";
-import { badge, setBadge, costLine, applyLifecycle, unwrapTask, errorBox, empty, loading } from "./common.js";
+import { badge, setBadge, costLine, applyLifecycle, unwrapTask, loadTask, errorBox, empty, loading } from "./common.js";
 
 const DETAILED_TASKS = 15; // the newest tasks of a session load their whole output; older ones show the result
 
@@ -115,16 +115,24 @@ export function chatView(ctx, params) {
 
     async loadOutput() {
       try {
-        const { task, output } = unwrapTask(await api.get(`/api/tasks/${encodeURIComponent(this.task.task_id)}`));
+        const stream = streams.stream(this.task.task_id, this.task.session_id);
+        let first = true;
+        await loadTask(api, this.task.task_id, {
+          after: stream.released,
+          cancelled: () => destroyed,
+          onPage: (output, task) => {
+            if (first && task) {
+              const before = this.task.status;
+              Object.assign(this.task, task);
+              // The record can lag the stream (read before the run was booked): the stream's end wins.
+              if (this.transcript.ended) applyLifecycle(this.task, this.transcript.ended);
+              if (before !== this.task.status) this.refreshControls();
+            }
+            first = false;
+            stream.addAll(output);
+          },
+        });
         if (destroyed) return;
-        if (task) {
-          const before = this.task.status;
-          Object.assign(this.task, task);
-          // The record can lag the stream (read before the run was booked): the stream's end wins.
-          if (this.transcript.ended) applyLifecycle(this.task, this.transcript.ended);
-          if (before !== this.task.status) this.refreshControls();
-        }
-        streams.stream(this.task.task_id, this.task.session_id).addAll(output);
         if (!isActive(this.task.status) && !this.transcript.ended) this.staticFooter();
       } catch (err) {
         this.body.append(errorBox(err));

@@ -64,6 +64,28 @@ export function unwrapTask(data) {
   return { task, output };
 }
 
+/**
+ * A task and all of its stored output: GET /api/tasks/{id} returns at most one page of output (`has_more`), so
+ * keep asking with after_seq until it is all here. Each page goes to `onPage(output, task)` as it arrives (the
+ * first one shows at once); returns the task record of the first page.
+ */
+export async function loadTask(api, taskId, { after = 0, onPage = () => {}, cancelled = () => false, maxPages = 1000 } = {}) {
+  let seq = Number(after) || 0;
+  let record = null;
+  for (let page = 0; page < maxPages; page += 1) {
+    const data = await api.get(`/api/tasks/${encodeURIComponent(taskId)}${seq ? `?after_seq=${seq}` : ""}`);
+    const { task, output } = unwrapTask(data);
+    record = record || task;
+    if (cancelled()) break;
+    onPage(output, task);
+    if (!data || !data.has_more) break;
+    const next = Number(data.last_seq ?? (output.length ? output[output.length - 1].seq : seq));
+    if (!(next > seq)) break;
+    seq = next;
+  }
+  return record;
+}
+
 export function pageHeader(title, ...extra) {
   return h("div", { class: "page-head" }, h("h1", {}, title), h("div", { class: "page-actions" }, extra));
 }

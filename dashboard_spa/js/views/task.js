@@ -5,7 +5,7 @@ import { listOf } from "../api.js";
 import { money, duration, dateTime, ago, sourceLabel, isActive, count, shortId } from "../format.js";
 import { renderMarkdown } from "../markdown.js";
 import { Transcript } from "../transcript.js";
-import { badge, setBadge, applyLifecycle, unwrapTask, errorBox, loading, empty } from "./common.js";
+import { badge, setBadge, applyLifecycle, unwrapTask, loadTask, errorBox, loading, empty } from "./common.js";
 
 export function taskView(ctx, params) {
   const { api, live, streams } = ctx;
@@ -78,7 +78,8 @@ export function taskView(ctx, params) {
       fact("Session", task.session_id
         ? h("a", { href: `#/chat/${encodeURIComponent(task.session_id)}` }, shortId(task.session_id)) : "—"),
       task.run_mode ? fact("Runner", `${task.run_mode}${task.attempt > 1 ? ` · attempt ${task.attempt}` : ""}`) : null,
-      task.repo ? fact("Origin", originLinks(task.repo)) : null);
+      task.repo ? fact("Origin", originLinks(task.repo)) : null,
+      reportFact(task.report));
     promptEl.textContent = task.prompt || "";
     resultSection.hidden = !task.result;
     if (task.result) replace(resultSection.querySelector("[data-testid=task-result]"), renderMarkdown(task.result));
@@ -87,6 +88,31 @@ export function taskView(ctx, params) {
     errorSection.hidden = !task.error;
     errorSection.querySelector("pre").textContent = task.error
       ? `${task.error}${task.error_kind && task.error_kind !== task.status ? ` (${task.error_kind})` : ""}` : "";
+  }
+
+  /** Report-back state (task.report): links to the comments posted on the source, or why reporting failed. */
+  function reportFact(report) {
+    if (!report || typeof report !== "object" || !Object.keys(report).length) return null;
+    const safe = (href) => typeof href === "string" && /^https?:\/\//.test(href);
+    const names = { github: "GitHub comment", jira: "Jira comment", sentry: "Sentry note" };
+    const parts = [];
+    for (const [key, value] of Object.entries(report)) {
+      const m = /^(\w+?)_comment_url$/.exec(key);
+      if (m && safe(value)) {
+        parts.push(h("a", { href: value, target: "_blank", rel: "noopener noreferrer", testid: "task-report-link" },
+          names[m[1]] || `${m[1]} comment`));
+      }
+    }
+    if (safe(report.pr_url)) {
+      parts.push(h("a", { href: report.pr_url, target: "_blank", rel: "noopener noreferrer", testid: "task-report-pr" },
+        "pull request"));
+    }
+    if (!parts.length && Object.keys(report).some((k) => k.endsWith("_comment_id"))) parts.push("comment posted");
+    if (report.error) parts.push(h("span", { class: "error-text", testid: "task-report-error" }, `failed: ${report.error}`));
+    const attempts = Number(report.attempts);
+    if (attempts > 1) parts.push(h("span", { class: "muted small" }, `${attempts} attempts`));
+    if (!parts.length) return null;
+    return fact("Report back", h("span", {}, parts.flatMap((p, i) => (i ? [" · ", p] : [p]))), "task-report");
   }
 
   function originLinks(repo) {
@@ -130,11 +156,20 @@ export function taskView(ctx, params) {
 
   async function refresh(first = false) {
     try {
-      const { task: fresh, output } = unwrapTask(await api.get(`/api/tasks/${encodeURIComponent(taskId)}`));
+      let shown = false;
+      await loadTask(api, taskId, {
+        after: stream.released,
+        cancelled: () => destroyed,
+        onPage: (output, fresh) => {
+          if (!shown) {
+            shown = true;
+            task = fresh;
+            stream.sessionId = stream.sessionId || task.session_id;
+          }
+          stream.addAll(output);
+        },
+      });
       if (destroyed) return;
-      task = fresh;
-      stream.sessionId = stream.sessionId || task.session_id;
-      stream.addAll(output);
       // The record can lag the stream (read before the run was booked): the stream's end wins.
       if (transcript.ended) applyLifecycle(task, transcript.ended);
       el.querySelector("[data-testid=task-loading]")?.remove();

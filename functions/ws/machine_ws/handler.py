@@ -13,7 +13,13 @@ Messages from a client (one JSON object per frame):
 - `{"action": "chat", "message": "...", "session_id": S?}` -> `{"type": "chat.accepted", "task_id", "session_id"}`.
 
 Replies go back through the management API (`agent_machine.push.Pusher`), never as the Lambda's return value.
-A subscribe is answered with `{"type": "subscribed", ...}` after its replay frames. A message may carry an
+A subscribe is answered with `{"type": "subscribed", ...}` after its replay frames; it carries `task_last_seq` (a
+number, or a map for a session), the last seq the server knows of per task: a client holding less subscribes again
+with its last seq (a subscriber arriving near a task's end can miss live pushes sent to a stale subscriber list).
+An event the management API refuses (e.g. PayloadTooLargeException) is replayed as a truncated stand-in with the
+same seq, after an error frame naming it; a failed push never fails the Lambda or drops the subscription. Each
+message also extends the connection's record (`connections.touch`: API Gateway's 10-minute idle timeout), and a
+binary frame (base64 body, `isBase64Encoded`) is read as UTF-8 text. A message may carry an
 `"id"` (string or number) that is echoed in its reply. Anything malformed gets `{"type": "error", "message"}`:
 the handler never raises for a client's mistake.
 
@@ -22,6 +28,7 @@ Import-light on purpose: no web framework, and the chat domain is imported only 
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 from collections.abc import Mapping
@@ -32,6 +39,8 @@ from agent_machine.models import ALL_TASKS_TOPIC, Subscription, TaskEvent, TaskS
 from agent_machine.observability import get_logger, quiet_noisy_loggers
 from agent_machine.push import Pusher
 from agent_machine.store import connections, output, tasks
+from botocore.exceptions import BotoCoreError
+from botocore.exceptions import ClientError as AwsError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 MAX_BODY_CHARS = 256 * 1024
@@ -173,8 +182,73 @@ class _Replies:
         self.reply(message)
 
     def replay(self, events: list[TaskEvent]) -> None:
-        if events and not self.gone:
+        if not events or self.gone:
+            return
+        try:
             self.pusher.send_events([self.connection_id], events)
+            return
+        except (AwsError, BotoCoreError) as exc:
+            logger.warning("replay could not be pushed whole; sending event by event", extra={"error": repr(exc)})
+        # One event at a time (the client dedupes what the failed batch had already delivered): an event the
+        # management API refuses (e.g. PayloadTooLargeException) is replaced by a truncated stand-in with the same
+        # seq, so the client's stream has no hole, and the client is told.
+        for event in events:
+            if self.gone:
+                return
+            try:
+                self.pusher.send_events([self.connection_id], [event])
+            except (AwsError, BotoCoreError) as exc:
+                self._stand_in(event, exc)
+
+    def _stand_in(self, event: TaskEvent, exc: Exception) -> None:
+        reason = _aws_error_code(exc)
+        logger.warning(
+            "event could not be pushed; sent truncated",
+            extra={"task_id": event.task_id, "seq": event.seq, "error": reason},
+        )
+        with _quiet():
+            self.reply(
+                {
+                    "type": "error",
+                    "action": "subscribe",
+                    "message": f"event {event.seq} of task {event.task_id} could not be sent ({reason}); "
+                    "it is shown truncated",
+                    "task_id": event.task_id,
+                    "seq": event.seq,
+                }
+            )
+        payload: dict[str, object] = {"truncated": True, "error": reason}
+        if "kind" in event.payload:
+            payload["kind"] = event.payload["kind"]
+            payload["text"] = f"[this output could not be sent ({reason}); see the stored transcript]"
+        for key in ("cost_usd", "duration_ms", "num_turns", "error", "error_kind", "status"):
+            value = event.payload.get(key)
+            if isinstance(value, int | float | bool) or (isinstance(value, str) and len(value) <= 2000):
+                payload[key] = value
+        with _quiet():
+            self.pusher.send_events([self.connection_id], [event.model_copy(update={"payload": payload})])
+
+
+class _quiet:
+    """Swallows (and logs) AWS errors of a best-effort push."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, AwsError | BotoCoreError):
+            logger.warning("best-effort push failed", extra={"error": repr(exc)})
+            return True
+        return False
+
+
+def _aws_error_code(exc: Exception) -> str:
+    if isinstance(exc, AwsError):
+        return str(
+            exc.response.get("Error", {}).get("Code")
+            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "error")
+        )
+    return type(exc).__name__
 
 
 def _replay_task(ws: _Replies, task_id: str, after: int) -> tuple[int, int]:
@@ -214,6 +288,11 @@ def _subscribe_task(ws: _Replies, task_id: str, after: int) -> None:
         ws.error(f"unknown task {task_id}", "subscribe")
         return
     replayed, last = _replay_task(ws, task_id, after)
+    if task.status.terminal and last < task.last_seq and not ws.gone:
+        # Booked terminal before our read: its events are stored by now (the runner stores the terminal event
+        # before booking). Read once more rather than leave the client behind.
+        more, last = _replay_task(ws, task_id, last)
+        replayed += more
     ws.reply(
         {
             "type": "subscribed",
@@ -222,16 +301,20 @@ def _subscribe_task(ws: _Replies, task_id: str, after: int) -> None:
             "status": task.status.value,
             "replayed": replayed,
             "last_seq": last,
+            "task_last_seq": max(task.last_seq, last),
         }
     )
 
 
 def _subscribe_session(ws: _Replies, session_id: str, last_seq: dict[str, int]) -> None:
     statuses: dict[str, str] = {}
+    known_last: dict[str, int] = {}
     cursor: str | None = None
     while len(statuses) < MAX_SESSION_TASKS:
         page = tasks.list_tasks(session_id=session_id, limit=min(100, MAX_SESSION_TASKS - len(statuses)), cursor=cursor)
-        statuses.update((t.task_id, t.status.value) for t in page.items)
+        for t in page.items:
+            statuses[t.task_id] = t.status.value
+            known_last[t.task_id] = t.last_seq
         cursor = page.cursor
         if not cursor:
             break
@@ -240,6 +323,7 @@ def _subscribe_session(ws: _Replies, session_id: str, last_seq: dict[str, int]) 
             known = tasks.get(task_id)
             if known is not None and known.session_id == session_id:
                 statuses[task_id] = known.status.value
+                known_last[task_id] = known.last_seq
     active = {TaskStatus.QUEUED.value, TaskStatus.RUNNING.value}
     wanted = [t for t, status in statuses.items() if status in active or t in last_seq]
     replayed = 0
@@ -248,6 +332,9 @@ def _subscribe_session(ws: _Replies, session_id: str, last_seq: dict[str, int]) 
         if ws.gone:
             return
         n, last = _replay_task(ws, task_id, last_seq.get(task_id, 0))
+        if statuses[task_id] not in active and last < known_last.get(task_id, 0) and not ws.gone:
+            more, last = _replay_task(ws, task_id, last)
+            n += more
         replayed += n
         sent[task_id] = last
     ws.reply(
@@ -257,6 +344,7 @@ def _subscribe_session(ws: _Replies, session_id: str, last_seq: dict[str, int]) 
             "replayed": replayed,
             "last_seq": sent,
             "tasks": {t: statuses[t] for t in wanted},
+            "task_last_seq": {t: max(known_last.get(t, 0), sent.get(t, 0)) for t in wanted},
         }
     )
 
@@ -331,6 +419,13 @@ def message(connection_id: str, body: str | None) -> Response:
         ws.error(_validation_message(exc), action)
     except ClientError as exc:
         ws.error(str(exc), action)
+    except (AwsError, BotoCoreError) as exc:
+        # A push or table call failed: the client is told (best effort) and the Lambda still succeeds, so API
+        # Gateway does not answer with its own opaque error. A subscription already registered stays.
+        logger.exception("message could not be handled", extra={"action": str(action)[:32]})
+        with _quiet():
+            reason = _aws_error_code(exc)
+            ws.error(f"the server could not complete this {str(action)[:32]} ({reason}); try again", action)
     return {"statusCode": 200}
 
 
@@ -346,4 +441,25 @@ def handler(event: dict[str, Any], context: Any) -> Response:
         return connect(event, connection_id)
     if route == "$disconnect":
         return disconnect(connection_id)
-    return message(connection_id, event.get("body"))
+    _touch(connection_id, request.get("connectedAt"))
+    body = event.get("body")
+    if event.get("isBase64Encoded") and isinstance(body, str):
+        body = _decode_binary(body)
+    return message(connection_id, body)
+
+
+def _touch(connection_id: str, connected_at_ms: object) -> None:
+    """Each message keeps the connection's record alive for API Gateway's idle timeout (one UpdateItem)."""
+    connected = connected_at_ms / 1000 if isinstance(connected_at_ms, int | float) and connected_at_ms > 0 else None
+    try:
+        connections.touch(connection_id, connected)
+    except (AwsError, BotoCoreError):
+        logger.warning("could not record the connection's activity", exc_info=True)
+
+
+def _decode_binary(body: str) -> str | None:
+    """A binary frame (API Gateway passes it base64-encoded): UTF-8 JSON is taken as text, anything else refused."""
+    try:
+        return base64.b64decode(body, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return "<binary>"  # not UTF-8: answered with "message is not valid JSON"

@@ -25,50 +25,92 @@ def frames(
     events: Sequence[TaskEvent], max_bytes: int = MAX_FRAME_BYTES, *, texts: Sequence[str] | None = None
 ) -> list[bytes]:
     """The frames carrying `events`; `texts` are their JSON when the caller has already encoded them (the
-    runner encodes each event once, for storing and for every watcher)."""
+    runner encodes each event once, for storing and for every watcher). Every frame is at most `max_bytes`
+    bytes of UTF-8."""
     out: list[bytes] = []
-    batch: list[str] = []
+    batch: list[bytes] = []
     size = 0
     overhead = len(b'{"type":"events","events":[]}')
 
     def flush() -> None:
         nonlocal batch, size
         if batch:
-            out.append(('{"type":"events","events":[' + ",".join(batch) + "]}").encode())
+            out.append(b'{"type":"events","events":[' + b",".join(batch) + b"]}")
             batch, size = [], 0
 
     for event, text in zip(events, texts if texts is not None else [e.model_dump_json() for e in events], strict=True):
-        n = len(text.encode())
+        text, raw = _utf8(text)
+        n = len(raw)
         if n + overhead > max_bytes:
             flush()
-            out.extend(_split(event, text, max_bytes))
+            out.extend(_split(event, text, max_bytes, raw))
             continue
         if size + n + 1 + overhead > max_bytes:
             flush()
-        batch.append(text)
+        batch.append(raw)
         size += n + 1
     flush()
     return out
 
 
-def _split(event: TaskEvent, text: str, max_bytes: int) -> list[bytes]:
-    # Slice by characters with room for JSON escaping (worst case 6 bytes per char in \uXXXX form).
-    step = max(1, (max_bytes - 512) // 6)
-    pieces = [text[i : i + step] for i in range(0, len(text), step)]
-    return [
-        json.dumps(
+def _utf8(text: str) -> tuple[str, bytes]:
+    """The event JSON and its UTF-8 bytes. JSON text holding lone surrogates (not encodable as UTF-8) is
+    re-encoded with ASCII escapes: the same JSON value."""
+    try:
+        return text, text.encode()
+    except UnicodeEncodeError:
+        text = json.dumps(json.loads(text), separators=(",", ":"))
+        return text, text.encode()
+
+
+_CONTROL = bytes(range(0x20))
+
+
+def _escaped_size(chunk: bytes) -> int:
+    """An upper bound of the bytes `chunk` (UTF-8) takes inside a JSON string written with ensure_ascii=False:
+    `"` and `\\` take 2 bytes, control characters at most 6 (\\u00XX), everything else its UTF-8 bytes."""
+    controls = len(chunk) - len(chunk.translate(None, _CONTROL))
+    return len(chunk) + chunk.count(b'"') + chunk.count(b"\\") + 5 * controls
+
+
+def _split(event: TaskEvent, text: str, max_bytes: int, raw: bytes | None = None) -> list[bytes]:
+    """`event_part` frames of at most `max_bytes` bytes each: the event's JSON text is cut by its UTF-8 size
+    (on character boundaries), so ASCII fills a frame and emoji (4 bytes, never the 12 of `\\ud83d\\ude00`
+    escapes) never overflow one."""
+    if raw is None:
+        _, raw = _utf8(text)
+
+    def envelope(part: int, parts: int, data: str) -> bytes:
+        head = json.dumps(
             {
                 "type": "event_part",
                 "task_id": event.task_id,
                 "session_id": event.session_id,
                 "seq": event.seq,
-                "part": i,
-                "parts": len(pieces),
-                "data": piece,
-            }
-        ).encode()
-        for i, piece in enumerate(pieces)
-    ]
+                "part": part,
+                "parts": parts,
+            },
+            separators=(",", ":"),
+        )
+        return (head[:-1] + ',"data":' + json.dumps(data, ensure_ascii=False) + "}").encode()
+
+    budget = max_bytes - len(envelope(10**9, 10**9, ""))
+    if budget < 64:
+        raise ValueError(f"max_bytes {max_bytes} leaves no room for event data")
+    pieces: list[str] = []
+    start = 0
+    while start < len(raw):
+        end = min(len(raw), start + budget)
+        while True:
+            while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # never cut inside a UTF-8 sequence
+                end -= 1
+            over = _escaped_size(raw[start:end]) - budget
+            if over <= 0:
+                break
+            end -= over
+        pieces.append(raw[start:end].decode())
+        start = end
+    return [envelope(i, len(pieces), piece) for i, piece in enumerate(pieces)]
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 Keys: PK connection_id, SK sk = "META" (the connection) | "SUB#<topic>" (one per subscription, topic
 "session#<id>" or "task#<id>"). GSI by_topic (topic, connection_id) finds a topic's subscribers in one Query.
-Every item carries expires_at (TTL): API Gateway drops connections after 2 h, so records never outlive that.
+Every item carries expires_at (TTL). API Gateway drops a connection after 10 minutes without a message and after
+2 h in any case: the META item expires at min(connected_at + 2 h, last message + 10 min) (`touch` on each message),
+its subscriptions at connected_at + 2 h (a live connection's subscriptions never lapse between its messages; pushing
+to one that has gone away answers 410 and removes it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from agent_machine.settings import get_settings
 from agent_machine.store._dynamo import values
 
 CONNECTION_TTL_SECONDS = 2 * 3600
+IDLE_TTL_SECONDS = 10 * 60
 
 
 def table() -> str:
@@ -23,32 +27,61 @@ def table() -> str:
 
 
 def add(connection_id: str, *, now: float | None = None) -> int:
-    expires = int((now or time.time()) + CONNECTION_TTL_SECONDS)
+    at = now or time.time()
+    expires = int(at + min(CONNECTION_TTL_SECONDS, IDLE_TTL_SECONDS))
     aws.dynamodb().put_item(
         TableName=table(),
         Item={
             "connection_id": {"S": connection_id},
             "sk": {"S": "META"},
-            "connected_at": {"N": str(int(now or time.time()))},
+            "connected_at": {"N": str(int(at))},
+            "last_active": {"N": str(int(at))},
             "expires_at": {"N": str(expires)},
         },
     )
     return expires
 
 
-def _meta_expiry(connection_id: str) -> int | None:
+def touch(connection_id: str, connected_at: float | None, *, now: float | None = None) -> bool:
+    """A message arrived: the connection lives on until min(connected_at + 2 h, now + 10 min). One UpdateItem; False
+    when the connection is not registered (nothing is created)."""
+    at = now or time.time()
+    expires = at + IDLE_TTL_SECONDS
+    if connected_at is not None:
+        expires = min(expires, connected_at + CONNECTION_TTL_SECONDS)
+    try:
+        aws.dynamodb().update_item(
+            TableName=table(),
+            Key={"connection_id": {"S": connection_id}, "sk": {"S": "META"}},
+            UpdateExpression="SET expires_at = :e, last_active = :now",
+            ConditionExpression="attribute_exists(connection_id)",
+            ExpressionAttributeValues=values(e=int(expires), now=int(at)),
+        )
+    except aws.dynamodb().exceptions.ConditionalCheckFailedException:
+        return False
+    return True
+
+
+def _meta(connection_id: str) -> dict[str, Any] | None:
     resp = aws.dynamodb().get_item(
         TableName=table(), Key={"connection_id": {"S": connection_id}, "sk": {"S": "META"}}, ConsistentRead=True
     )
-    item = resp.get("Item")
+    item: dict[str, Any] | None = resp.get("Item")
+    return item
+
+
+def _meta_expiry(connection_id: str) -> int | None:
+    item = _meta(connection_id)
     return int(item["expires_at"]["N"]) if item else None
 
 
 def subscribe(connection_id: str, sub: Subscription) -> bool:
     """False when the connection is unknown (gone, or never connected)."""
-    expires = _meta_expiry(connection_id)
-    if expires is None or expires < time.time():
+    item = _meta(connection_id)
+    if item is None or int(item["expires_at"]["N"]) < time.time():
         return False
+    connected = int(item.get("connected_at", {"N": str(int(time.time()))})["N"])
+    expires = max(int(item["expires_at"]["N"]), connected + CONNECTION_TTL_SECONDS)
     aws.dynamodb().put_item(
         TableName=table(),
         Item={
