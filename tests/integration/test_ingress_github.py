@@ -277,7 +277,7 @@ def test_approve_comment_on_a_planned_issue_runs_the_executor_once(stack: Provis
     executor = next(t for t in all_tasks(stack) if t["task_id"] == approved["task_id"])
     assert executor["plan"].startswith("1. Fix the typo")
     assert executor["parent_task_id"] == planned["task_id"]
-    assert "## Approved plan" in executor["prompt"]
+    assert "## Plan produced by the planning agent" in executor["prompt"]
     # A second approval (another comment) does not start a second executor.
     status, again = deliver("issue_comment", comment_payload("LGTM"), "approve-2")
     assert (status, again["status"]) == (200, "ignored")
@@ -329,7 +329,8 @@ def test_pr_review_comment_mention_goes_to_the_brain_with_the_pr(stack: Provisio
     task = all_tasks(stack)[0]
     assert task["repo"]["pr_number"] == payload["pull_request"]["number"]
     assert task["repo"]["issue_number"] is None
-    assert task["repo"]["ref"] == payload["pull_request"]["head"]["ref"]
+    # The PR's own ref on the base repository (its head may live in a fork), not head.ref.
+    assert task["repo"]["ref"] == f"refs/pull/{payload['pull_request']['number']}/head"
     assert "comment.diff_hunk" in data_blocks(task["prompt"])
 
 

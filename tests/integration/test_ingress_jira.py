@@ -63,11 +63,27 @@ def test_unsigned_is_refused_when_a_secret_is_set(stack: Provisioned) -> None:
     assert all_tasks(stack) == []
 
 
-def test_unsigned_is_accepted_when_no_secret_is_configured(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsigned_is_refused_when_no_secret_is_configured(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent_machine import secrets
 
     real = secrets.get_secret
     monkeypatch.setattr(secrets, "get_secret", lambda name: None if name == "jira_webhook_secret" else real(name))
+    payload = sample("jira_issue_created__issue_created.json")
+    payload["issue"]["fields"]["labels"] = ["claude"]
+    status, answer = deliver(payload, "unsigned-no", signature=None)
+    assert (status, answer["error"]["code"]) == (401, "bad_signature")
+    assert "secret" not in answer["error"]["message"].lower()  # nothing about our configuration
+    assert all_tasks(stack) == []
+
+
+def test_unsigned_is_accepted_when_explicitly_allowed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_machine import secrets
+    from agent_machine.settings import get_settings
+
+    real = secrets.get_secret
+    monkeypatch.setattr(secrets, "get_secret", lambda name: None if name == "jira_webhook_secret" else real(name))
+    monkeypatch.setenv("JIRA_ALLOW_UNSIGNED", "true")
+    get_settings.cache_clear()
     payload = sample("jira_issue_created__issue_created.json")
     payload["issue"]["fields"]["labels"] = ["claude"]
     status, answer = deliver(payload, "unsigned-ok", signature=None)

@@ -112,5 +112,21 @@ def install(app: FastAPI) -> None:
             return error_response(
                 503, "unavailable", str(exc) or "could not enqueue the task; retry", headers={"retry-after": "5"}
             )
+        if _is_aws_error(exc):  # DynamoDB / SQS / Secrets Manager refused or timed out: the caller may retry
+            get_logger().exception("AWS call failed", extra={"path": request.url.path})
+            return error_response(
+                503, "unavailable", "a backing service is unavailable; retry", headers={"retry-after": "5"}
+            )
         get_logger().exception("unhandled error", extra={"path": request.url.path})
         return error_response(500, "internal", "internal error")
+
+
+def _is_aws_error(exc: BaseException) -> bool:
+    """botocore's ClientError and BotoCoreError (EndpointConnectionError, ReadTimeoutError...), without importing
+    botocore at cold start."""
+    import sys
+
+    module = sys.modules.get("botocore.exceptions")
+    if module is None:
+        return False
+    return isinstance(exc, module.ClientError | module.BotoCoreError)

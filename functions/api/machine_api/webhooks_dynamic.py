@@ -17,6 +17,7 @@ router = APIRouter(tags=["webhooks"])
     responses={**WEBHOOK_RESPONSES, 404: {"description": "No such webhook."}},
     summary="A user-defined webhook: generic JSON, HMAC-SHA256 (sha256=<hex> or <hex>) in its header.",
 )
+@router.post("/webhooks/{name}/", include_in_schema=False)  # the same, with a trailing slash (no 307)
 async def receive(name: str, request: Request) -> JSONResponse:
     from agent_machine.domain.webhooks.receive import receive_dynamic
 

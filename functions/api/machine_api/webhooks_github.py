@@ -16,6 +16,7 @@ SUMMARY = "GitHub webhook: X-Hub-Signature-256 over the raw body; JSON or form-e
 
 
 @router.post("/webhooks/github", responses=WEBHOOK_RESPONSES, summary=SUMMARY)
+@router.post("/webhooks/github/", include_in_schema=False)  # the same, with a trailing slash (no 307)
 async def receive(request: Request) -> JSONResponse:
     from agent_machine.domain.webhooks.receive import receive_github
 

@@ -12,10 +12,11 @@ from machine_api.webhook_common import WEBHOOK_RESPONSES, outcome_response
 router = APIRouter(tags=["webhooks"])
 
 
-SUMMARY = "Jira webhook: X-Hub-Signature (sha256=) when JIRA_WEBHOOK_SECRET is set (then unsigned is refused)."
+SUMMARY = "Jira webhook: X-Hub-Signature (sha256=); unsigned only when JIRA_ALLOW_UNSIGNED is set and no secret is."
 
 
 @router.post("/webhooks/jira", responses=WEBHOOK_RESPONSES, summary=SUMMARY)
+@router.post("/webhooks/jira/", include_in_schema=False)  # the same, with a trailing slash (no 307)
 async def receive(request: Request) -> JSONResponse:
     from agent_machine.domain.webhooks.receive import receive_jira
 

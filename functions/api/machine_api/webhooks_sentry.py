@@ -16,6 +16,7 @@ SUMMARY = "Sentry integration webhook: Sentry-Hook-Signature (bare hex) and Sent
 
 
 @router.post("/webhooks/sentry", responses=WEBHOOK_RESPONSES, summary=SUMMARY)
+@router.post("/webhooks/sentry/", include_in_schema=False)  # the same, with a trailing slash (no 307)
 async def receive(request: Request) -> JSONResponse:
     from agent_machine.domain.webhooks.receive import receive_sentry
 

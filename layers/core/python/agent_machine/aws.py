@@ -26,16 +26,49 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
-def _client(service: str, endpoint_url: str | None = None) -> Any:
+LONG_RUNNING_SERVICES = ("runner",)  # runner, runner-fargate
+
+
+def timeout_profile() -> str:
+    """ "short" for the request/response functions (API, authorizer, WebSocket), "long" for the runner."""
+    import os
+
+    explicit = get_settings().aws_timeout_profile
+    if explicit is not None:
+        return explicit
+    service = os.environ.get("POWERTOOLS_SERVICE_NAME", "")
+    return "long" if service.startswith(LONG_RUNNING_SERVICES) else "short"
+
+
+def client_config(profile: str | None = None) -> Any:
+    """The botocore Config of a client. Short: connect 2 s, read 5 s, 3 attempts (standard retry mode), so one
+    slow AWS call cannot outlast a webhook sender's deadline; long: botocore's 60 s timeouts, 4 attempts."""
     from botocore.config import Config
 
     settings = get_settings()
+    if (profile or timeout_profile()) == "short":
+        connect, read = settings.aws_connect_timeout_seconds, settings.aws_read_timeout_seconds
+        if settings.aws_endpoint_url:  # an emulator (run-local, tests): slow under load, not down
+            read = max(read, settings.aws_emulator_read_timeout_seconds)
+            connect = max(connect, read / 3)
+        return Config(
+            connect_timeout=connect,
+            read_timeout=read,
+            retries={"mode": "standard", "total_max_attempts": settings.aws_max_attempts},
+            max_pool_connections=64,
+        )
+    return Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64)
+
+
+def _client(service: str, endpoint_url: str | None = None, *, profile: str | None = None) -> Any:
+    settings = get_settings()
+    config = client_config(profile)
     with _lock:  # boto3 sessions are not thread-safe while creating clients
         return _session().client(
             service,
             region_name=settings.aws_region,
             endpoint_url=endpoint_url or settings.aws_endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 4}, max_pool_connections=64),
+            config=config,
         )
 
 

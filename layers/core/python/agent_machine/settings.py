@@ -66,6 +66,25 @@ class Settings(BaseSettings):
         default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"]
     )
     sentry_allow_legacy_unsigned: bool = False
+    # Jira admin webhooks without a secret are refused unless this is set (fail closed).
+    jira_allow_unsigned: bool = False
+    # Jira accountIds trusted to act: empty = anyone may trigger with a mention or label, and only the issue's
+    # reporter or assignee may approve a plan or stop; set = only these accounts may trigger, approve or stop.
+    jira_allowed_account_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # GitHub bot logins (e.g. "renovate[bot]") whose label triggers are acted on; other bots are ignored.
+    allowed_bots: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # AWS client timeouts. The API and WebSocket functions answer within seconds (GitHub gives a webhook 10 s),
+    # so their clients fail fast; the runner asks for the "long" profile (botocore's defaults).
+    aws_connect_timeout_seconds: float = Field(2.0, gt=0)
+    aws_read_timeout_seconds: float = Field(5.0, gt=0)
+    aws_max_attempts: int = Field(3, ge=1)
+    # Against an emulator (AWS_ENDPOINT_URL set: moto, LocalStack) on a busy machine, the short profile waits this
+    # long for an answer instead (connect: a third of it): a local emulator under load is no DynamoDB.
+    aws_emulator_read_timeout_seconds: float = Field(30.0, gt=0)
+    # "short" (the timeouts above) or "long" (botocore's 60 s, 4 attempts); unset: "long" for the runner
+    # (POWERTOOLS_SERVICE_NAME runner, runner-fargate), "short" everywhere else.
+    aws_timeout_profile: Literal["short", "long"] | None = None
 
     # Long runs: "ecs" on AWS, "local" when run-local plays Fargate with a child process, "off" to never offload.
     fargate_mode: Literal["ecs", "local", "off"] = "ecs"
@@ -79,7 +98,15 @@ class Settings(BaseSettings):
     jira_base_url: str | None = None
     jira_email: str | None = None
 
-    @field_validator("cors_origins", "allowed_author_associations", "ecs_subnets", "ecs_security_groups", mode="before")
+    @field_validator(
+        "cors_origins",
+        "allowed_author_associations",
+        "ecs_subnets",
+        "ecs_security_groups",
+        "jira_allowed_account_ids",
+        "allowed_bots",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from agent_machine import aws, queue
 from agent_machine.models import Session, Task, TaskSource, TaskStatus
-from agent_machine.settings import get_settings
 from agent_machine.store import sessions, tasks
 from agent_machine.store.tasks import is_condition_failure
 
@@ -68,7 +67,8 @@ def new_task(
         title=title or title_for(prompt),
         parent_task_id=parent.task_id if parent else None,
         depth=parent.depth + 1 if parent else 0,
-        max_budget_usd=max_budget_usd or get_settings().task_budget_usd,
+        # None unless the caller caps it: the runner then applies the agent's cap, then TASK_BUDGET_USD.
+        max_budget_usd=max_budget_usd,
     )
     return task, session
 
@@ -91,15 +91,136 @@ def submit(task: Task, session: Session | None, extra: list[TransactWriteItemTyp
             if is_condition_failure(exc):
                 raise AlreadyRecorded(task.task_id) from exc
         raise
+    return enqueue(task, session)
+
+
+def enqueue(task: Task, session: Session | None) -> Submitted:
+    """Send a recorded task's message; on failure take the records back and raise EnqueueFailed. Also for a
+    caller that finds its own transaction committed although the call failed (a retried write whose first
+    attempt went through but whose answer was lost)."""
     try:
         queue.send(task.task_id)
-    except ClientError as exc:
-        # The task is recorded but nobody will run it: say so on the task, and let the caller answer 503.
-        tasks.set_fields(
-            task.task_id,
-            status=TaskStatus.FAILED.value,
-            error="could not enqueue the task",
-            error_kind="enqueue_failed",
-        )
+    except (ClientError, BotoCoreError) as exc:  # BotoCoreError: EndpointConnectionError, timeouts...
+        # Nobody will run the task: take back what the transaction wrote, so the sender's retry (same derived task
+        # id, same delivery) starts over instead of meeting "already exists". Failing that, mark it failed.
+        _unsubmit(task, session)
         raise EnqueueFailed(str(exc)) from exc
     return Submitted(task=task, session=session)
+
+
+def _unsubmit(task: Task, session: Session | None) -> None:
+    """Undo a submit whose enqueue failed: delete the task while it is still queued (a runner may have got the
+    message after all, when only the response was lost), and the session it created or the count it added."""
+    from agent_machine.observability import get_logger
+
+    parts: list[TransactWriteItemTypeDef] = [
+        {
+            "Delete": {
+                "TableName": tasks.table(),
+                "Key": {"task_id": {"S": task.task_id}},
+                "ConditionExpression": "#status = :queued",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":queued": {"S": TaskStatus.QUEUED.value}},
+            }
+        }
+    ]
+    if session is not None:
+        parts.append(
+            {
+                "Delete": {
+                    "TableName": sessions.table(),
+                    "Key": {"session_id": {"S": session.session_id}},
+                    "ConditionExpression": "task_count = :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}},
+                }
+            }
+        )
+    else:
+        parts.append(
+            {
+                "Update": {
+                    "TableName": sessions.table(),
+                    "Key": {"session_id": {"S": task.session_id}},
+                    "UpdateExpression": "ADD task_count :minus",
+                    "ConditionExpression": "attribute_exists(session_id) AND task_count > :zero",
+                    "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":zero": {"N": "0"}},
+                }
+            }
+        )
+    try:
+        aws.dynamodb().transact_write_items(TransactItems=parts)
+        return
+    except (ClientError, BotoCoreError) as exc:
+        get_logger().warning(
+            "could not delete a task that was not enqueued", extra={"task_id": task.task_id, "error": str(exc)}
+        )
+    try:  # only while still queued: never overwrite a task a runner has started
+        _mark_failed(task.task_id)
+    except (ClientError, BotoCoreError) as exc:
+        get_logger().warning("could not mark a task not enqueued", extra={"task_id": task.task_id, "error": str(exc)})
+
+
+def _mark_failed(task_id: str) -> None:
+    from agent_machine.models import iso, utcnow
+
+    now = iso(utcnow())
+    try:
+        aws.dynamodb().update_item(
+            TableName=tasks.table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression="SET #status = :failed, #error = :error, error_kind = :kind, updated_at = :now, "
+            "finished_at = :now",
+            ConditionExpression="#status = :queued",
+            ExpressionAttributeNames={"#status": "status", "#error": "error"},
+            ExpressionAttributeValues={
+                ":failed": {"S": TaskStatus.FAILED.value},
+                ":queued": {"S": TaskStatus.QUEUED.value},
+                ":error": {"S": "could not enqueue the task"},
+                ":kind": {"S": "enqueue_failed"},
+                ":now": {"S": now},
+            },
+        )
+    except ClientError as exc:
+        if not is_condition_failure(exc):
+            raise
+
+
+def publish_stopped(task: Task) -> None:
+    """The task.stopped event of a task stopped while still queued (no runner will ever emit it): stored after
+    whatever is stored, booked as the task's last_seq, and pushed to its watchers and to dashboards watching all
+    tasks (only when a WebSocket API is configured and someone watches). Best effort: a stop never fails on it."""
+    from agent_machine.models import ALL_TASKS_TOPIC, EventType, TaskEvent
+    from agent_machine.observability import get_logger
+    from agent_machine.push import Pusher, frames
+    from agent_machine.store import connections, output
+
+    try:
+        stored = output.read_events(task.task_id, after_seq=task.last_seq)
+        seq = max([task.last_seq, *(e.seq for e in stored)]) + 1
+        event = TaskEvent(
+            type=EventType.STOPPED,
+            task_id=task.task_id,
+            session_id=task.session_id,
+            seq=seq,
+            payload={
+                "status": TaskStatus.STOPPED.value,
+                "error": task.error,
+                "error_kind": task.error_kind,
+                "cost_usd": task.cost_usd,
+            },
+        )
+        output.put_chunk(task.task_id, [event])
+        tasks.set_fields(task.task_id, last_seq=seq)
+        pusher = Pusher()
+        if not pusher.endpoint_url:
+            return
+        watchers = connections.subscribers([f"session#{task.session_id}", f"task#{task.task_id}"])
+        dashboards = connections.subscribers([ALL_TASKS_TOPIC]) - watchers
+        payloads = frames([event])
+        for connection_id in sorted(watchers | dashboards):
+            try:
+                pusher.send_frames(connection_id, payloads)
+            except Exception as exc:  # one broken connection must not stop the others
+                get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})
+    except Exception:
+        get_logger().exception("could not publish task.stopped", extra={"task_id": task.task_id})

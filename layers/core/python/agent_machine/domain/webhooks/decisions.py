@@ -23,6 +23,13 @@ def derived_task_id(key: str) -> str:
     return str(uuid.uuid5(_THREAD_NAMESPACE, "task:" + key))
 
 
+def planning_task_id(thread_key: str, attempt: int = 0) -> str:
+    """Attempt n of planning a thread (an issue): attempt 0 keeps the original derived id; a new attempt is made
+    only when every earlier one ended without completing (ingest decides, on the duplicate path)."""
+    suffix = "#planning" if attempt == 0 else f"#planning#{attempt}"
+    return derived_task_id(thread_key + suffix)
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What identifies a delivery and where it came from."""

@@ -8,15 +8,19 @@ AWS calls per delivery (the ack path):
 - redelivery: the write's condition fails, then ONE GetItem of the stored record, whose `response` is answered
   again; nothing else is created.
 - "@claude stop": Query of the thread's queued and running tasks, an UpdateItem per task, then the record.
-Plan lookups (an approval comment) add one Query of the thread's session.
+Plan lookups (an approval comment) add one Query of the thread's session. A thread's planning task that exists
+already (a second label, a new alert about the same issue) costs one Query of the thread's planning tasks: when
+every earlier attempt ended without completing, the next attempt is created (one more transaction).
+A failed SendMessage takes the task (and its session writes) back in one transaction, then answers 503.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from agent_machine.domain.agents import PLANNING
+from agent_machine.domain.webhooks import context
 from agent_machine.domain.webhooks.decisions import (
     Answer,
     CreateTask,
@@ -24,6 +28,7 @@ from agent_machine.domain.webhooks.decisions import (
     Delivery,
     Ignore,
     StopThread,
+    planning_task_id,
     thread_session_id,
 )
 from agent_machine.models import DeliveryDecision, Session, Task, TaskStatus, WebhookDelivery
@@ -118,6 +123,7 @@ def record(delivery: Delivery, decision: Decision) -> Outcome:
 
 
 def _stop(delivery: Delivery, decision: StopThread) -> Outcome:
+    from agent_machine.domain import submission
     from agent_machine.store import tasks
 
     stored = _stored(delivery)  # stopping twice is harmless, but answer a redelivery as the first time
@@ -127,8 +133,11 @@ def _stop(delivery: Delivery, decision: StopThread) -> Outcome:
     stopped: list[str] = []
     for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
         for task in tasks.list_tasks(session_id=session_id, status=status, limit=100).items:
-            if tasks.request_stop(task.task_id) is not None:
+            done = tasks.request_stop(task.task_id)
+            if done is not None:
                 stopped.append(task.task_id)
+                if done.status == TaskStatus.STOPPED:  # stopped while queued: no runner will say so
+                    submission.publish_stopped(done)
     reason = (
         f"{decision.reason}: stop requested for {len(stopped)} task(s)"
         if stopped
@@ -152,7 +161,6 @@ def _failed_parts(exc: BaseException) -> set[int] | None:
 
 def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
     from agent_machine.domain import submission
-    from agent_machine.store import events
 
     session_id = thread_session_id(decision.thread_key) if decision.thread_key else None
     task, new_session = submission.new_task(
@@ -164,10 +172,27 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
         title=decision.title,
         parent=decision.parent,
     )
-    updates: dict[str, Any] = {"repo": decision.repo, "plan": decision.plan}
+    repo, dropped = context.checked(decision.repo)
+    if dropped:  # the reason is recorded with the delivery (and logged): the sender sent something odd
+        decision = replace(decision, reason=f"{decision.reason} (dropped invalid context: {', '.join(dropped)})")
+    updates: dict[str, Any] = {"repo": repo, "plan": decision.plan}
     if decision.task_id:
         updates["task_id"] = decision.task_id
     task = task.model_copy(update=updates)
+    return _create_task(delivery, decision, task, new_session, session_id)
+
+
+def _create_task(
+    delivery: Delivery,
+    decision: CreateTask,
+    task: Task,
+    new_session: Session | None,
+    session_id: str | None,
+    *,
+    session_exists: bool = False,
+) -> Outcome:
+    from agent_machine.store import events
+
     body = _body(
         delivery,
         DeliveryDecision.TASK_CREATED.value,
@@ -176,9 +201,8 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
         session_id=task.session_id,
         agent=task.agent,
     )
-    guard = events.put_new_delivery_item(
-        _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id)
-    )
+    mine = _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id)
+    guard = events.put_new_delivery_item(mine)
     thread_session = None
     if session_id is not None:
         thread_session = Session(
@@ -190,15 +214,67 @@ def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
     # A thread's session: guess whether it exists (a thread's first planning task: no; anything else: yes), and
     # correct the guess if the transaction says otherwise. The first guess is tried again last: when two
     # deliveries race on a new thread, "touch" can fail before the other creates it and "create" after.
-    first_try_new = decision.agent == PLANNING and decision.parent is None
+    first_try_new = decision.agent == PLANNING and decision.parent is None and not session_exists
     guesses = [thread_session if first_try_new else None, None if first_try_new else thread_session]
     attempts = [*guesses, guesses[0]] if thread_session is not None else [new_session]
     for session in attempts:
-        outcome = _submit(delivery, decision, task, session, guard, body)
+        outcome = _submit(delivery, decision, task, session, guard, body, mine)
         if outcome is not None:
             return outcome
     # Nothing was recorded: answer 503 so the sender retries the delivery, rather than a 2xx that loses it.
     raise IngestUnavailable("the thread's session changed while recording; retry the delivery")
+
+
+def _stored_or_own(
+    delivery: Delivery, mine: WebhookDelivery, task: Task, session: Session | None, body: dict[str, Any]
+) -> Outcome | None:
+    """The stored answer of a redelivery; or, when the stored record is this request's own (botocore retried a
+    transaction whose first attempt committed but whose answer was lost: its retry then fails every guard), the
+    task is ours and recorded but not yet enqueued: enqueue it and answer as a first delivery."""
+    from agent_machine.domain import submission
+    from agent_machine.store import events
+
+    stored = events.get(delivery.key)
+    if stored is None:
+        return None
+    if stored.received_at == mine.received_at and stored.task_id == task.task_id:
+        try:
+            submission.enqueue(task, session)
+        except submission.EnqueueFailed as exc:
+            events.delete(delivery.key)
+            raise IngestUnavailable("the task could not be enqueued; retry the delivery") from exc
+        return Outcome(202, body)
+    return Outcome(stored.status_code, stored.response, redelivery=True)
+
+
+MAX_PLANNING_ATTEMPTS = 20
+
+
+def _next_planning_attempt(decision: CreateTask, task: Task) -> Task | None:
+    """A thread's planning task exists already (its derived id is taken). When every earlier attempt ended without
+    completing (failed, stopped, timed out), the next attempt gets the next derived id; None when one is queued,
+    running or completed (the delivery is then a duplicate). Costs one Query, only on this path."""
+    from agent_machine.store import tasks
+
+    key = decision.thread_key
+    if decision.agent != PLANNING or decision.parent is not None or key is None:
+        return None
+    attempt_ids = [planning_task_id(key, n) for n in range(MAX_PLANNING_ATTEMPTS)]
+    if task.task_id not in attempt_ids:
+        return None
+    earlier = {
+        t.task_id: t
+        for t in tasks.list_tasks(session_id=task.session_id, agent=PLANNING, limit=100).items
+        if t.task_id in attempt_ids
+    }
+    if any(not t.status.terminal or t.status == TaskStatus.COMPLETED for t in earlier.values()):
+        return None
+    for task_id in attempt_ids:
+        if task_id not in earlier:
+            if task_id == task.task_id:
+                return None  # our own id is free after all (the earlier attempt is gone): nothing to renumber
+            return task.model_copy(update={"task_id": task_id})
+    return None
 
 
 def _submit(
@@ -208,6 +284,7 @@ def _submit(
     session: Session | None,
     guard: TransactWriteItemTypeDef,
     body: dict[str, Any],
+    mine: WebhookDelivery,
 ) -> Outcome | None:
     """One attempt; None when the session guess was wrong and the other guess should be tried."""
     from agent_machine.domain import submission
@@ -218,17 +295,20 @@ def _submit(
     except submission.UnknownSession as exc:
         failed = _failed_parts(exc)
         if failed is not None and DELIVERY_PART in failed:
-            stored = _stored(delivery)
+            stored = _stored_or_own(delivery, mine, task, session, body)
             if stored is not None:
                 return stored
         return None
     except submission.AlreadyRecorded as exc:
         failed = _failed_parts(exc)
         if failed is None or DELIVERY_PART in failed:
-            stored = _stored(delivery)
+            stored = _stored_or_own(delivery, mine, task, session, body)
             if stored is not None:
                 return stored
         if failed is not None and TASK_PART in failed:
+            retry = _next_planning_attempt(decision, task)
+            if retry is not None:
+                return _create_task(delivery, decision, retry, None, task.session_id, session_exists=True)
             return record_only(
                 delivery, DeliveryDecision.IGNORED, decision.duplicate_reason, extra={"existing_task_id": task.task_id}
             )

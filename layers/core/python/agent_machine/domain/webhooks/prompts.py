@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from agent_machine.domain.webhooks.text import MAX_FIELD_CHARS, clean_text, one_line
 
 DATA_TAG = "untrusted-data"
+MAX_PROMPT_BYTES = 300_000
+TRUNCATED = "\n[... truncated: the prompt reached its size limit]"
 _CLOSE_ATTEMPT = re.compile(r"<\s*/\s*untrusted-data", re.IGNORECASE)
 
 DATA_RULES = (
@@ -45,9 +47,12 @@ def build_prompt(
     quoted: Sequence[Quoted] = (),
     trusted: Sequence[tuple[str, str]] = (),
     nonce: str | None = None,
+    max_bytes: int = MAX_PROMPT_BYTES,
 ) -> str:
     """instructions: ours. context: short payload facts (one line each). quoted: payload text.
-    trusted: sections the machine itself produced and a human approved (e.g. the plan), shown as such."""
+    trusted: sections the machine itself produced (e.g. the approved plan), shown as such.
+    max_bytes: the whole prompt's cap in UTF-8 (a task item must stay under DynamoDB's 400 KB): quoted data past
+    it is cut, with a marker."""
     nonce = nonce or secrets.token_hex(6)
     parts = [instructions.strip()]
     for title, text in trusted:
@@ -57,10 +62,22 @@ def build_prompt(
     if context:
         lines = "\n".join(f"{key}: {one_line(value)}" for key, value in context if value not in (None, ""))
         parts.append(_block(nonce, "context", lines))
+    budget = max_bytes - sum(len(p.encode("utf-8")) for p in parts) - 200 * len(quoted)
     for piece in quoted:
         text = clean_text(piece.text, piece.limit).strip()
+        text, budget = _fit(text, budget)
         parts.append(_block(nonce, piece.field, text if text else "(empty)"))
     return "\n\n".join(parts) + "\n"
+
+
+def _fit(text: str, budget: int) -> tuple[str, int]:
+    """The text cut to what is left of the prompt's byte budget (with a marker), and the budget left after it."""
+    raw = text.encode("utf-8")
+    if len(raw) <= budget:
+        return text, budget - len(raw)
+    keep = max(budget - len(TRUNCATED), 0)
+    cut = raw[:keep].decode("utf-8", errors="ignore")
+    return cut + TRUNCATED, 0
 
 
 def data_blocks(prompt: str) -> dict[str, str]:

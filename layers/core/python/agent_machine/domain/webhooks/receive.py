@@ -1,14 +1,17 @@
 """One delivery from raw bytes to an answer: check the media type, verify the signature over the raw body,
 parse, decide, record. The HTTP layer only reads the (size-capped) body and maps errors to status codes.
 
-Signature first: nothing from an unauthenticated body is parsed (the one exception is the legacy unsigned Sentry
-plugin, accepted only when SENTRY_ALLOW_LEGACY_UNSIGNED is set).
+Signature first: nothing from an unauthenticated body is parsed (the exceptions: the legacy unsigned Sentry plugin,
+accepted only when SENTRY_ALLOW_LEGACY_UNSIGNED is set, and Jira without a secret, only when JIRA_ALLOW_UNSIGNED is
+set). A refusal tells the sender only that the signature is missing or invalid; the detail is logged.
+JSON is parsed strictly: NaN, Infinity and numbers out of float range are a 400.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -43,6 +46,18 @@ JSON_TYPES = ("application/json",)
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
+# What a refused sender is told: nothing about our configuration (which secret is missing, what we expected).
+# The detail goes to the log.
+REFUSED = "the webhook signature is missing or invalid"
+
+
+def refuse(sender: str, detail: str) -> BadSignature:
+    from agent_machine.observability import get_logger
+
+    get_logger().warning("webhook refused", extra={"sender": sender, "detail": detail})
+    return BadSignature(REFUSED)
+
+
 def media_type(headers: Mapping[str, str]) -> str:
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -53,9 +68,22 @@ def _require_json(headers: Mapping[str, str]) -> None:
         raise UnsupportedMediaType(f"expected application/json, got {one_line(kind, 80) or 'no content type'}")
 
 
+def _no_constant(name: str) -> Any:
+    raise MalformedPayload(f"body is not valid JSON: {name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: valid JSON, but no number anything downstream can store
+        raise MalformedPayload("body has a number out of range")
+    return value
+
+
 def parse_json(raw: bytes | str, *, objects_only: bool = True) -> Any:
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except MalformedPayload:
+        raise
     except RecursionError as exc:
         raise MalformedPayload("JSON is nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
@@ -116,7 +144,7 @@ def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLoo
     try:
         verify_github(body, headers.get("x-hub-signature-256"), get_secret("github_webhook_secret"))
     except SignatureError as exc:
-        raise BadSignature(str(exc)) from exc
+        raise refuse("github", str(exc)) from exc
     if kind == FORM_TYPE:
         try:
             fields = dict(
@@ -149,11 +177,13 @@ def receive_jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLooku
 
     _require_json(headers)
     secret = get_secret("jira_webhook_secret")
-    if secret:  # fail closed: with a secret configured, unsigned deliveries are refused
+    if secret:  # with a secret configured, unsigned deliveries are refused
         try:
             verify_jira(body, headers.get("x-hub-signature"), secret)
         except SignatureError as exc:
-            raise BadSignature(str(exc)) from exc
+            raise refuse("jira", str(exc)) from exc
+    elif not get_settings().jira_allow_unsigned:  # fail closed: no secret means no delivery is trusted
+        raise refuse("jira", "JIRA_WEBHOOK_SECRET is not configured and JIRA_ALLOW_UNSIGNED is not set")
     payload = parse_json(body)
     issue_event = payload.get("issue_event_type_name")
     delivery = Delivery(
@@ -179,12 +209,12 @@ def receive_sentry(body: bytes, headers: Mapping[str, str]) -> Outcome:
         try:
             verify_sentry(body, signature, get_secret("sentry_webhook_secret"))
         except SignatureError as exc:
-            raise BadSignature(str(exc)) from exc
+            raise refuse("sentry", str(exc)) from exc
         payload = parse_json(body)
     else:
         payload = parse_json(body)
         if not sentry.is_legacy(payload):
-            raise BadSignature("missing Sentry-Hook-Signature (only legacy plugin payloads may be unsigned)")
+            raise refuse("sentry", "missing Sentry-Hook-Signature (only legacy plugin payloads may be unsigned)")
     action = payload.get("action")
     delivery = Delivery(
         "sentry",
@@ -220,11 +250,11 @@ def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outco
         raise UnknownWebhook(f"no webhook named '{one_line(name, 64)}'")
     _require_json(headers)
     if not spec.secret:
-        raise BadSignature(f"webhook '{spec.name}' has no secret: every delivery is refused")
+        raise refuse(spec.name, f"webhook '{spec.name}' has no secret: every delivery is refused")
     try:
         verify_generic(body, headers.get(spec.signature_header.lower()), spec.secret, spec.signature_header)
     except SignatureError as exc:
-        raise BadSignature(str(exc)) from exc
+        raise refuse(spec.name, str(exc)) from exc
     payload = parse_json(body, objects_only=False)
     header_id = next((headers[h] for h in DYNAMIC_DELIVERY_HEADERS if headers.get(h)), None)
     action = payload.get("action") if isinstance(payload, dict) else None

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent_machine.domain.agents import PLANNING
 from agent_machine.domain.webhooks.common import Payload
+from agent_machine.domain.webhooks.context import url_or_none
 from agent_machine.domain.webhooks.decisions import Answer, CreateTask, Decision, Ignore, derived_task_id
 from agent_machine.domain.webhooks.prompts import Quoted, build_prompt
 from agent_machine.domain.webhooks.text import clean_text, one_line
@@ -141,7 +142,7 @@ def _from_event(event: dict[str, Any], why: str, *, kind: str) -> Decision:
     issue_id = one_line(event.get("issue_id"), 40) or None
     metadata = _d(event.get("metadata"))
     title = event.get("title") or metadata.get("title") or metadata.get("value") or event.get("message") or kind
-    link = event.get("web_url") or event.get("url")
+    link = url_or_none(event.get("web_url") or event.get("url"))
     return _task(
         thread=f"sentry:issue:{issue_id}" if issue_id else None,
         why=why,
@@ -175,7 +176,7 @@ def _tag(event: dict[str, Any], name: str) -> str | None:
 
 def _from_issue(issue: dict[str, Any]) -> Decision:
     issue_id = one_line(issue.get("id"), 40) or None
-    link = issue.get("web_url") or issue.get("permalink")
+    link = url_or_none(issue.get("web_url") or issue.get("permalink"))
     title = issue.get("title") or _d(issue.get("metadata")).get("title") or "Sentry issue"
     return _task(
         thread=f"sentry:issue:{issue_id}" if issue_id else None,
@@ -207,7 +208,7 @@ def _from_metric(data: dict[str, Any], action: str) -> Decision:
     rule = _d(alert.get("alert_rule"))
     incident = one_line(alert.get("id") or alert.get("identifier"), 40) or None
     title = data.get("description_title") or rule.get("name") or alert.get("title") or "metric alert"
-    link = data.get("web_url")
+    link = url_or_none(data.get("web_url"))
     return _task(
         thread=f"sentry:metric:{incident}" if incident else None,
         why=f"metric alert {action}",
@@ -234,7 +235,7 @@ def _legacy(payload: dict[str, Any]) -> Decision:
     event = _d(payload.get("event"))
     group = one_line(payload.get("id"), 40) or None
     title = payload.get("message") or event.get("title") or payload.get("culprit") or "Sentry error"
-    link = payload.get("url")
+    link = url_or_none(payload.get("url"))
     return _task(
         thread=f"sentry:legacy:{one_line(payload.get('project_slug') or payload.get('project'), 60)}:{group}"
         if group
