@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,6 @@ LONG_RUNNING_SERVICES = ("runner",)  # runner, runner-fargate
 
 def timeout_profile() -> str:
     """ "short" for the request/response functions (API, authorizer, WebSocket), "long" for the runner."""
-    import os
-
     explicit = get_settings().aws_timeout_profile
     if explicit is not None:
         return explicit
