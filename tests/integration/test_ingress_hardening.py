@@ -463,9 +463,9 @@ def test_stopping_a_queued_task_stores_its_stopped_event(stack: Provisioned) -> 
     status, stopped = call("POST", f"/api/tasks/{task.task_id}/stop", headers=TOKEN)
     assert (status, stopped["status"]) == (200, "stopped")
     events = output.read_events(task.task_id)
-    assert [(e.type.value, e.seq) for e in events] == [("task.stopped", 1)]
+    assert [(e.type.value, e.seq) for e in events] == [("task.created", 1), ("task.stopped", 2)]
     stored = tasks.get(task.task_id)
-    assert stored is not None and stored.last_seq == 1
+    assert stored is not None and stored.last_seq == 2
 
 
 # --- a retried transaction whose first attempt committed: the task is still enqueued -----------------------------

@@ -41,7 +41,7 @@ def test_chat_completes_with_the_fake_cli_exact_cost(stack: Provisioned, work_ro
 
     events = output.read_events(task.task_id)
     kinds = [e.type.value for e in events]
-    assert kinds[0] == "task.started" and kinds[-1] == "task.completed"
+    assert kinds[:2] == ["task.created", "task.started"] and kinds[-1] == "task.completed"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert task.last_seq == events[-1].seq
     lines = [e.payload for e in events if e.type.value == "task.output"]
@@ -207,7 +207,7 @@ def test_budget_refusal_and_task_cap(stack: Provisioned, work_root: Path, monkey
     assert "daily budget reached" in (refused.error or "")
     assert refused.attempt == 0 and refused.cost_usd == 0
     events = output.read_events(refused.task_id)
-    assert [e.type.value for e in events] == ["task.failed"]
+    assert [e.type.value for e in events] == ["task.created", "task.failed"]
 
 
 def test_unknown_agent_fails(stack: Provisioned, work_root: Path) -> None:

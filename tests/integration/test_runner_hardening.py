@@ -4,7 +4,6 @@ stops racing the end, PLAN.md, the order of the terminal booking and the task co
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from agent_machine.store import output, sessions, tasks
 from botocore.exceptions import ClientError
 from local_runtime.provision import Provisioned
 from runner import cli, config, orchestrator, transcripts
+from runner.orchestrator import run_coroutine
 from runner.output import Delivery, EventStream
 from runner.run import read_plan
 from runner.stream import RawLine, ResultLine, parse_line
@@ -82,7 +82,7 @@ def test_the_runner_is_not_dumpable_so_the_cli_cannot_read_its_environment(tmp_p
             out, _ = await proc.communicate()
             return out.decode().strip()
 
-        seen = asyncio.run(spawn_and_read())
+        seen = run_coroutine(spawn_and_read())  # not asyncio.run: it leaves the thread without a loop
     finally:
         del os.environ["HARDENING_TEST_SECRET"]
     if os.geteuid() != 0:  # root reads any process's environ (CAP_SYS_PTRACE): there only the flag is checked
@@ -486,7 +486,7 @@ def test_the_last_push_looks_the_subscribers_up_afresh(stack: Provisioned) -> No
         events.release()
         await events.close()
 
-    asyncio.run(emit_and_finish())
+    run_coroutine(emit_and_finish())
     assert lookups and lookups[-1] is True and lookups[0] is False
 
 

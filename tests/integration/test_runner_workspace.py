@@ -240,6 +240,7 @@ def test_watchers_get_coalesced_frames_and_gone_connections_are_dropped(
         connections.subscribe("gone", Subscription(kind="session", id=task.session_id))
         receiver.gone.add("gone")
         submission.submit(task, session)
+        submission.announce_created(task)  # as chat does: watchers get the whole stream from seq 1
         from tests.integration.runner_support import invoke, receive
 
         invoke(stack, receive(task.task_id))
@@ -251,7 +252,7 @@ def test_watchers_get_coalesced_frames_and_gone_connections_are_dropped(
         # 300 lines (+ init, result, lifecycle) arrived in a handful of posts, not one per line.
         assert len(receiver.frames["watch-session"]) < 40
         lifecycle = [e["type"] for e in receiver.events("dashboard")]
-        assert lifecycle == ["task.started", "task.completed"]
+        assert lifecycle == ["task.created", "task.started", "task.completed"]
         assert connections.subscribers([f"session#{task.session_id}"]) == {"watch-session"}
         assert receiver.frames.get("gone") is None
         assert all(len(body) < 128 * 1024 for bodies in receiver.frames.values() for body in bodies)

@@ -47,6 +47,7 @@ def start_chat(message: str, session_id: str | None = None, *, agent: str = BRAI
         get_agent(agent)  # UnknownAgent for a name that is neither built in nor defined
     task, session = submission.new_task(text, session_id=session_id, agent=agent, source=TaskSource.CHAT)
     submission.submit(task, session)
+    submission.announce_created(task)
     return ChatStarted(
         task_id=task.task_id, session_id=task.session_id, agent=task.agent, new_session=session is not None
     )

@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from agent_machine import aws, queue
-from agent_machine.models import Session, Task, TaskSource, TaskStatus
-from agent_machine.store import sessions, tasks
+from agent_machine.models import ALL_TASKS_TOPIC, EventType, Session, Task, TaskEvent, TaskSource, TaskStatus
+from agent_machine.store import output, sessions, tasks
 from agent_machine.store.tasks import is_condition_failure
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 TITLE_LENGTH = 80
+CREATED_SEQ = 1  # task.created is always a task's first event
+# The parts of submit's transaction, in order (callers' `extra` parts follow).
+TASK_PART, CREATED_PART, SESSION_PART, FIRST_EXTRA_PART = 0, 1, 2, 3
 
 
 class UnknownSession(LookupError):
@@ -73,9 +76,34 @@ def new_task(
     return task, session
 
 
+def created_event(task: Task) -> TaskEvent:
+    """The task's first event (seq 1), stored with the task itself so a replay always starts with it."""
+    return TaskEvent(
+        type=EventType.CREATED,
+        task_id=task.task_id,
+        session_id=task.session_id,
+        seq=CREATED_SEQ,
+        payload={
+            "status": task.status.value,
+            "agent": task.agent,
+            "source": task.source.value,
+            "source_name": task.source_name,
+            "title": task.title,
+            "parent_task_id": task.parent_task_id,
+        },
+    )
+
+
 def submit(task: Task, session: Session | None, extra: list[TransactWriteItemTypeDef] | None = None) -> Submitted:
-    """Record and enqueue. Raises UnknownSession, AlreadyRecorded or EnqueueFailed (nothing half-done)."""
-    parts: list[TransactWriteItemTypeDef] = [tasks.put_new_task_item(task)]
+    """Record and enqueue. Raises UnknownSession, AlreadyRecorded or EnqueueFailed (nothing half-done).
+
+    The task.created event is part of the same transaction (no extra round trip on a webhook's ack path); it is
+    pushed only by callers someone is watching (`announce_created`)."""
+    task.last_seq = CREATED_SEQ
+    parts: list[TransactWriteItemTypeDef] = [
+        tasks.put_new_task_item(task),
+        output.put_chunk_part(task.task_id, [created_event(task)]),
+    ]
     if session is not None:
         parts.append(sessions.put_new_session_item(session.model_copy(update={"task_count": 1})))
     else:
@@ -86,7 +114,11 @@ def submit(task: Task, session: Session | None, extra: list[TransactWriteItemTyp
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
             reasons = exc.response.get("CancellationReasons", [])
-            if session is None and len(reasons) > 1 and reasons[1].get("Code") == "ConditionalCheckFailed":
+            if (
+                session is None
+                and len(reasons) > SESSION_PART
+                and reasons[SESSION_PART].get("Code") == "ConditionalCheckFailed"
+            ):
                 raise UnknownSession(task.session_id) from exc
             if is_condition_failure(exc):
                 raise AlreadyRecorded(task.task_id) from exc
@@ -122,7 +154,8 @@ def _unsubmit(task: Task, session: Session | None) -> None:
                 "ExpressionAttributeNames": {"#status": "status"},
                 "ExpressionAttributeValues": {":queued": {"S": TaskStatus.QUEUED.value}},
             }
-        }
+        },
+        output.delete_chunk_part(task.task_id, CREATED_SEQ),
     ]
     if session is not None:
         parts.append(
@@ -185,14 +218,17 @@ def _mark_failed(task_id: str) -> None:
             raise
 
 
+def announce_created(task: Task) -> None:
+    """Push a submitted task's task.created event to its watchers and to dashboards watching all tasks (chat:
+    someone is watching; webhooks skip it to keep their ack path short). Best effort."""
+    _push_lifecycle(task, created_event(task))
+
+
 def publish_stopped(task: Task) -> None:
     """The task.stopped event of a task stopped while still queued (no runner will ever emit it): stored after
     whatever is stored, booked as the task's last_seq, and pushed to its watchers and to dashboards watching all
-    tasks (only when a WebSocket API is configured and someone watches). Best effort: a stop never fails on it."""
-    from agent_machine.models import ALL_TASKS_TOPIC, EventType, TaskEvent
+    tasks. Best effort: a stop never fails on it."""
     from agent_machine.observability import get_logger
-    from agent_machine.push import Pusher, frames
-    from agent_machine.store import connections, output
 
     try:
         stored = output.read_events(task.task_id, after_seq=task.last_seq)
@@ -211,16 +247,30 @@ def publish_stopped(task: Task) -> None:
         )
         output.put_chunk(task.task_id, [event])
         tasks.set_fields(task.task_id, last_seq=seq)
-        pusher = Pusher()
-        if not pusher.endpoint_url:
-            return
-        watchers = connections.subscribers([f"session#{task.session_id}", f"task#{task.task_id}"])
-        dashboards = connections.subscribers([ALL_TASKS_TOPIC]) - watchers
-        payloads = frames([event])
-        for connection_id in sorted(watchers | dashboards):
-            try:
-                pusher.send_frames(connection_id, payloads)
-            except Exception as exc:  # one broken connection must not stop the others
-                get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})
     except Exception:
         get_logger().exception("could not publish task.stopped", extra={"task_id": task.task_id})
+        return
+    _push_lifecycle(task, event)
+
+
+def _push_lifecycle(task: Task, event: TaskEvent) -> None:
+    """Push one lifecycle event (only when a WebSocket API is configured and someone watches)."""
+    from agent_machine.observability import get_logger
+    from agent_machine.push import Pusher, frames
+    from agent_machine.store import connections
+
+    pusher = Pusher()
+    if not pusher.endpoint_url:
+        return
+    try:
+        watchers = connections.subscribers([f"session#{task.session_id}", f"task#{task.task_id}"])
+        dashboards = connections.subscribers([ALL_TASKS_TOPIC]) - watchers
+    except Exception:
+        get_logger().exception("could not look up subscribers", extra={"task_id": task.task_id})
+        return
+    payloads = frames([event])
+    for connection_id in sorted(watchers | dashboards):
+        try:
+            pusher.send_frames(connection_id, payloads)
+        except Exception as exc:  # one broken connection must not stop the others
+            get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})

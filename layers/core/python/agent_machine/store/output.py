@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_machine import aws
 from agent_machine.models import TaskEvent
 from agent_machine.settings import get_settings
 from agent_machine.store._dynamo import values
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 MAX_CHUNK_BYTES = 300_000
 
@@ -48,22 +51,31 @@ def chunk_events(events: list[TaskEvent], texts: Sequence[str] | None = None) ->
     return chunks
 
 
-def put_chunk(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | None = None) -> None:
-    """One item holding `events` (`texts`: their JSON, if already encoded)."""
-    if not events:
-        return
+def chunk_item(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | None = None) -> dict[str, Any]:
+    """The item holding `events` (`texts`: their JSON, if already encoded)."""
     body = "[" + ",".join(texts if texts is not None else encode(events)) + "]"
     expires = int(time.time()) + get_settings().output_retention_days * 86400
-    aws.dynamodb().put_item(
-        TableName=table(),
-        Item={
-            "task_id": {"S": task_id},
-            "seq": {"N": str(events[0].seq)},
-            "last_seq": {"N": str(events[-1].seq)},
-            "events": {"S": body},
-            "expires_at": {"N": str(expires)},
-        },
-    )
+    return {
+        "task_id": {"S": task_id},
+        "seq": {"N": str(events[0].seq)},
+        "last_seq": {"N": str(events[-1].seq)},
+        "events": {"S": body},
+        "expires_at": {"N": str(expires)},
+    }
+
+
+def put_chunk(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | None = None) -> None:
+    if events:
+        aws.dynamodb().put_item(TableName=table(), Item=chunk_item(task_id, events, texts))
+
+
+def put_chunk_part(task_id: str, events: Sequence[TaskEvent]) -> TransactWriteItemTypeDef:
+    """A transaction part storing `events` (with the records that create the task: its first events)."""
+    return {"Put": {"TableName": table(), "Item": chunk_item(task_id, events)}}
+
+
+def delete_chunk_part(task_id: str, seq: int) -> TransactWriteItemTypeDef:
+    return {"Delete": {"TableName": table(), "Key": {"task_id": {"S": task_id}, "seq": {"N": str(seq)}}}}
 
 
 def read_events(task_id: str, after_seq: int = 0) -> list[TaskEvent]:

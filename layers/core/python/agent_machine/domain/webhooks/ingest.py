@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from agent_machine.domain.agents import PLANNING
+from agent_machine.domain.submission import FIRST_EXTRA_PART, TASK_PART
 from agent_machine.domain.webhooks import context
 from agent_machine.domain.webhooks.decisions import (
     Answer,
@@ -36,7 +37,7 @@ from agent_machine.models import DeliveryDecision, Session, Task, TaskStatus, We
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
-TASK_PART, SESSION_PART, DELIVERY_PART = 0, 1, 2
+DELIVERY_PART = FIRST_EXTRA_PART  # the delivery guard is the first part after submit's own
 
 
 class IngestUnavailable(RuntimeError):
