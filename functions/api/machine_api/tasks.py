@@ -46,6 +46,11 @@ def _get(task_id: str) -> Task:
     return task
 
 
+# A filter (agent, source) can match few items of an index: a request reads at most this many index pages and then
+# answers what it found, with a cursor to go on from.
+MAX_PAGES_PER_REQUEST = 5
+
+
 def _page(**kwargs: Any) -> TaskList:
     from agent_machine.store import tasks
 
@@ -58,79 +63,8 @@ def _page(**kwargs: Any) -> TaskList:
             status=status.value if status else None,
         ),
     )
-    if kwargs.get("agent") or kwargs.get("source"):
-        return _filtered_page(**kwargs)
-    page = tasks.list_tasks(**kwargs)
+    page = tasks.list_tasks(**kwargs, max_pages=MAX_PAGES_PER_REQUEST)
     return TaskList(items=page.items, cursor=page.cursor)
-
-
-# A filter (agent, source) can match few items of an index: a request reads at most this many index pages and then
-# answers what it found, with a cursor to go on from (a page may be short, even empty, and still have a cursor).
-MAX_PAGES_PER_REQUEST = 5
-
-
-def _filtered_page(
-    *,
-    status: TaskStatus | None = None,
-    session_id: str | None = None,
-    agent: str | None = None,
-    source: TaskSource | None = None,
-    parent_task_id: str | None = None,
-    limit: int = 50,
-    cursor: str | None = None,
-) -> TaskList:
-    from agent_machine import aws
-    from agent_machine.store import tasks
-    from agent_machine.store._dynamo import decode_cursor, encode_cursor, from_item, to_attr, values
-
-    if session_id:
-        index, key_name, key_value = "by_session", "session_id", session_id
-    elif parent_task_id:
-        index, key_name, key_value = "by_parent", "parent_task_id", parent_task_id
-    elif status:
-        index, key_name, key_value = "by_status", "status", status.value
-    else:
-        index, key_name, key_value = "by_time", "list_pk", tasks.LIST_PK
-    names = {"#k": key_name}
-    expr_values = values(k=key_value)
-    filters: list[str] = []
-    for attr, wanted in (
-        ("status", status.value if status else None),
-        ("agent", agent),
-        ("source", source.value if source else None),
-    ):
-        if wanted is not None and attr != key_name:
-            names[f"#{attr}"] = attr
-            expr_values[f":f_{attr}"] = to_attr(wanted)
-            filters.append(f"#{attr} = :f_{attr}")
-    items: list[Task] = []
-    start_key = decode_cursor(cursor)
-    next_key: dict[str, Any] | None = None
-    for _ in range(MAX_PAGES_PER_REQUEST):
-        query: dict[str, Any] = {
-            "TableName": tasks.table(),
-            "IndexName": index,
-            "KeyConditionExpression": "#k = :k",
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": expr_values,
-            "FilterExpression": " AND ".join(filters),
-            "ScanIndexForward": False,
-            "Limit": max(limit, 50),
-        }
-        if start_key:
-            query["ExclusiveStartKey"] = start_key
-        resp = aws.dynamodb().query(**query)
-        next_key = resp.get("LastEvaluatedKey")
-        for raw in resp.get("Items", []):
-            items.append(Task.model_validate(from_item(raw)))
-            if len(items) == limit:
-                # Full: go on after this item (the rest of the page is read again next time).
-                last = {k: raw[k] for k in ("task_id", key_name, "created_at") if k in raw}
-                return TaskList(items=items, cursor=encode_cursor(last))
-        if not next_key:
-            return TaskList(items=items, cursor=None)
-        start_key = next_key
-    return TaskList(items=items, cursor=encode_cursor(next_key))
 
 
 @router.get("", response_model=TaskList, summary="Tasks, newest first")

@@ -211,8 +211,12 @@ def list_tasks(
     parent_task_id: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    max_pages: int | None = None,
 ) -> TaskPage:
-    """Newest first, through the narrowest index; agent/source narrow further with a filter."""
+    """Newest first, through the narrowest index; agent/source narrow further with a filter.
+
+    A filter can match few items of an index: with `max_pages`, at most that many index pages are read, and the
+    page answered may be short (even empty) yet carry a cursor to go on from."""
     if session_id:
         index, key_name, key_value = "by_session", "session_id", session_id
     elif parent_task_id:
@@ -236,8 +240,12 @@ def list_tasks(
     items: list[Task] = []
     start_key = decode_cursor(cursor)
     last_key: dict[str, Any] | None = None
-    # A filter can leave a page short: keep reading until the page is full or the index ends.
+    # A filter can leave a page short: keep reading until the page is full, the index ends or max_pages are read.
+    pages = 0
     while len(items) < limit:
+        if max_pages is not None and pages == max_pages:
+            return TaskPage(items=items, cursor=encode_cursor(start_key) if start_key else None)
+        pages += 1
         kwargs: dict[str, Any] = {
             "TableName": table(),
             "IndexName": index,
