@@ -59,7 +59,7 @@ def test_chat_streams_output_and_books_the_exact_cost(local_machine: RunningMach
     assert done["payload"]["cost_usd"] == pytest.approx(2 * COST_PER_RESPONSE_USD)
     events = client.task_events(first["task_id"])
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "task.started" and kinds[-1] == "task.completed"
+    assert kinds[:2] == ["task.created", "task.started"] and kinds[-1] == "task.completed"
     assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
     texts = [e["payload"].get("data", {}) for e in events if e["type"] == "task.output"]
     assert any(t.get("type") == "assistant" for t in texts)
