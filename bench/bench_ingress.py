@@ -127,6 +127,10 @@ def forget(answer: dict[str, Any], tables: dict[str, str]) -> None:
     client = aws.dynamodb()
     if answer.get("task_id"):
         client.delete_item(TableName=tables["TasksTable"], Key={"task_id": {"S": answer["task_id"]}})
+        # ... and its task.created event, stored in the same transaction
+        client.delete_item(
+            TableName=tables["OutputTable"], Key={"task_id": {"S": answer["task_id"]}, "seq": {"N": "1"}}
+        )
     client.delete_item(TableName=tables["EventsTable"], Key={"delivery_key": {"S": f"github#{answer['delivery_id']}"}})
 
 
