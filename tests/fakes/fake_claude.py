@@ -73,6 +73,11 @@ Scenarios, chosen by markers in the prompt (the first "main" marker wins; modifi
   ``dontAsk`` without an allow rule. ``default``/``acceptEdits``/``auto``/``bypassPermissions`` allow it.
   The same rules apply to the Bash call of default/turns, except plan mode allows it (read-only command).
   A tool missing from ``--tools`` gets a ``No such tool available`` error tool_result (no denial).
+- ``[[sh:CMD]]`` (repeatable): one Bash tool round per marker, in order, each REALLY running CMD with
+  ``/bin/sh -c`` in the CLI's cwd and environment, in a session of its own (as the real CLI runs Bash), 120 s
+  at most; the tool result is its stdout (then its stderr, if any). Then a final text ``All done: <first 80
+  chars of prompt>`` followed by every tool result, so what the agent saw ends up in its output and result.
+  Permission rules apply as for the default Bash call. CMD cannot contain ``]]``.
 - ``[[env]]``: final text = JSON list of the sorted environment variable NAMES the process sees.
 - ``[[args]]``: final text = JSON list of argv[1:].
 - modifiers: ``[[slow:S]]`` sleep S seconds (float) before the first assistant line; ``[[cost:X]]`` each response
@@ -170,8 +175,9 @@ MARKER_RE = re.compile(r"\[\[([a-z]+)(?::(.*?))?\]\]", re.DOTALL)
 RULE_RE = re.compile(r"^([A-Za-z0-9_]+)(?:\((.*)\))?$", re.DOTALL)
 MAIN_SCENARIOS = (
     "text", "lines", "hang", "crash", "huge", "hugeresult", "flood", "nonewline", "turns", "error", "write", "env",
-    "args", "orphan",
+    "args", "orphan", "sh",
 )  # fmt: skip
+SH_TIMEOUT_SECONDS = 120.0
 
 FLAG, VALUE, VARIADIC = "flag", "value", "variadic"
 # option spelling -> (destination, kind, commander-style argument name)
@@ -620,6 +626,7 @@ class Run:
         self.num_turns = 0
         self.denials: list[JSON] = []
         self.last_text = ""
+        self.last_tool_output = ""
         self.transcript = Transcript(None)
         self.permission_mode = "default"
         self.allow_rules: list[str] = []
@@ -803,6 +810,7 @@ class Run:
         decision, message = self.permission(name, *perm_arg)
         if decision == "allow":
             content, tool_use_result = run()
+            self.last_tool_output = content
             self.tool_result(tool_use_id, content, False, tool_use_result)
             return True
         if decision == "deny":
@@ -958,6 +966,8 @@ def scenario_body(run: Run, sc: Scenario) -> int:
         return api_error(run, API_ERROR_TEXT)
     if main == "write":
         return write_scenario(run, arg or "")
+    if main == "sh":
+        return shell_scenario(run, [m.group(2) or "" for m in MARKER_RE.finditer(prompt) if m.group(1) == "sh"])
     # default: one tool round, then the answer
     run.bash_round(
         [
@@ -1039,6 +1049,31 @@ def write_scenario(run: Run, arg: str) -> int:
     run.before_next_request()
     text = f"Wrote {rel}." if ok else f"I could not write {rel}: permission denied."
     run.respond([{"type": "text", "text": text}])
+    return run.success()
+
+
+def shell_scenario(run: Run, commands: list[str]) -> int:
+    """``[[sh:CMD]]``: really run each command as the Bash tool would, then report everything it printed."""
+    seen: list[str] = []
+    for k, command in enumerate(commands, 1):
+
+        def do_run(command: str = command) -> tuple[str, JSON]:
+            try:
+                done = subprocess.run(["/bin/sh", "-c", command], cwd=run.cwd, capture_output=True, text=True,
+                                      errors="replace", timeout=SH_TIMEOUT_SECONDS, start_new_session=True,
+                                      stdin=subprocess.DEVNULL)  # fmt: skip
+                stdout, stderr, interrupted = done.stdout, done.stderr, False
+            except subprocess.TimeoutExpired as exc:
+                stdout, stderr, interrupted = str(exc.stdout or ""), "Command timed out", True
+            content = stdout.rstrip("\n") + (("\n" + stderr.rstrip("\n")) if stderr.strip() else "")
+            return content, {"stdout": stdout, "stderr": stderr, "interrupted": interrupted, "isImage": False}
+
+        ran = run.tool_round([{"type": "text", "text": f"Step {k} of {len(commands)}."}], "Bash",
+                             {"command": command, "description": f"Step {k}"}, (command, ""), do_run)  # fmt: skip
+        seen.append(run.last_tool_output if ran else "(denied)")
+        run.before_next_request()
+    report = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(seen, 1))
+    run.respond([{"type": "text", "text": f"All done: {run.prompt[:80]}\n\n{report}"}])
     return run.success()
 
 
