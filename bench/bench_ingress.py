@@ -165,14 +165,14 @@ def main() -> int:
         stack = provision(
             endpoint=server.endpoint,
             prefix=prefix,
-            secret_values={"API_TOKEN": "bench-token", "GITHUB_WEBHOOK_SECRET": SECRET},
+            secret_values={"API_TOKEN": "bench-api-token-01", "GITHUB_WEBHOOK_SECRET": SECRET},
         )
         os.environ.update(stack_environment(stack))
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": server.endpoint,
                 "GITHUB_WEBHOOK_SECRET": SECRET,
-                "API_TOKEN": "bench-token",
+                "API_TOKEN": "bench-api-token-01",
                 "LOG_LEVEL": args.log_level,
             }
         )

@@ -18,7 +18,7 @@ WEBHOOKS = ROOT / "tests" / "fixtures" / "webhooks"
 FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
 
 TEST_SECRETS = {
-    "API_TOKEN": "test-api-token",
+    "API_TOKEN": "test-api-token-01",
     "GITHUB_WEBHOOK_SECRET": "It's a Secret to Everybody",
     "JIRA_WEBHOOK_SECRET": "It's a Secret to Everybody",
     "SENTRY_WEBHOOK_SECRET": "It's a Secret to Everybody",

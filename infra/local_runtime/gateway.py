@@ -1,6 +1,11 @@
 """API Gateway on one port: the HTTP API (payload 2.0 events to the template's functions, with its Lambda
 authorizer), the WebSocket API at /ws ($connect / $disconnect / $default) and its management API
-(`/@connections/{id}`, so boto3's apigatewaymanagementapi client works unchanged), and the dashboard's files."""
+(`/@connections/{id}`, so boto3's apigatewaymanagementapi client works unchanged), and the dashboard's files.
+
+Like the edges it stands for: every HTTP answer carries the security headers CloudFront adds to the dashboard
+(SecurityHeaders; the API's own answers already have them), and a client gets `header_timeout` seconds to send a
+request's headers (HeaderTimeoutProtocol), so connections that never finish one cannot pile up.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from local_runtime.events import (
     LambdaContext,
@@ -36,6 +44,101 @@ from local_runtime.template import CorsConfig, HttpRoute
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # HTTP API's payload limit: larger requests get 413 at the edge
 WS_IDLE_TIMEOUT_SECONDS = 600  # API Gateway closes idle WebSocket connections after 10 minutes
 WS_MAX_SECONDS = 2 * 3600  # ... and every connection after 2 hours
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+# What the template's CloudFront response-headers policy adds to the dashboard (DashboardSecurityHeaders).
+SECURITY_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+    "referrer-policy": "no-referrer",
+}
+_RAW_SECURITY_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+_TIMEOUT_ANSWER = b"request headers not received in time\n"
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every HTTP answer that does not set them itself."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {bytes(name).lower() for name, _ in headers}
+                headers += [(k, v) for k, v in _RAW_SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for each request's headers. uvicorn bounds only the idle time after
+    a response (keep-alive), so a client that connects, or sends half a request line, and then waits would hold
+    its connection forever. Armed when the connection opens and after each response; disarmed once a request's
+    headers are complete (the protocol then starts a new cycle) or the connection becomes a WebSocket. A slow
+    body or a long-running request is not limited by it. Past the deadline: 408 and the connection is closed."""
+
+    header_timeout = DEFAULT_HEADER_TIMEOUT_SECONDS
+    _deadline: asyncio.TimerHandle | None = None
+    _cycle_when_armed: object = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._cycle_when_armed = self.cycle
+        self._deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(_TIMEOUT_ANSWER)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode("ascii") + _TIMEOUT_ANSWER)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._deadline is not None and self.cycle is not self._cycle_when_armed:
+            self._disarm()  # a new request's headers are complete
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()
+        super().handle_websocket_upgrade()
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # the next request is parsed already: its headers are in
+        super().on_response_complete()
+        if not pipelined and not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def header_timeout_protocol(seconds: float) -> type[HeaderTimeoutProtocol]:
+    """The protocol class for uvicorn.Config(http=...) with this deadline (uvicorn builds it with fixed kwargs)."""
+    if not seconds > 0:
+        raise ValueError(f"the header timeout must be a positive number of seconds, not {seconds!r}")
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout": float(seconds)})
 
 
 @dataclass
@@ -102,7 +205,8 @@ class Gateway:
                 WebSocketRoute("/ws", self.websocket),
                 Route("/@connections/{connection_id:path}", self.management, methods=["GET", "POST", "DELETE"]),
                 Route("/{path:path}", self.http, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
-            ]
+            ],
+            middleware=[Middleware(SecurityHeaders)],
         )
 
     # --- HTTP API -------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from local_runtime.emulator import MotoServer, free_port, start_moto
-from local_runtime.gateway import Gateway, RouteTarget
+from local_runtime.gateway import DEFAULT_HEADER_TIMEOUT_SECONDS, Gateway, RouteTarget, header_timeout_protocol
 from local_runtime.invoker import Invoker
 from local_runtime.logs import log
 from local_runtime.persistence import StateFile, requeue_unfinished
@@ -42,6 +42,7 @@ USER_SETTINGS = (
     "TASK_BUDGET_USD",
     "CORS_ORIGINS",
     "LOG_JSON",
+    "WEB_FETCH_DOMAINS",
 )
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
 
@@ -59,6 +60,10 @@ class LocalConfig:
     autosave_seconds: float = 10.0
     queue_visibility_timeout: int | None = None
     static_dir: Path = ROOT / "dashboard_spa"
+    # How long a client may take to send a request's headers (LOCAL_HEADER_TIMEOUT_SECONDS).
+    header_timeout_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("LOCAL_HEADER_TIMEOUT_SECONDS") or DEFAULT_HEADER_TIMEOUT_SECONDS)
+    )
 
 
 @dataclass
@@ -103,6 +108,8 @@ class LocalMachine:
 
     def start(self) -> None:
         cfg = self.config
+        self.api_token = self._api_token()
+        _refuse_weak_secrets(self.api_token)
         if cfg.port == 0:
             cfg.port = free_port()
         if not cfg.real_aws:
@@ -113,7 +120,6 @@ class LocalMachine:
         if cfg.endpoint is None and not cfg.real_aws:
             self.moto = start_moto()
             log(f"moto server on {self.moto.endpoint}")
-        self.api_token = self._api_token()
         secret_values = {key: os.environ.get(key, "") for key in SECRET_KEYS}
         secret_values["API_TOKEN"] = self.api_token
         self.provisioned = provision(
@@ -211,6 +217,7 @@ class LocalMachine:
             port=self.config.port,
             log_level="warning",
             ws="websockets-sansio",
+            http=header_timeout_protocol(self.config.header_timeout_seconds),
             lifespan="off",
             ws_max_size=1024 * 1024,
         )
@@ -280,6 +287,19 @@ class LocalMachine:
         assert self._thread
         while self._thread.is_alive():
             self._thread.join(0.5)
+
+
+def _refuse_weak_secrets(api_token: str) -> None:
+    """Before anything starts: the API token (given or kept in the data folder) and the webhook secrets of the
+    environment must be long enough to resist guessing (the functions' settings refuse them too, later)."""
+    from agent_machine.settings import STRONG_SECRETS, WeakSecret, weak_secret_problem
+
+    values = {name: os.environ.get(name) for name in STRONG_SECRETS} | {"API_TOKEN": api_token}
+    problems = [p for p in (weak_secret_problem(name, value) for name, value in values.items()) if p]
+    if weak_secret_problem("API_TOKEN", api_token):
+        problems.append("unset API_TOKEN (and delete the data folder's api_token file): run-local makes a strong one")
+    if problems:
+        raise WeakSecret("refusing to start: " + "; ".join(problems))
 
 
 def _function_of_integration(uri: Any) -> str | None:

@@ -37,9 +37,9 @@ def test_missing_token_is_401_and_wrong_token_403(stack: Provisioned, method: st
     assert (status, answer["error"]["code"]) == (401, "unauthorized")
     for header in (
         "Bearer wrong",
-        "Bearer test-api-token-and-more",
-        "Basic dGVzdC1hcGktdG9rZW4=",
-        "test-api-token",
+        "Bearer test-api-token-01-and-more",
+        "Basic dGVzdC1hcGktdG9rZW4tMDE=",
+        "test-api-token-01",
         "Bearer ",
         "Bearer tëst",
     ):
@@ -97,10 +97,10 @@ def test_openapi_documents_the_routes_and_the_bearer_scheme(stack: Provisioned) 
 @pytest.mark.parametrize(
     ("header", "allowed"),
     [
-        ("Bearer test-api-token", True),
-        ("bearer test-api-token", True),
+        ("Bearer test-api-token-01", True),
+        ("bearer test-api-token-01", True),
         ("Bearer wrong", False),
-        ("Basic dGVzdC1hcGktdG9rZW4=", False),
+        ("Basic dGVzdC1hcGktdG9rZW4tMDE=", False),
         (None, False),
         ("Bearer ", False),
     ],
@@ -121,9 +121,9 @@ def test_authorizer_denies_when_no_token_is_configured(stack: Provisioned, monke
     from machine_api.authorizer import handler
 
     monkeypatch.setattr(secrets, "get_secret", lambda name: None)
-    event = authorizer_event("GET/api/tasks", "GET /api/{proxy+}", {"authorization": "Bearer test-api-token"})
+    event = authorizer_event("GET/api/tasks", "GET /api/{proxy+}", {"authorization": "Bearer test-api-token-01"})
     assert handler(event, LambdaContext("authorizer"))["isAuthorized"] is False
-    status, _ = call("GET", "/api/tasks", headers={"authorization": "Bearer test-api-token"})
+    status, _ = call("GET", "/api/tasks", headers={"authorization": "Bearer test-api-token-01"})
     assert status == 403
 
 
@@ -135,5 +135,5 @@ def test_authorizer_denies_when_the_secret_lookup_fails(stack: Provisioned, monk
         raise RuntimeError("secrets manager down")
 
     monkeypatch.setattr(secrets, "get_secret", broken)
-    event = authorizer_event("GET/api/tasks", "GET /api/{proxy+}", {"authorization": "Bearer test-api-token"})
+    event = authorizer_event("GET/api/tasks", "GET /api/{proxy+}", {"authorization": "Bearer test-api-token-01"})
     assert handler(event, LambdaContext("authorizer"))["isAuthorized"] is False

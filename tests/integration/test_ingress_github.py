@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from local_runtime.provision import Provisioned
 from tests.conftest import WEBHOOKS
 
 SECRET = "It's a Secret to Everybody"
-TOKEN = {"authorization": "Bearer test-api-token"}
+TOKEN = {"authorization": "Bearer test-api-token-01"}
 GITHUB_FILES = sorted((WEBHOOKS / "github").glob("*.json"))
+_COMMENT_IDS = itertools.count(600_000_001)
 
 
 def api_context() -> Any:
@@ -96,7 +98,9 @@ def queue_bodies(stack: Provisioned) -> list[dict[str, Any]]:
 
 
 def comment_payload(body: str, association: str = "OWNER", *, number: int | None = None) -> dict[str, Any]:
+    """A new comment (its own comment id: the same id is the same comment, made one task however delivered)."""
     payload = sample("issue_comment__created.json")
+    payload["comment"]["id"] = next(_COMMENT_IDS)
     payload["comment"]["body"] = body
     payload["comment"]["author_association"] = association
     if number is not None:

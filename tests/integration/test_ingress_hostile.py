@@ -75,7 +75,7 @@ def test_huge_content_length_is_413_before_reading_or_hashing(
     status, answer = call("POST", "/webhooks/github", body, headers)
     assert (status, answer["error"]["code"]) == (413, "payload_too_large")
     for path in ("/webhooks/jira", "/webhooks/sentry", "/webhooks/mine", "/api/chat"):
-        assert call("POST", path, body, {**headers, "authorization": "Bearer test-api-token"})[0] == 413
+        assert call("POST", path, body, {**headers, "authorization": "Bearer test-api-token-01"})[0] == 413
 
 
 def test_huge_body_without_content_length_is_413(nothing_written: Provisioned) -> None:

@@ -16,7 +16,7 @@ from local_runtime.events import LambdaContext, authorizer_event, http_event
 def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from agent_machine.settings import get_settings
 
-    monkeypatch.setenv("API_TOKEN", "unit-token")
+    monkeypatch.setenv("API_TOKEN", "unit-api-token-0123456789")
     monkeypatch.delenv("SECRETS_NAME", raising=False)
     get_settings.cache_clear()
     yield
@@ -48,14 +48,14 @@ def test_content_length_over_25mb_is_413_for_every_route() -> None:
 def test_token_checks() -> None:
     assert call("GET", "/api/tasks")[0] == 401
     assert call("GET", "/api/tasks", headers={"authorization": "Bearer nope"})[0] == 403
-    status, body = call("GET", "/api/tasks", headers={"authorization": "Token unit-token"})
+    status, body = call("GET", "/api/tasks", headers={"authorization": "Token unit-api-token-0123456789"})
     assert status == 401 and body == {"error": {"code": "unauthorized", "message": body["error"]["message"]}}
     assert call("GET", "/api/health")[0] == 200
     assert call("OPTIONS", "/api/tasks")[0] != 401  # CORS preflight never needs the token
 
 
 def test_api_bodies_must_be_json() -> None:
-    headers = {"authorization": "Bearer unit-token", "content-type": "text/plain"}
+    headers = {"authorization": "Bearer unit-api-token-0123456789", "content-type": "text/plain"}
     status, body = call("POST", "/api/chat", b"hello", headers)
     assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
 
@@ -73,9 +73,9 @@ def test_docs_are_served() -> None:
 @pytest.mark.parametrize(
     ("headers", "allowed"),
     [
-        ({"authorization": "Bearer unit-token"}, True),
-        ({"Authorization": "Bearer unit-token"}, True),
-        ({"authorization": "Bearer unit-token2"}, False),
+        ({"authorization": "Bearer unit-api-token-0123456789"}, True),
+        ({"Authorization": "Bearer unit-api-token-0123456789"}, True),
+        ({"authorization": "Bearer unit-api-token-01234567892"}, False),
         ({}, False),
     ],
 )

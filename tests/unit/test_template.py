@@ -208,6 +208,7 @@ def test_http_routes_and_authorization() -> None:
         ("GET", "/api/health"): "NONE",
         ("GET", "/api/config"): "NONE",
         ("GET", "/api/docs"): "NONE",
+        ("GET", "/api/docs/{proxy+}"): "NONE",  # Swagger UI's own files (machine_api/docs.py)
         ("GET", "/api/openapi.json"): "NONE",
     }
     auth = props("HttpApi")["Auth"]
@@ -415,6 +416,27 @@ def test_buckets_block_public_access() -> None:
     distribution = props("DashboardDistribution")["DistributionConfig"]
     assert distribution["DefaultRootObject"] == "index.html"
     assert distribution["Origins"][0]["OriginAccessControlId"] == {"Fn::GetAtt": ["DashboardOriginAccessControl", "Id"]}
+
+
+def test_dashboard_is_never_framed_nor_sniffed() -> None:
+    behavior = props("DashboardDistribution")["DistributionConfig"]["DefaultCacheBehavior"]
+    assert behavior["ResponseHeadersPolicyId"] == {"Ref": "DashboardSecurityHeaders"}
+    security = props("DashboardSecurityHeaders")["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    assert security["FrameOptions"] == {"FrameOption": "DENY", "Override": True}
+    assert security["ContentTypeOptions"] == {"Override": True}
+    csp = security["ContentSecurityPolicy"]
+    assert "frame-ancestors 'none'" in csp["ContentSecurityPolicy"] and csp["Override"] is True
+
+
+def test_web_fetch_domains_reach_every_runner() -> None:
+    param = template()["Parameters"]["WebFetchDomains"]
+    assert param["Default"] == ""  # no web access for the read-only agents unless the operator lists hosts
+    assert re.fullmatch(param["AllowedPattern"], "docs.python.org,*.github.io")
+    assert not re.fullmatch(param["AllowedPattern"], "WebFetch(domain:x)")
+    env = template()["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["WEB_FETCH_DOMAINS"] == {"Ref": "WebFetchDomains"}
+    (container,) = props("RunnerTaskDefinition")["ContainerDefinitions"]
+    assert {"Name": "WEB_FETCH_DOMAINS", "Value": {"Ref": "WebFetchDomains"}} in container["Environment"]
 
 
 def test_secret_generates_api_token_next_to_the_other_keys() -> None:

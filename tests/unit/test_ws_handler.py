@@ -20,7 +20,7 @@ from local_runtime.events import LambdaContext, new_connection_id, websocket_eve
 from local_runtime.provision import Provisioned
 from machine_ws.handler import handler
 
-TOKEN = "test-api-token"  # tests/conftest.py TEST_SECRETS
+TOKEN = "test-api-token-01"  # tests/conftest.py TEST_SECRETS
 
 
 @dataclass

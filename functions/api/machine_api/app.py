@@ -1,4 +1,5 @@
-"""The FastAPI app: webhooks (/webhooks/*) and the dashboard's REST API (/api/*), OpenAPI at /api/docs.
+"""The FastAPI app: webhooks (/webhooks/*) and the dashboard's REST API (/api/*), OpenAPI at /api/docs (Swagger UI
+served from this package: docs.py) and /api/openapi.json. Every answer carries the security headers (security.py).
 
 Built once per Lambda container. Cold start stays close to a bare FastAPI + Mangum app: routers import the
 domain, the stores and boto3 inside their handlers, so a container pays for them on first use only.
@@ -15,6 +16,7 @@ from machine_api import (
     chat,
     config,
     costs,
+    docs,
     errors,
     events,
     registry,
@@ -27,6 +29,7 @@ from machine_api import (
     webhooks_sentry,
 )
 from machine_api.middleware import GuardMiddleware
+from machine_api.security import SecurityHeadersMiddleware
 
 DESCRIPTION = """Webhooks in, tasks out. `/webhooks/*` are verified by each sender's signature; `/api/*` need
 `Authorization: Bearer <API_TOKEN>` except `/api/health`, `/api/config` and these docs.
@@ -38,10 +41,9 @@ def create_app() -> FastAPI:
         title="Agent machine",
         version=__version__,
         description=DESCRIPTION,
-        docs_url="/api/docs",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: docs.py serves it from this package
         openapi_url="/api/openapi.json",
         redoc_url=None,
-        swagger_ui_oauth2_redirect_url="/api/docs/oauth2-redirect",
     )
     errors.install(app)
     for module in (
@@ -57,6 +59,7 @@ def create_app() -> FastAPI:
         registry,
         costs,
         events,
+        docs,
     ):
         app.include_router(module.router)
     app.add_middleware(GuardMiddleware)
@@ -71,4 +74,5 @@ def create_app() -> FastAPI:
             expose_headers=["x-request-id"],
             max_age=600,
         )
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: preflights and refusals carry the headers too
     return app

@@ -1,9 +1,16 @@
-"""POST /api/chat: a message to the brain, in a new session or an existing one."""
+"""POST /api/chat: a message to the brain, in a new session or an existing one.
+
+The message becomes the CLI's prompt, an argument of its command line: a NUL byte cannot be one (exec refuses it)
+and a lone surrogate cannot be encoded, so both, with the other control characters (terminal escapes...) but tab
+and line breaks, are refused here with a 422 rather than queued as a task that can only fail.
+"""
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Security
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from machine_api.deps import bearer_scheme
 from machine_api.errors import ApiError
@@ -11,9 +18,22 @@ from machine_api.errors import ApiError
 router = APIRouter(prefix="/api", tags=["chat"], dependencies=[Security(bearer_scheme)])
 
 
+# C0 controls but tab, LF and CR; DEL and the C1 controls; UTF-16 surrogates (JSON's "\ud800" decodes to one).
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 class ChatRequest(BaseModel):
     message: str = Field(min_length=1, max_length=100_000)
     session_id: str | None = Field(None, min_length=1, max_length=128)
+
+    @field_validator("message", "session_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None:
+            found = _FORBIDDEN.search(value)
+            if found:
+                raise ValueError(f"control character U+{ord(found.group()):04X} at position {found.start()}")
+        return value
 
 
 class ChatAccepted(BaseModel):

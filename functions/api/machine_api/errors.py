@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from machine_api.security import SECURITY_HEADERS
+
 CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -59,7 +61,10 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, details), status_code=status, headers=headers)
+    # Set here as well as by the middleware: the catch-all handler's 500/503 are sent from outside it.
+    return JSONResponse(
+        error_body(code, message, details), status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
+    )
 
 
 def _validation_details(errors: Any) -> list[dict[str, Any]]:

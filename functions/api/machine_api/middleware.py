@@ -14,10 +14,14 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from machine_api.auth import TokenCheck, check_bearer
+from machine_api.docs import ASSETS as DOCS_ASSETS
 from machine_api.errors import BodyTooLarge, error_response
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB; nothing legitimate is bigger
-OPEN_PATHS = frozenset({"/api/health", "/api/config", "/api/docs", "/api/docs/oauth2-redirect", "/api/openapi.json"})
+# The docs page's own scripts and styles are open as it is, by name (no prefix: nothing else is opened with them).
+OPEN_PATHS = frozenset(
+    {"/api/health", "/api/config", "/api/docs", "/api/openapi.json", *(f"/api/docs/{name}" for name in DOCS_ASSETS)}
+)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

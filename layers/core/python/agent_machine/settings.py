@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -13,6 +14,28 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# The machine's own shared secrets must not be guessable: shorter ones are refused at start-up.
+MIN_SECRET_CHARS = 16
+STRONG_SECRETS = ("API_TOKEN", "GITHUB_WEBHOOK_SECRET", "JIRA_WEBHOOK_SECRET", "SENTRY_WEBHOOK_SECRET")
+# A WEB_FETCH_DOMAINS entry: a host name, `*.` + a host name (its subdomains), or `*` alone (any host).
+_WEB_DOMAIN = re.compile(r"^(\*|(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$")
+
+
+class WeakSecret(RuntimeError):
+    """A configured secret is too short. Not a ValueError on purpose: pydantic would wrap it in a ValidationError
+    that prints the input value, which is the secret."""
+
+
+def weak_secret_problem(name: str, value: str | None) -> str | None:
+    """Why `value` may not be the secret `name` (too short), or None when it may (unset counts as fine)."""
+    if value is None or not value.strip() or len(value.strip()) >= MIN_SECRET_CHARS:
+        return None
+    return (
+        f"{name} is {len(value.strip())} characters long; use at least {MIN_SECRET_CHARS} random characters "
+        "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
 
 
 class Settings(BaseSettings):
@@ -98,6 +121,9 @@ class Settings(BaseSettings):
     jira_base_url: str | None = None
     jira_email: str | None = None
 
+    # The hosts the read-only agents (brain, planning) may WebFetch; empty = no WebFetch nor WebSearch at all.
+    web_fetch_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     @field_validator(
         "cors_origins",
         "allowed_author_associations",
@@ -110,6 +136,27 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("web_fetch_domains", mode="before")
+    @classmethod
+    def _domains(cls, value: object) -> object:
+        domains = _split_csv(value)
+        if not isinstance(domains, list):
+            return domains
+        cleaned = [str(d).strip().lower().rstrip(".") for d in domains]
+        bad = [d for d in cleaned if not _WEB_DOMAIN.fullmatch(d)]
+        if bad:
+            # They become CLI permission rules (`WebFetch(domain:<host>)`): only plain host names may.
+            raise ValueError(f"WEB_FETCH_DOMAINS: not host names: {', '.join(bad)} (e.g. docs.python.org,*.github.io)")
+        return list(dict.fromkeys(cleaned))
+
+    @field_validator("api_token", "github_webhook_secret", "jira_webhook_secret", "sentry_webhook_secret")
+    @classmethod
+    def _strong(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        problem = weak_secret_problem(str(info.field_name).upper(), value.get_secret_value() if value else None)
+        if problem:
+            raise WeakSecret(f"refusing to start: {problem}")
+        return value
 
 
 @lru_cache(maxsize=1)

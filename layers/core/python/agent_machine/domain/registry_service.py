@@ -3,7 +3,10 @@
 
 - Names are RegistryName (they become folder names and URL segments).
 - Built-in agents (brain, planning, executor) are always listed; they can be edited (the registry then holds an
-  edited copy) and reset to their default (the copy deleted), never deleted.
+  edited copy) and reset to their default (the copy deleted), never deleted nor defined anew (409).
+- Writes answer with the agent as it will run (agents.enforce: the brain and planning stay read-only, their web
+  access is WEB_FETCH_DOMAINS), not with what was sent: the registry keeps what was sent.
+- The runner image's own skills (agents.BUILTIN_SKILLS) are reserved names: a registry skill would replace them.
 - Built-in webhooks (github, jira, sentry) are listed with the dynamic ones; they are configured through settings
   and secrets, so they can be neither edited nor deleted here.
 - Webhook secrets are write-only: stored, used to verify deliveries, never returned (views say has_secret).
@@ -132,6 +135,12 @@ def _builtin_agents() -> dict[str, AgentSpec]:
     return BUILTIN_AGENTS
 
 
+def _effective(spec: AgentSpec) -> AgentSpec:
+    from agent_machine.domain.agents import enforce
+
+    return enforce(spec)
+
+
 def _name(name: str) -> str:
     """A name from a URL path: one that cannot be valid cannot exist either (404, not 422)."""
     if not NAME_PATTERN.fullmatch(name):
@@ -180,7 +189,7 @@ def create_agent(data: AgentInput, actor: str) -> AgentSpec:
     spec = _agent_spec(name, data, actor)
     if not registry.put("agent", spec, actor=actor, create_only=True):
         raise Conflict(f"an agent named '{name}' exists already")
-    return spec
+    return _effective(spec)
 
 
 def update_agent(name: str, data: AgentInput, actor: str) -> AgentSpec:
@@ -191,7 +200,7 @@ def update_agent(name: str, data: AgentInput, actor: str) -> AgentSpec:
         raise NotFound(f"no agent named '{name}'")
     spec = _agent_spec(name, data, actor)
     registry.put("agent", spec, actor=actor)
-    return spec
+    return _effective(spec)
 
 
 def reset_agent(name: str, actor: str) -> AgentSpec:
@@ -202,7 +211,7 @@ def reset_agent(name: str, actor: str) -> AgentSpec:
             raise NotFound(f"no agent named '{name}'")
         raise Conflict(f"'{name}' is not a built-in agent: there is no default to reset to")
     registry.delete("agent", name, actor=actor)  # False when it was never edited: already the default
-    return _builtin_agents()[name]
+    return _effective(_builtin_agents()[name])
 
 
 def delete_agent(name: str, actor: str) -> AgentSpec | None:
@@ -241,10 +250,18 @@ def _skill_spec(name: str, data: SkillInput, actor: str) -> SkillSpec:
     return SkillSpec(name=name, updated_at=utcnow(), updated_by=actor, **data.model_dump(exclude={"name"}))
 
 
+def _not_builtin_skill(name: str) -> str:
+    from agent_machine.domain.agents import BUILTIN_SKILLS
+
+    if name in BUILTIN_SKILLS:
+        raise Conflict(f"'{name}' is a built-in skill of the runner image: choose another name")
+    return name
+
+
 def create_skill(data: SkillInput, actor: str) -> SkillSpec:
     from agent_machine.store import registry
 
-    spec = _skill_spec(_body_name(None, data.name), data, actor)
+    spec = _skill_spec(_not_builtin_skill(_body_name(None, data.name)), data, actor)
     if not registry.put("skill", spec, actor=actor, create_only=True):
         raise Conflict(f"a skill named '{spec.name}' exists already")
     return spec
@@ -253,7 +270,7 @@ def create_skill(data: SkillInput, actor: str) -> SkillSpec:
 def update_skill(name: str, data: SkillInput, actor: str) -> SkillSpec:
     from agent_machine.store import registry
 
-    name = _body_name(_name(name), data.name)
+    name = _not_builtin_skill(_body_name(_name(name), data.name))
     if registry.get("skill", name, SkillSpec) is None:
         raise NotFound(f"no skill named '{name}'")
     spec = _skill_spec(name, data, actor)
