@@ -39,7 +39,7 @@ def fail_task(task_id: str) -> bool:
     return True
 
 
-@get_logger().inject_lambda_context(clear_state=False)
+@get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     log = get_logger()
     failures: list[dict[str, str]] = []

@@ -28,7 +28,7 @@ def _message(record: dict[str, Any]) -> Message:
     )
 
 
-@get_logger().inject_lambda_context(clear_state=False)
+@get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     log = get_logger()
     failures: list[dict[str, str]] = []

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agent_machine import redaction
 from agent_machine.models import ModelUsage, TaskStatus, TokenUsage
 
 from runner import config
@@ -27,9 +28,11 @@ Interruption = Literal["stop", "timeout", "lost", "shutdown", "terminated"]
 
 
 def clip(text: str | None, max_bytes: int) -> str | None:
-    """Text cut to at most max_bytes of UTF-8 (DynamoDB items are bounded), marked when cut."""
+    """Text cut to at most max_bytes of UTF-8 (DynamoDB items are bounded), marked when cut. Secrets are redacted
+    before the cut, which could otherwise leave the start of one behind."""
     if text is None:
         return None
+    text = redaction.latest().text(text)
     data = text.encode()
     if len(data) <= max_bytes:
         return text
@@ -99,6 +102,11 @@ class Prior:
     model_usage: dict[str, ModelUsage] = field(default_factory=dict)
 
 
+# The outcome's texts: whatever sets them (the run's lines, an exception's message, a PLAN.md), they are stored,
+# pushed and posted back, so they never hold a secret.
+_REDACTED_FIELDS = frozenset({"result", "error", "plan"})
+
+
 @dataclass
 class Outcome:
     status: TaskStatus
@@ -115,6 +123,11 @@ class Outcome:
     cli_session_id: str | None = None
     plan: str | None = None
     exit_code: int | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _REDACTED_FIELDS and isinstance(value, str):
+            value = redaction.latest().text(value)
+        super().__setattr__(name, value)
 
     def event_payload(self) -> dict[str, Any]:
         """The terminal event's payload (task.completed / task.failed / task.stopped)."""

@@ -6,6 +6,10 @@ LINE_TAIL_BYTES are kept too, so an over-long result line (a huge `result` text)
 usage, which come after the text. Parsing: each JSON line becomes a model picked by its `type`; unknown types,
 unknown fields and lines that do not validate are kept (as `OtherLine` with every field) and never end the run. Non-
 JSON lines are text.
+
+Redaction (agent_machine.redaction) happens here, on the line's bytes before anything parses them: whatever is
+stored, pushed or booked from a line is built from the redacted bytes. A JSON line's `\\uXXXX` and `\\/` escapes are
+undone first (the line means the same), so a secret cannot hide behind escapes the parser would have decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agent_machine.redaction import Redactor
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner import config
@@ -245,7 +250,45 @@ def recover_result(raw: RawLine) -> dict[str, Any] | None:
     return obj
 
 
-def parse_line(raw: RawLine) -> Parsed:
+# A `\uXXXX` or `\/` escape that is not itself escaped (preceded by an even number of backslashes).
+_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\(?:u([0-9a-fA-F]{4})|/)")
+_KEEP_ESCAPED = {0x22: b'\\"', 0x5C: b"\\\\"}
+
+
+def _unescape(match: re.Match[bytes]) -> bytes:
+    backslashes, code = match.group(1), match.group(2)
+    if code is None:
+        return backslashes + b"/"
+    point = int(code, 16)
+    if point < 0x20 or 0xD800 <= point <= 0xDFFF:
+        return match.group(0)  # a control character must stay escaped; a surrogate half is not a character
+    return backslashes + _KEEP_ESCAPED.get(point, chr(point).encode())
+
+
+def unescape_json(data: bytes) -> bytes:
+    """A JSON text with its optional escapes written out (`\\u0041` -> `A`, `\\/` -> `/`; `\\u0022` -> `\\"`): the same
+    JSON value, in the one spelling the redactor looks for."""
+    if b"\\u" not in data and b"\\/" not in data:
+        return data
+    return _ESCAPE.sub(_unescape, data)
+
+
+def redact_raw(raw: RawLine, redactor: Redactor) -> RawLine:
+    """The line with every known secret replaced; its size changes by what the replacements changed."""
+    data, tail = raw.data, raw.tail
+    if data.lstrip().startswith(b"{"):
+        data, tail = unescape_json(data), unescape_json(tail)
+    data = redactor.binary(data, cut=raw.truncated)
+    tail = redactor.binary(tail) if tail else tail
+    if data is raw.data and tail is raw.tail:
+        return raw
+    return RawLine(data, raw.size + len(data) - len(raw.data) + len(tail) - len(raw.tail), tail)
+
+
+def parse_line(raw: RawLine, redactor: Redactor | None = None) -> Parsed:
+    """`redactor`: the line is redacted first (the Parsed's `raw` is the redacted line)."""
+    if redactor is not None:
+        raw = redact_raw(raw, redactor)
     recovered = recover_result(raw)
     if recovered is not None:
         return Parsed(raw, obj=recovered, line=parse_json_object(recovered))

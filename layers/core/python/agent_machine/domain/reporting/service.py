@@ -8,13 +8,18 @@ Creating a comment is the one step that must not be repeated blindly: the ingres
 create whose answer was lost may still have happened. So a comment is always created with a neutral "opening"
 body (no untrusted text, no trigger phrase) and then edited to the full text; and before creating again (a retry,
 a new attempt of the task, a finish with no known comment) the target is searched for this task's marker.
+
+No secret is posted: the task's texts are redacted (agent_machine.redaction) before they are rendered, so the
+marker is escaped like any text, and each body is redacted again as it goes out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
 
+from agent_machine import redaction
 from agent_machine.domain.reporting import render
 from agent_machine.domain.reporting.config import (
     ReportingSettings,
@@ -92,6 +97,14 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
         trigger=settings.trigger_phrase,
         children=_children(task) if final else None,
     )
+    scrub = redaction.current()
+    v = dataclasses.replace(
+        v,
+        plan=scrub.maybe(v.plan),
+        result=scrub.maybe(v.result),
+        error=scrub.maybe(v.error),
+        pr_url=v.pr_url if v.pr_url is None or scrub.text(v.pr_url) == v.pr_url else None,
+    )
     attempts = 0
     for target in targets:
         retrier = Retrier(
@@ -101,7 +114,7 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
             deadline=deadline,
         )
         try:
-            _sync(target, task, v, report, retrier, final=final, redact=redact)
+            _sync(target, task, v, report, retrier, final=final, redact=redact, scrub=scrub)
         except HttpFailure as exc:
             errors.append(f"{target.name}: {exc.message}")
             get_logger().warning(
@@ -126,7 +139,7 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
             )
         attempts = max(attempts, retrier.attempts_used)
     if errors:
-        message = redact("; ".join(errors))
+        message = scrub.text(redact("; ".join(errors)))
         report["error"] = message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
     else:
         report.pop("error", None)  # a later success clears an earlier failure
@@ -203,8 +216,9 @@ def _sync(
     *,
     final: bool,
     redact: Redactor,
+    scrub: redaction.Redactor,
 ) -> None:
-    full = target.render(v, opening=False)
+    full = scrub.text(target.render(v, opening=False))
     known = report.get(target.id_key)
     if known:
         edited = retrier.run(lambda _attempt: target.update(known, full))
@@ -218,7 +232,7 @@ def _sync(
     else:
         # A previous attempt of the task, or a lost report_started, may have created it already.
         search_first = final or task.attempt > 1
-    opening = target.render(v, opening=True)
+    opening = scrub.text(target.render(v, opening=True))
 
     def create(attempt: int) -> tuple[CommentRef, bool]:
         if search_first or attempt > 1:  # a failed create may still have happened
