@@ -5,6 +5,10 @@ credentials and imports nothing but the standard library: every tool call is for
 the runner that started the CLI (MACHINE_BRIDGE, authenticated by MACHINE_BRIDGE_TOKEN), which applies the
 caps (depth, fan-out, budgets) and talks to the machine with its own role. See runner/delegation.py.
 
+With MACHINE_PUBLISH=1 (an agent that may push, on a task with a repository) it also lists `push_branch` and
+`open_pull_request`: the runner pushes the agent's `claude/...` branch and opens the pull request with its own
+GitHub token (runner/publish.py); the agent never holds one.
+
 MCP over stdio is JSON-RPC 2.0, one message per line: `initialize`, `notifications/initialized`, `ping`,
 `tools/list`, `tools/call`. Tool calls run in threads (waiting for a child task must not block other calls).
 """
@@ -126,7 +130,55 @@ TOOLS: list[dict[str, Any]] = [
         "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
     },
 ]
+_BRANCH = {
+    "type": "string",
+    "description": "The branch to push, named claude/<issue>-<slug>. Default: the branch checked out in the "
+    "repository (your current branch).",
+}
+PUBLISH_TOOLS: list[dict[str, Any]] = [
+    {
+        "name": "push_branch",
+        "description": "Push your committed branch of this task's repository to GitHub. The machine pushes it "
+        "for you (you have no GitHub credentials; `git push` does not work): only branches named claude/..., "
+        "never the default branch, never forced, only to the repository you were given (origin must not be "
+        "changed). Commit first. Pushing again after new commits updates the branch (and its pull request).",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"branch": _BRANCH},
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "open_pull_request",
+        "description": "Push your committed claude/... branch and open a pull request for it on this task's "
+        "repository (or return the one already open for that branch). Returns its url: put it in your answer.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "maxLength": 256, "description": "Title: the commit's summary line."},
+                "body": {
+                    "type": "string",
+                    "maxLength": 65536,
+                    "description": "Markdown body: what changed, how it was tested, `Fixes #<issue>`.",
+                },
+                "branch": _BRANCH,
+                "base": {
+                    "type": "string",
+                    "description": "The branch to merge into. Default: the repository's default branch.",
+                },
+                "draft": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Open it as a draft (e.g. when tests still fail).",
+                },
+            },
+            "required": ["title", "body"],
+            "additionalProperties": False,
+        },
+    },
+]
 TOOL_NAMES = frozenset(t["name"] for t in TOOLS)
+PUBLISH_TOOL_NAMES = frozenset(t["name"] for t in PUBLISH_TOOLS)
 
 
 class BridgeError(RuntimeError):
@@ -159,10 +211,12 @@ def call_bridge(method: str, params: dict[str, Any], *, path: str, token: str, t
 
 
 class Server:
-    def __init__(self, out: Any, bridge_path: str, token: str) -> None:
+    def __init__(self, out: Any, bridge_path: str, token: str, *, publish: bool = False) -> None:
         self.out = out
         self.bridge_path = bridge_path
         self.token = token
+        self.tools = TOOLS + (PUBLISH_TOOLS if publish else [])
+        self.tool_names = TOOL_NAMES | (PUBLISH_TOOL_NAMES if publish else frozenset())
         self._write_lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -200,7 +254,7 @@ class Server:
         elif method == "ping":
             self.reply(msg_id, {})
         elif method == "tools/list":
-            self.reply(msg_id, {"tools": TOOLS})
+            self.reply(msg_id, {"tools": self.tools})
         elif method == "tools/call":
             thread = threading.Thread(target=self.call_tool, args=(msg_id, params), daemon=True)
             thread.start()
@@ -212,7 +266,7 @@ class Server:
     def call_tool(self, msg_id: Any, params: Any) -> None:
         name = params.get("name") if isinstance(params, dict) else None
         arguments = (params.get("arguments") or {}) if isinstance(params, dict) else {}
-        if name not in TOOL_NAMES:
+        if name not in self.tool_names:
             self.error(msg_id, -32602, f"unknown tool: {name}")
             return
         try:
@@ -249,7 +303,7 @@ def main() -> int:
         sys.stderr.write("machine_mcp: MACHINE_BRIDGE and MACHINE_BRIDGE_TOKEN must be set\n")
         return 2
     try:
-        Server(sys.stdout, path, token).serve(sys.stdin)
+        Server(sys.stdout, path, token, publish=os.environ.get("MACHINE_PUBLISH") == "1").serve(sys.stdin)
     except KeyboardInterrupt:  # the CLI's process group got SIGINT (a stop): just end
         return 0
     return 0

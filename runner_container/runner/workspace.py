@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ NESTED_AGENTS_DIR = "agents"
 
 _SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/\-]{0,250}$")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
+REAP_SECONDS = 5.0  # how long killed git helpers are waited for
 
 
 class WorkspaceError(RuntimeError):
@@ -191,26 +193,34 @@ def prepare(task: Task, agent: AgentSpec, skills: list[SkillSpec], *, root: Path
 # --------------------------------------------------------------------------------------------------- the clone
 
 
-def _token_host(clone_url: str) -> str | None:
-    """The https origin a GitHub token may be sent to: github.com, or the host of GITHUB_API_URL (Enterprise)."""
+def token_origin(clone_url: str) -> str | None:
+    """The origin (scheme://host[:port]) a GitHub token may be sent to for this clone URL, or None: github.com
+    over https when GITHUB_API_URL is api.github.com, else exactly the origin of GITHUB_API_URL (GitHub
+    Enterprise serves its API and its repositories from one host). Never a URL with credentials of its own."""
     parts = urlsplit(clone_url)
-    if parts.scheme != "https" or not parts.hostname:
+    if not parts.hostname or parts.username is not None or parts.password is not None:
         return None
-    api = urlsplit(get_settings().github_api_url).hostname or "api.github.com"
-    allowed = {"github.com"} if api == "api.github.com" else {api}
-    return f"https://{parts.hostname}" if parts.hostname in allowed else None
+    api = urlsplit(get_settings().github_api_url)
+    if api.hostname == "api.github.com":
+        ok = parts.scheme == "https" and parts.netloc.lower() == "github.com"
+    else:
+        ok = parts.scheme in ("https", "http") and (parts.scheme, parts.netloc.lower()) == (
+            api.scheme,
+            api.netloc.lower(),
+        )
+    return f"{parts.scheme}://{parts.netloc.lower()}" if ok else None
 
 
 def git_auth_env(clone_url: str, token: str | None) -> dict[str, str]:
-    """git configuration through the environment (never the URL or argv): an Authorization header for the
-    repository's host only."""
-    host = _token_host(clone_url) if token else None
-    if not host or not token:
+    """git configuration through the environment of the runner's own git (never the URL, argv, .git/config or
+    the CLI): an Authorization header for the repository's origin only."""
+    origin = token_origin(clone_url) if token else None
+    if not origin or not token:
         return {}
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     return {
         "GIT_CONFIG_COUNT": "1",
-        "GIT_CONFIG_KEY_0": f"http.{host}/.extraheader",
+        "GIT_CONFIG_KEY_0": f"http.{origin}/.extraheader",
         "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
     }
 
@@ -222,21 +232,67 @@ def _git_env(ws: Workspace, auth: dict[str, str]) -> dict[str, str]:
         "TMPDIR": str(ws.tmp),
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
         "LANG": "C.UTF-8",
     }
     env.update(auth)
     return env
 
 
+# --------------------------------------------------------------------------------------------------- reaping
+
+
+def _group_members(pgid: int) -> dict[int, int]:
+    """pid -> ppid of every process in process group `pgid` but its leader (zombies included), from /proc."""
+    members: dict[int, int] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == pgid:
+                continue
+            try:
+                raw = Path(f"/proc/{entry.name}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = raw[raw.rfind(b")") + 2 :].split()  # the command name may hold spaces and ')'
+            with contextlib.suppress(IndexError, ValueError):
+                if int(fields[2]) == pgid:
+                    members[int(entry.name)] = int(fields[1])
+    return members
+
+
+def reap_group(pgid: int, *, timeout: float = REAP_SECONDS) -> None:
+    """After the process group of a killed git (its leader already waited for): wait for its other members.
+
+    git runs helpers (git-remote-https, index-pack, ...) in its group; killed with it, they outlive their parent
+    by an instant and are re-parented to this runner, a child subreaper, which must wait for them or they stay
+    zombies. Members re-parented elsewhere (init, when the runner is no subreaper) are not ours to reap."""
+    me = os.getpid()
+    end = time.monotonic() + timeout
+    while True:
+        members = _group_members(pgid)
+        pending = {pid for pid, ppid in members.items() if ppid in (me, pgid) or ppid in members}
+        for pid in pending:
+            if members[pid] != me:
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if not pending or time.monotonic() >= end:
+            return
+        time.sleep(0.01)
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """Kill git and its helpers (git-remote-https holds the pipes: asyncio's wait() waits for them to close)."""
+    """Kill git and its helpers (git-remote-https holds the pipes: asyncio's wait() waits for them to close),
+    then reap the helpers that were re-parented to this runner."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), 5.0)
+    await asyncio.to_thread(reap_group, proc.pid)
 
 
-async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str | None, deadline: float) -> None:
+async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str | None, deadline: float) -> str:
+    """Run git; its output when it succeeds. Killed (with everything it started, reaped) on timeout or cancel."""
     proc = await asyncio.create_subprocess_exec(
         "git",
         *args,
@@ -251,23 +307,31 @@ async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str |
         left = deadline - asyncio.get_running_loop().time()
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=max(1.0, left))
     except TimeoutError:
-        await _kill(proc)
+        await asyncio.shield(_kill(proc))
         raise WorkspaceError(f"git {args[0]} timed out") from None
     except asyncio.CancelledError:  # the task was stopped while cloning
-        await _kill(proc)
+        await asyncio.shield(_kill(proc))
         raise
+    text = out.decode("utf-8", errors="replace")
     if proc.returncode != 0:
-        text = out.decode("utf-8", errors="replace")
         if secret:
             text = text.replace(secret, "***")
         tail = "\n".join(text.strip().splitlines()[-8:])
         raise WorkspaceError(f"git {args[0]} failed (exit {proc.returncode}): {tail}")
+    return text
 
 
-async def clone_repository(ws: Workspace, repo: RepoContext, token: str | None) -> None:
-    """A shallow clone of the task's repository at its ref into ws.repo_dir (the CLI's cwd)."""
+async def clone_repository(ws: Workspace, repo: RepoContext, token: str | None) -> str | None:
+    """A shallow clone of the task's repository at its ref into ws.repo_dir (the CLI's cwd); returns the commit
+    checked out (what the agent's work starts from).
+
+    The token is only in the environment of this git (an http.<origin>.extraheader): the URL saved in the clone's
+    .git/config carries none, and the CLI's environment gets none (the runner pushes: runner/publish.py)."""
     assert ws.repo_dir is not None and repo.clone_url
     url = repo.clone_url
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise WorkspaceError("refusing a clone URL with credentials in it")
     ref = repo.ref
     if ref is not None and not _SAFE_REF.match(ref):
         raise WorkspaceError(f"refusing the unusual ref {ref!r}")
@@ -276,21 +340,19 @@ async def clone_repository(ws: Workspace, repo: RepoContext, token: str | None) 
     env = _git_env(ws, git_auth_env(url, token))
     deadline = asyncio.get_running_loop().time() + config.CLONE_TIMEOUT_SECONDS
     dest = ws.repo_dir
+
+    async def git(args: list[str], cwd: Path) -> str:
+        return await _git(args, cwd=cwd, env=env, secret=token, deadline=deadline)
+
     if not ref or not (_SHA.match(ref) or ref.startswith("refs/")):
         branch = ["--branch", ref] if ref else []
-        await _git(
-            ["clone", "--depth", "1", "--no-tags", *branch, "--", url, str(dest)],
-            cwd=ws.agent_dir,
-            env=env,
-            secret=token,
-            deadline=deadline,
-        )
-        return
-    # A commit or a ref like refs/pull/12/head: fetch exactly that, shallow.
-    dest.mkdir(parents=True, exist_ok=True)
-    await _git(["init", "--quiet"], cwd=dest, env=env, secret=token, deadline=deadline)
-    await _git(["remote", "add", "origin", "--", url], cwd=dest, env=env, secret=token, deadline=deadline)
-    await _git(
-        ["fetch", "--depth", "1", "--no-tags", "origin", ref], cwd=dest, env=env, secret=token, deadline=deadline
-    )
-    await _git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], cwd=dest, env=env, secret=token, deadline=deadline)
+        await git(["clone", "--depth", "1", "--no-tags", *branch, "--", url, str(dest)], ws.agent_dir)
+    else:
+        # A commit or a ref like refs/pull/12/head: fetch exactly that, shallow.
+        dest.mkdir(parents=True, exist_ok=True)
+        await git(["init", "--quiet"], dest)
+        await git(["remote", "add", "origin", "--", url], dest)
+        await git(["fetch", "--depth", "1", "--no-tags", "origin", ref], dest)
+        await git(["checkout", "--quiet", "--detach", "FETCH_HEAD"], dest)
+    head = (await git(["rev-parse", "--verify", "HEAD^{commit}"], dest)).strip()
+    return head if _SHA.match(head) else None
