@@ -254,6 +254,13 @@ def resolve_executable(path: str) -> str:
 
 
 async def spawn(inv: Invocation) -> asyncio.subprocess.Process:
+    from runner import sandbox
+
+    try:
+        # A runner running as root starts the CLI as its own unprivileged user (runner/sandbox.py).
+        as_user = sandbox.spawn_options(inv.executable)
+    except sandbox.Unreachable as exc:
+        raise CliNotFound(f"{inv.executable} ({exc})") from None
     try:
         return await asyncio.create_subprocess_exec(
             inv.executable,
@@ -264,6 +271,7 @@ async def spawn(inv: Invocation) -> asyncio.subprocess.Process:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            **as_user,
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         raise CliNotFound(inv.executable) from exc

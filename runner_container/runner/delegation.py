@@ -28,7 +28,10 @@ process tree never holds AWS credentials, and every rule is applied here, next t
 - recent tasks (`list_tasks`) and today's / this month's spending by agent (`costs`) are read through the same
   store code as the REST API (GET /api/tasks, GET /api/costs);
 - tasks can be looked up and waited for (bounded by the parent's own deadline); `get_task` answers for this
-  task's tree (itself, its ancestors and descendants), and for any other task asked for by its exact id.
+  task's tree (itself, its ancestors and descendants), and for any other task asked for by its exact id;
+- `push_branch` and `open_pull_request` exist only for a run with a Publisher (an agent that may push, on a
+  task with a repository): the runner pushes the agent's `claude/...` branch and opens the pull request with
+  its own GitHub token (runner/publish.py), which the CLI never has.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ import json
 import random
 import secrets as pysecrets
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -58,8 +60,9 @@ from agent_machine.store import costs, tasks
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner import config
+from runner import config, sandbox
 from runner.cli import MCP_SERVER_NAME
+from runner.publish import Publisher, PublishError
 from runner.results import clip
 
 if TYPE_CHECKING:
@@ -104,6 +107,18 @@ class ListArgs(_Args):
     status: TaskStatus | None = None
     agent: str | None = Field(None, max_length=63)
     limit: int = Field(20, ge=1, le=100)
+
+
+class PushArgs(_Args):
+    branch: str | None = Field(None, min_length=1, max_length=200)
+
+
+class PullRequestArgs(_Args):
+    title: str = Field(min_length=1, max_length=256)
+    body: str = Field("", max_length=65_536)
+    branch: str | None = Field(None, min_length=1, max_length=200)
+    base: str | None = Field(None, min_length=1, max_length=200)
+    draft: bool = False
 
 
 def task_view(task: Task, *, children: list[Task] | None = None) -> dict[str, Any]:
@@ -226,10 +241,11 @@ def _transaction_cancelled(exc: ClientError) -> bool:
 class Delegation:
     """The tool implementations for one running task (blocking; the bridge runs them in threads)."""
 
-    def __init__(self, parent: Task, *, deadline: float) -> None:
+    def __init__(self, parent: Task, *, deadline: float, publisher: Publisher | None = None) -> None:
         self.parent = parent
         self.deadline = deadline  # time.monotonic() by which the parent run ends
         self.closed = threading.Event()  # the parent run ended: waits end too
+        self.publisher = publisher  # only for an agent that may push, on a task with a repository
 
     def create_task(self, args: CreateArgs) -> dict[str, Any]:
         parent = self.parent
@@ -456,6 +472,27 @@ class Delegation:
             },
         }
 
+    def _publisher(self) -> Publisher:
+        if self.publisher is None:
+            raise Refused(
+                "this task cannot push or open pull requests: only the executor can, on a task with a repository"
+            )
+        return self.publisher
+
+    def push_branch(self, args: PushArgs) -> dict[str, Any]:
+        try:
+            return self._publisher().push_branch(args.branch)
+        except PublishError as exc:
+            raise Refused(str(exc)) from None
+
+    def open_pull_request(self, args: PullRequestArgs) -> dict[str, Any]:
+        try:
+            return self._publisher().open_pull_request(
+                title=args.title, body=args.body, branch=args.branch, base=args.base, draft=args.draft
+            )
+        except PublishError as exc:
+            raise Refused(str(exc)) from None
+
     def call(self, method: str, params: dict[str, Any]) -> Any:
         handlers: dict[str, tuple[type[_Args], Any]] = {
             "create_task": (CreateArgs, self.create_task),
@@ -465,6 +502,8 @@ class Delegation:
             "machine_status": (NoArgs, self.machine_status),
             "list_tasks": (ListArgs, self.list_tasks),
             "costs": (NoArgs, self.costs),
+            "push_branch": (PushArgs, self.push_branch),
+            "open_pull_request": (PullRequestArgs, self.open_pull_request),
         }
         if method not in handlers:
             raise Refused(f"unknown tool {method}")
@@ -490,19 +529,24 @@ class Bridge:
     async def start(self) -> None:
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=1024 * 1024)
         self.path.chmod(0o600)
+        # Reachable by the CLI's user only (a root runner runs the CLI as another user: runner/sandbox.py).
+        sandbox.give(self.folder)
+        sandbox.give(self.path)
 
     def mcp_config(self) -> dict[str, Any]:
         return {
             "mcpServers": {
                 MCP_SERVER_NAME: {
                     "type": "stdio",
-                    "command": sys.executable,
+                    "command": sandbox.python_executable(),  # one the CLI's user can run
                     "args": ["-m", "runner.machine_mcp"],
                     "env": {
                         "PYTHONPATH": str(config.code_root()),
                         "MACHINE_BRIDGE": str(self.path),
                         "MACHINE_BRIDGE_TOKEN": self.token,
                         "PYTHONDONTWRITEBYTECODE": "1",
+                        # The publishing tools are listed only where the runner will carry them out.
+                        "MACHINE_PUBLISH": "1" if self.delegation.publisher is not None else "0",
                     },
                 }
             }

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent_machine import secrets
+from agent_machine import redaction, secrets
 from agent_machine.domain import agents as agent_registry
 from agent_machine.domain import lifecycle
 from agent_machine.models import AgentSpec, EventType, Task, TaskStatus
@@ -39,11 +39,11 @@ from agent_machine.settings import get_settings
 from agent_machine.store import sessions, tasks
 from aws_lambda_powertools.metrics import MetricUnit
 
-from runner import cli, config, transcripts, workspace
+from runner import cli, config, publish, sandbox, transcripts, workspace
 from runner.delegation import Bridge, Delegation
 from runner.output import EventStream
 from runner.results import Interruption, Outcome, Prior, RunState, clip, decide, interruption_status
-from runner.stream import Parsed, RawLine, parse_line, read_lines
+from runner.stream import Parsed, RawLine, parse_line, read_lines, redact_raw
 
 MAX_PLAN_IN_PROMPT = 60 * 1024  # one argv string may not exceed 128 KB (Linux MAX_ARG_STRLEN)
 
@@ -193,8 +193,12 @@ def output_payload(parsed: Parsed) -> dict[str, Any] | None:
 
 
 async def pump_stdout(stream: asyncio.StreamReader, state: RunState, events: EventStream) -> None:
+    # Redacted as read: output, frames, the result and errors are all built from the redacted line.
+    redactor = await asyncio.to_thread(redaction.current)
     async for raw in read_lines(stream):
-        parsed = parse_line(raw)
+        if redactor.age > redaction.MAX_AGE_SECONDS:
+            redactor = await asyncio.to_thread(redaction.current)
+        parsed = parse_line(raw, redactor)
         if parsed.line is not None:
             state.feed(parsed.line)
         else:
@@ -206,8 +210,11 @@ async def pump_stdout(stream: asyncio.StreamReader, state: RunState, events: Eve
 
 
 async def pump_stderr(stream: asyncio.StreamReader, tail: deque[str], events: EventStream) -> None:
+    redactor = await asyncio.to_thread(redaction.current)
     async for raw in read_lines(stream, max_line=config.STDERR_LINE_BYTES):
-        text = _decode(raw)
+        if redactor.age > redaction.MAX_AGE_SECONDS:
+            redactor = await asyncio.to_thread(redaction.current)
+        text = _decode(redact_raw(raw, redactor))
         if not text.strip():
             continue
         tail.append(text)
@@ -316,7 +323,8 @@ def bedrock_credentials(task: Task) -> dict[str, str]:
 
 
 def can_push(agent: AgentSpec) -> bool:
-    """Agents with unrestricted Bash that may edit (the executor) get git credentials for the task's repository."""
+    """Agents with unrestricted Bash that may edit (the executor) get their `claude/...` branch pushed and a pull
+    request opened by the runner (runner/publish.py); no agent ever gets a GitHub credential."""
     return "Bash" in agent.allowed_tools and agent.permission_mode.value != "plan"
 
 
@@ -377,7 +385,7 @@ def read_plan(ws: workspace.Workspace, *, written_since: float) -> str | None:
         try:
             if not path.is_file() or path.stat().st_mtime < written_since - 1.0 or tracked_by_git(path):
                 continue
-            return path.read_text(encoding="utf-8", errors="replace")
+            return sandbox.read_owned_text(path, config.MAX_PLAN_BYTES)  # not through a link the CLI made
         except OSError:
             continue
     return None
@@ -386,11 +394,13 @@ def read_plan(ws: workspace.Workspace, *, written_since: float) -> str | None:
 def tracked_by_git(path: Path) -> bool:
     try:
         done = subprocess.run(
-            ["git", "ls-files", "--error-unmatch", "--", path.name],
+            ["git", "-c", "core.fsmonitor=false", "ls-files", "--error-unmatch", "--", path.name],
             cwd=path.parent,
             capture_output=True,
             timeout=10,
             check=False,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C.UTF-8"},
+            **sandbox.subprocess_options(),  # as the clone's owner: git refuses another user's repository
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -421,6 +431,7 @@ class TaskRun:
         self.state = RunState()
         self.ws: workspace.Workspace | None = None
         self.bridge: Bridge | None = None
+        self.publisher: publish.Publisher | None = None  # pushes the agent's branch and opens its PR
         self.resumed: str | None = None
         self.prior: Prior | None = None
         self.started = time.monotonic()
@@ -486,10 +497,20 @@ class TaskRun:
         if self.report_start is not None:
             with contextlib.suppress(Exception):
                 await self.report_start
-        if outcome is None:
-            return
-        pr_url = find_pull_request(outcome.result) if outcome.result else None
-        await asyncio.to_thread(report_back, self.task, started=False, pr_url=pr_url)
+        try:
+            if outcome is None:
+                return  # not ours to book: not ours to publish either
+            published: dict[str, str] = {}
+            if self.publisher is not None:
+                # What the agent committed and did not push is pushed now, before the workspace goes.
+                published = await asyncio.to_thread(
+                    self.publisher.finish, completed=outcome.status == TaskStatus.COMPLETED, result=outcome.result
+                )
+            pr_url = published.get("pr_url") or (find_pull_request(outcome.result) if outcome.result else None)
+            await asyncio.to_thread(report_back, self.task, started=False, pr_url=pr_url, extra=published)
+        finally:
+            if self.publisher is not None:
+                self.publisher.close()
 
     def budget(self) -> float:
         return self.task.max_budget_usd or self.agent.max_budget_usd or get_settings().task_budget_usd
@@ -498,31 +519,24 @@ class TaskRun:
         task, agent = self.task, self.agent
         skills = await asyncio.to_thread(agent_registry.skills_for, agent.name)
         ws = self.ws = await asyncio.to_thread(workspace.prepare, task, agent, skills)
-        github_token: str | None = None
         if ws.repo_dir is not None and task.repo is not None:
+            # The token is only in the runner's git (the clone's .git/config and the CLI never see it).
             github_token = await asyncio.to_thread(secrets.get_secret, "github_token")
-            await workspace.clone_repository(ws, task.repo, github_token)
+            base_commit = await workspace.clone_repository(ws, task.repo, github_token)
+            if can_push(agent):
+                self.publisher = publish.for_task(task, ws.repo_dir, base_commit=base_commit)
         await self._restore_session(ws)
         key = await asyncio.to_thread(anthropic_key)
         bedrock = await asyncio.to_thread(bedrock_credentials, task)
-        self.bridge = Bridge(Delegation(task, deadline=self.opts.deadline))
+        self.bridge = Bridge(Delegation(task, deadline=self.opts.deadline, publisher=self.publisher))
         await self.bridge.start()
         marker_name, _, marker_value = self.controller.run_marker.partition("=")
         extra: dict[str, str] = {marker_name: marker_value}
-        if github_token and task.repo is not None and task.repo.clone_url and can_push(agent):
-            extra.update(workspace.git_auth_env(task.repo.clone_url, github_token))
-            extra.update(
-                {
-                    "GITHUB_TOKEN": github_token,
-                    "GH_TOKEN": github_token,
-                    "GITHUB_API_URL": get_settings().github_api_url,
-                }
-            )
         inv = cli.Invocation(
             executable=executable,
             args=cli.build_args(
                 task.prompt,
-                agent,
+                publish.with_tools(agent) if self.publisher is not None else agent,
                 max_budget_usd=self.budget(),
                 resume=self.resumed,
                 append_system_prompt=system_prompt_addition(task, agent),
@@ -532,6 +546,8 @@ class TaskRun:
             cwd=ws.cwd,
             resume=self.resumed,
         )
+        # Everything is laid out (clone, transcript, mcp.json): the folders go to the CLI's own user.
+        await asyncio.to_thread(sandbox.hand_over, ws)
         return inv
 
     async def _run_cli(self) -> Outcome:
@@ -703,16 +719,18 @@ def find_pull_request(text: str) -> str | None:
     return found.group(0) if found else None
 
 
-def report_back(task: Task, *, started: bool, pr_url: str | None = None) -> None:
-    """Tell the task's source (GitHub, Jira, Sentry) where it stands; failures stay on the task's report."""
+def report_back(task: Task, *, started: bool, pr_url: str | None = None, extra: dict[str, str] | None = None) -> None:
+    """Tell the task's source (GitHub, Jira, Sentry) where it stands; failures stay on the task's report.
+    `pr_url` and `extra` (the runner's publishing: branch, publish_error) are kept in the task's report."""
     from agent_machine.domain import reporting
 
     try:
         current = tasks.get(task.task_id) or task  # the stored report (comment id) and the booked result
-        if pr_url:
-            current = current.model_copy(update={"report": {**current.report, "pr_url": pr_url}})
+        added = {**(extra or {}), **({"pr_url": pr_url} if pr_url else {})}
+        if added:
+            current = current.model_copy(update={"report": {**current.report, **added}})
         report = reporting.report_started(current) if started else reporting.report_finished(current)
-        if report != task.report or pr_url:
+        if report != task.report or added:
             tasks.set_fields(task.task_id, report=report)
     except Exception:
         get_logger().exception("could not report back to the task's source")

@@ -16,6 +16,7 @@ from agent_machine.models import ModelUsage
 from agent_machine.settings import get_settings
 from botocore.exceptions import ClientError
 
+from runner import sandbox
 from runner.results import Prior
 from runner.workspace import Workspace
 
@@ -91,7 +92,7 @@ def save(
     usage = _encode_usage(model_usage)
     if len(usage) <= _MAX_METADATA:
         metadata["model-usage"] = usage
-    with path.open("rb") as f:
+    with sandbox.open_owned(path) as f:  # the CLI's own file, never a link it made to another
         aws.s3().put_object(
             Bucket=get_settings().artifacts_bucket,
             Key=key(session_id, cli_session_id),

@@ -23,7 +23,7 @@ from agent_machine.settings import get_settings
 from agent_machine.store import output, sessions, tasks
 from botocore.exceptions import ClientError
 from local_runtime.provision import Provisioned
-from runner import cli, config, orchestrator, transcripts
+from runner import cli, config, orchestrator, sandbox, transcripts
 from runner.orchestrator import run_coroutine
 from runner.output import Delivery, EventStream
 from runner.run import read_plan
@@ -71,8 +71,8 @@ def test_the_runner_is_not_dumpable_so_the_cli_cannot_read_its_environment(tmp_p
             "except OSError as exc:\n"
             "    print('DENIED', exc.errno)\n"
         )
-        inv = cli.Invocation(
-            executable=sys.executable, args=["-c", probe], env={"PATH": os.environ["PATH"]}, cwd=tmp_path
+        inv = cli.Invocation(  # a Python the CLI's user can run (as root the CLI runs unprivileged)
+            executable=sandbox.python_executable(), args=["-c", probe], env={"PATH": os.environ["PATH"]}, cwd=tmp_path
         )
 
         async def spawn_and_read() -> str:
@@ -83,8 +83,8 @@ def test_the_runner_is_not_dumpable_so_the_cli_cannot_read_its_environment(tmp_p
         seen = run_coroutine(spawn_and_read())  # not asyncio.run: it leaves the thread without a loop
     finally:
         del os.environ["HARDENING_TEST_SECRET"]
-    if os.geteuid() != 0:  # root reads any process's environ (CAP_SYS_PTRACE): there only the flag is checked
-        assert seen.startswith("DENIED"), seen
+    # Not root: the flag denies it. Root: the CLI runs as its own unprivileged user, which may not read root's.
+    assert seen.startswith("DENIED"), seen
 
 
 # --------------------------------------------------------------------------------------------- 2. orphans
@@ -424,19 +424,24 @@ def test_a_plan_md_that_came_with_the_repository_does_not_replace_the_agents_pla
 
 def test_read_plan_takes_only_a_plan_md_this_run_wrote(tmp_path: Path) -> None:
 
-    cwd, agent_dir = tmp_path / "repo", tmp_path / "agent"
-    cwd.mkdir()
-    agent_dir.mkdir()
-    ws = Workspace(tmp_path, tmp_path, tmp_path, tmp_path, tmp_path, agent_dir, cwd)
+    # The runner's layout; this test plays the CLI, whose files are handed to the CLI's user as a run's are.
+    task_dir, work = tmp_path / "runner" / "tasks" / "t", tmp_path / "runner" / "s" / "s" / "w"
+    agent_dir = work / "agent"
+    cwd = agent_dir / "repo"
+    cwd.mkdir(parents=True)
+    task_dir.mkdir(parents=True)
+    ws = Workspace(task_dir, task_dir, task_dir, task_dir, work, agent_dir, cwd)
     plan = cwd / "PLAN.md"
     plan.write_text("older than the run")
     os.utime(plan, (time.time() - 3600, time.time() - 3600))
+    sandbox.hand_over(ws)
     started = time.time()
     assert read_plan(ws, written_since=started) is None
     plan.write_text("written by the run")
     assert read_plan(ws, written_since=started) == "written by the run"
     git("init", "-q", "-b", "main", cwd=cwd)
     git("add", "PLAN.md", cwd=cwd)
+    sandbox.hand_over(ws)
     assert read_plan(ws, written_since=started) is None  # tracked: the repository's, not the run's
 
 
