@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir or Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local")),
         endpoint=endpoint,
         real_aws=args.aws,
+        env_file=args.env_file,
         persist=not args.no_persist,
         prefix=os.environ.get("LOCAL_STACK_PREFIX", "local"),
         queue_visibility_timeout=int(os.environ["LOCAL_QUEUE_VISIBILITY_TIMEOUT"])

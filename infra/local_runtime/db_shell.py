@@ -21,8 +21,8 @@ def _attach() -> str:
         os.environ.update(info["env"])
         if info.get("endpoint"):
             os.environ["AWS_ENDPOINT_URL"] = info["endpoint"]
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-                os.environ.setdefault(key, "local")
+            # The emulator answers only the running machine's own credentials.
+            os.environ.update(info.get("credentials") or {})
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         return f"run-local (pid {info['pid']}, emulator {info.get('endpoint')})"
     return f"environment (endpoint {os.environ.get('AWS_ENDPOINT_URL') or 'AWS'})"

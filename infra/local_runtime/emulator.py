@@ -11,6 +11,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
+ACCESS_KEY_ENV = "LOCAL_EMULATOR_ACCESS_KEY_ID"  # read by moto_main: the only access key it answers
+
 
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
@@ -46,14 +48,23 @@ class MotoServer:
             self.process.wait()
 
 
-def start_moto(port: int | None = None, *, timeout: float = 30.0) -> MotoServer:
+def start_moto(port: int | None = None, *, timeout: float = 30.0, access_key_id: str | None = None) -> MotoServer:
+    """A moto server on loopback. With `access_key_id`, it answers only requests signed with that access key
+    (moto_main). The port and key go through the child's environment, which other users cannot read, not its
+    command line, which they can (/proc/<pid>/cmdline)."""
     port = port or free_port()
-    env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
+    env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true", "MOTO_PORT": str(port)}
     env.pop("AWS_ENDPOINT_URL", None)
+    env.pop(ACCESS_KEY_ENV, None)
+    headers: dict[str, str] = {}
+    if access_key_id:
+        env[ACCESS_KEY_ENV] = access_key_id
+        # What the readiness probe shows (moto_main compares the access key id only).
+        headers["Authorization"] = f"AWS4-HMAC-SHA256 Credential={access_key_id}/19700101/us-east-1/moto/aws4_request"
     # Its own session: a Ctrl-C in the terminal reaches us, not the emulator, so we can save state first.
     # The parent-death signal still takes it down if we are killed outright.
     process = subprocess.Popen(
-        [sys.executable, "-m", "local_runtime.moto_main", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "local_runtime.moto_main"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -66,7 +77,8 @@ def start_moto(port: int | None = None, *, timeout: float = 30.0) -> MotoServer:
         if process.poll() is not None:
             raise RuntimeError(f"moto server exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=1):  # noqa: S310 - loopback
+            probe = urllib.request.Request(f"{server.endpoint}/moto-api/", headers=headers)  # noqa: S310 - loopback
+            with urllib.request.urlopen(probe, timeout=1):  # noqa: S310 - loopback
                 return server
         except OSError:
             time.sleep(0.1)

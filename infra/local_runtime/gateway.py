@@ -16,6 +16,7 @@ import json
 import mimetypes
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from local_runtime import sigv4
 from local_runtime.events import (
     LambdaContext,
     authorizer_event,
@@ -176,6 +178,10 @@ class LiveConnection:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _management_forbidden(error_type: str, message: str) -> Response:
+    return JSONResponse({"message": message}, status_code=403, headers={"x-amzn-ErrorType": error_type})
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
@@ -191,8 +197,12 @@ class Gateway:
         invoker: Invoker,
         max_body: int = API_GATEWAY_MAX_BODY,
         cors: CorsConfig | None = None,
+        management_secret_for: Callable[[str], str | None] | None = None,
     ) -> None:
         self.cors = cors
+        # The management API answers only requests signed with the runtime's own credentials (sigv4.py): the
+        # secret key of an access key id, or None. Without it, it answers nobody.
+        self.management_secret_for = management_secret_for
         self.routes = sorted(routes, key=lambda r: r.specificity)
         self.authorizer = authorizer
         self.websocket_handler = websocket_handler
@@ -407,7 +417,43 @@ class Gateway:
             except Exception as exc:
                 log(f"$disconnect handler raised {exc!r}")
 
+    def _management_refusal(self, request: Request, body: bytes | None) -> Response | None:
+        """403 unless the request is signed (SigV4) with the runtime's credentials; `body` None: not read yet (only
+        the key is checked: a stranger's request is refused before its body is read)."""
+        secret_for = self.management_secret_for
+        authorization = request.headers.get("authorization", "")
+        signed = sigv4.parse(authorization) if secret_for is not None else None
+        if secret_for is None or signed is None or secret_for(signed.access_key_id) is None:
+            return _management_forbidden("MissingAuthenticationTokenException", "Forbidden")
+        if body is None:
+            return None
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        problem = sigv4.verify(
+            method=request.method,
+            raw_path=raw_path.decode("latin-1"),
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+            body=body,
+            secret_for=secret_for,
+        )
+        if problem is not None:
+            return _management_forbidden("InvalidSignatureException", f"Forbidden: {problem}")
+        return None
+
     async def management(self, request: Request) -> Response:
+        refused = self._management_refusal(request, None)
+        if refused is not None:
+            return refused
+        data = await self._read_body(request)
+        if data is None:
+            return JSONResponse(
+                {"message": "Request Entity Too Large"},
+                status_code=413,
+                headers={"x-amzn-ErrorType": "PayloadTooLargeException"},
+            )
+        refused = self._management_refusal(request, data)
+        if refused is not None:
+            return refused
         connection_id = request.path_params["connection_id"]
         live = self.connections.get(connection_id)
         if live is None:
@@ -429,7 +475,6 @@ class Gateway:
             self.connections.pop(connection_id, None)
             await live.socket.close()
             return Response(status_code=204)
-        data = await request.body()
         if len(data) > 128 * 1024:
             return JSONResponse(
                 {"message": "Message too long"},

@@ -11,12 +11,15 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import uvicorn
 
+from local_runtime import sigv4
 from local_runtime.emulator import MotoServer, free_port, start_moto
 from local_runtime.gateway import DEFAULT_HEADER_TIMEOUT_SECONDS, Gateway, RouteTarget, header_timeout_protocol
 from local_runtime.invoker import Invoker
@@ -44,7 +47,48 @@ USER_SETTINGS = (
     "LOG_JSON",
     "WEB_FETCH_DOMAINS",
 )
-DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_SESSION_TOKEN": "local"}
+CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def local_credentials() -> dict[str, str]:
+    """Credentials made for one run: the runtime's functions get them, and its emulator and management API answer
+    nobody else (sigv4.py). Random, so a CLI cannot guess them; kept only in root's processes and the 0700 data
+    folder. (Not `AKIA...`: LocalStack reads an account id out of such keys.)"""
+    return {
+        "AWS_ACCESS_KEY_ID": "LOCAL" + secrets.token_hex(8).upper(),
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+    }
+
+
+def functions_secret_for() -> Callable[[str], str | None]:
+    """The secret key of the credentials the runtime's functions sign with, looked up by access key id: the
+    runtime's own (local), or the ones boto3 finds (--aws; refreshed as boto3 refreshes them)."""
+    source = boto3.Session().get_credentials()
+
+    def secret_for(access_key_id: str) -> str | None:
+        if source is None:
+            return None
+        frozen = source.get_frozen_credentials()
+        known = frozen.access_key or ""
+        return frozen.secret_key if known and sigv4.same(known, access_key_id) else None
+
+    return secret_for
+
+
+def private_folder(path: Path) -> None:
+    """The data folder (state, api_token, runtime.json) is the runtime's own: 0700, whoever made it first."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def protect_secret_file(path: Path | None) -> None:
+    """A .env holds the machine's secrets: readable by others, it would reach a CLI running as another user."""
+    if path is None or not path.is_file():
+        return
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        path.chmod(0o600)
+        log(f"{path} was readable by other users: made it 0600 (it holds secrets)")
 
 
 @dataclass
@@ -60,6 +104,7 @@ class LocalConfig:
     autosave_seconds: float = 10.0
     queue_visibility_timeout: int | None = None
     static_dir: Path = ROOT / "dashboard_spa"
+    env_file: Path | None = ROOT / ".env"
     # How long a client may take to send a request's headers (LOCAL_HEADER_TIMEOUT_SECONDS).
     header_timeout_seconds: float = field(
         default_factory=lambda: float(os.environ.get("LOCAL_HEADER_TIMEOUT_SECONDS") or DEFAULT_HEADER_TIMEOUT_SECONDS)
@@ -101,24 +146,28 @@ class LocalMachine:
         if path.exists():
             return path.read_text().strip()
         token = secrets.token_urlsafe(24)
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.config.data_dir)
         path.write_text(token)
         path.chmod(0o600)
         return token
 
     def start(self) -> None:
         cfg = self.config
+        private_folder(cfg.data_dir)
+        protect_secret_file(cfg.env_file)
         self.api_token = self._api_token()
         _refuse_weak_secrets(self.api_token)
         if cfg.port == 0:
             cfg.port = free_port()
         if not cfg.real_aws:
-            for key, value in DUMMY_CREDENTIALS.items():
-                os.environ.setdefault(key, value)
+            # The emulator takes any credentials: the runtime's own replace whatever the environment had.
+            for key in CREDENTIAL_NAMES:
+                os.environ.pop(key, None)
+            os.environ.update(local_credentials())
         os.environ.setdefault("AWS_DEFAULT_REGION", cfg.region)
         os.environ.setdefault("AWS_REGION", cfg.region)
         if cfg.endpoint is None and not cfg.real_aws:
-            self.moto = start_moto()
+            self.moto = start_moto(access_key_id=os.environ["AWS_ACCESS_KEY_ID"])
             log(f"moto server on {self.moto.endpoint}")
         secret_values = {key: os.environ.get(key, "") for key in SECRET_KEYS}
         secret_values["API_TOKEN"] = self.api_token
@@ -157,8 +206,14 @@ class LocalMachine:
             "endpoint": self.endpoint,
             "env": {k: os.environ[k] for k in keys},
         }
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.runtime_file.write_text(json.dumps(info, indent=2))
+        if not self.config.real_aws:
+            # What tools attached to this run (db-shell, tests) sign with; never real AWS credentials.
+            info["credentials"] = {k: os.environ[k] for k in CREDENTIAL_NAMES if os.environ.get(k)}
+        private_folder(self.config.data_dir)
+        fd = os.open(self.runtime_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info, indent=2))
 
     def _configure_environment(self) -> None:
         assert self.provisioned
@@ -210,6 +265,7 @@ class LocalMachine:
             static_dir=self.config.static_dir,
             invoker=Invoker(max_workers, "lambda"),
             cors=http_api_cors(template, self.provisioned.resolver),
+            management_secret_for=functions_secret_for(),
         )
         config = uvicorn.Config(
             self.gateway.app,

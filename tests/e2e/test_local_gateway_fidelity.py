@@ -19,12 +19,13 @@ def test_get_connection_round_trips_through_boto3(local_machine: RunningMachine)
     with connect(f"{local_machine.ws_url}?token={local_machine.api_token}", user_agent_header="fidelity-test/1") as ws:
         ws.send(json.dumps({"action": "subscribe", "topic": "all", "id": "s"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "subscribed"
-        client = boto3.client(
+        key, secret = _credentials(local_machine)
+        client = boto3.client(  # signed with the runtime's own credentials, as its functions sign
             "apigatewaymanagementapi",
             endpoint_url=local_machine.base_url,
             region_name="us-east-1",
-            aws_access_key_id="x",
-            aws_secret_access_key="x",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
         )
         listing = _connection_ids(local_machine)
         assert listing, "no live connection"
@@ -37,15 +38,22 @@ def test_get_connection_round_trips_through_boto3(local_machine: RunningMachine)
         assert json.loads(ws.recv(timeout=10)) == {"type": "hello"}
 
 
+def _credentials(machine: RunningMachine) -> tuple[str, str]:
+    """The credentials the runtime gave its functions (runtime.json, in its 0700 data folder)."""
+    creds = json.loads((machine.data_dir / "runtime.json").read_text())["credentials"]
+    return str(creds["AWS_ACCESS_KEY_ID"]), str(creds["AWS_SECRET_ACCESS_KEY"])
+
+
 def _connection_ids(machine: RunningMachine) -> list[str]:
     """The live connection ids, from the Connections table of the machine's emulator (runtime.json says where)."""
     info = json.loads((machine.data_dir / "runtime.json").read_text())
+    key, secret = _credentials(machine)
     ddb = boto3.client(
         "dynamodb",
         endpoint_url=info["endpoint"],
         region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
     )
     items = ddb.scan(TableName=info["env"]["CONNECTIONS_TABLE"])["Items"]
     return sorted({i["connection_id"]["S"] for i in items if i["sk"]["S"] == "META"})

@@ -196,6 +196,7 @@ def runtime_env(machine: RunningMachine) -> dict[str, str]:
     info = json.loads((machine.data_dir / "runtime.json").read_text())
     env = {str(k): str(v) for k, v in info["env"].items()}
     env["AWS_ENDPOINT_URL"] = str(info["endpoint"])
+    env.update(info["credentials"])  # the emulator answers only the runtime's own credentials
     return env
 
 

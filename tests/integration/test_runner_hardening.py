@@ -439,8 +439,8 @@ def test_read_plan_takes_only_a_plan_md_this_run_wrote(tmp_path: Path) -> None:
     assert read_plan(ws, written_since=started) is None
     plan.write_text("written by the run")
     assert read_plan(ws, written_since=started) == "written by the run"
-    git("init", "-q", "-b", "main", cwd=cwd)
-    git("add", "PLAN.md", cwd=cwd)
+    git("-c", "safe.directory=*", "init", "-q", "-b", "main", cwd=cwd)  # the folder is the CLI's user's now
+    git("-c", "safe.directory=*", "add", "PLAN.md", cwd=cwd)
     sandbox.hand_over(ws)
     assert read_plan(ws, written_since=started) is None  # tracked: the repository's, not the run's
 
