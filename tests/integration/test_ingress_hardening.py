@@ -4,6 +4,7 @@ answered 4xx/503 (never 500), Jira author trust, fork PRs, bot labels, budgets, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from typing import Any
@@ -19,6 +20,7 @@ from tests.integration.test_ingress_github import all_tasks, call, comment_paylo
 from tests.integration.test_ingress_sentry import deliver as sentry_deliver
 
 SENTRY_SAMPLE = "issue__created.json"
+_JIRA_COMMENT_IDS = itertools.count(70_001)
 
 
 def instructions_of(prompt: str) -> str:
@@ -26,10 +28,13 @@ def instructions_of(prompt: str) -> str:
     return prompt.split(f"<{DATA_TAG}-", 1)[0]
 
 
-def labeled(number: int = 1) -> dict[str, Any]:
+def labeled(number: int = 1, *, at: str | None = None) -> dict[str, Any]:
+    """The trigger label added to issue `number`; `at` (the issue's updated_at) tells one labelling from another."""
     payload = sample("issues__labeled.json")
     payload["label"]["name"] = "claude"
     payload["issue"]["number"] = number
+    if at is not None:
+        payload["issue"]["updated_at"] = at
     payload["sender"]["type"] = "User"
     return payload
 
@@ -216,21 +221,24 @@ def test_failure_marking_never_overwrites_a_running_task(stack: Provisioned) -> 
 def test_planning_is_attempted_again_after_a_failed_attempt(stack: Provisioned) -> None:
     from agent_machine.store import tasks
 
-    status, first = deliver("issues", labeled(), "plan-1")
+    # Each delivery is the label added again (removed and added: the issue's updated_at moves on).
+    status, first = deliver("issues", labeled(at="2024-01-01T00:00:01Z"), "plan-1")
     assert status == 202
-    status, answer = deliver("issues", labeled(), "plan-2")
+    status, answer = deliver("issues", labeled(at="2024-01-01T00:00:02Z"), "plan-2")
     assert (status, answer["status"]) == (200, "ignored")  # the first attempt is still queued
     tasks.set_fields(first["task_id"], status="failed", error_kind="cli")
-    status, second = deliver("issues", labeled(), "plan-3")
+    status, answer = deliver("issues", labeled(at="2024-01-01T00:00:01Z"), "plan-1-org-hook")
+    assert (status, answer["status"], answer["task_id"]) == (202, "duplicate", first["task_id"])  # no new attempt
+    status, second = deliver("issues", labeled(at="2024-01-01T00:00:03Z"), "plan-3")
     assert (status, second["status"]) == (202, "task_created"), second
     assert second["task_id"] != first["task_id"] and second["session_id"] == first["session_id"]
-    status, again = deliver("issues", labeled(), "plan-3")  # a redelivery: the same answer, no new task
+    status, again = deliver("issues", labeled(at="2024-01-01T00:00:03Z"), "plan-3")  # a redelivery: same answer
     assert (status, again["task_id"]) == (202, second["task_id"])
-    status, answer = deliver("issues", labeled(), "plan-4")
+    status, answer = deliver("issues", labeled(at="2024-01-01T00:00:04Z"), "plan-4")
     assert (status, answer["status"]) == (200, "ignored")
     assert len(all_tasks(stack)) == 2
     tasks.set_fields(second["task_id"], status="completed", plan="1. fix")
-    status, answer = deliver("issues", labeled(), "plan-5")
+    status, answer = deliver("issues", labeled(at="2024-01-01T00:00:05Z"), "plan-5")
     assert (status, answer["status"]) == (200, "ignored")  # a completed plan is not redone by a label
 
 
@@ -301,6 +309,7 @@ def _jira_plan(stack: Provisioned) -> dict[str, Any]:
 
 def _jira_comment(body: str, account: str, **author: Any) -> dict[str, Any]:
     payload = jira_sample("comment_created__created.json")
+    payload["comment"]["id"] = str(next(_JIRA_COMMENT_IDS))  # a new comment each time
     payload["comment"]["body"] = body
     payload["comment"]["author"] = {"accountId": account, "displayName": "someone", **author}
     payload["issue"]["fields"]["assignee"] = {"accountId": ASSIGNEE}

@@ -115,8 +115,11 @@ def test_label_added_by_an_update_plans_once(stack: Provisioned) -> None:
     payload["changelog"]["items"] = [{"field": "labels", "fromString": "test-label", "toString": "claude test-label"}]
     first = deliver(payload, "upd-1")
     assert first[0] == 202
-    second = deliver(payload, "upd-2")  # a different delivery adding it again: the issue is already planned
-    assert (second[0], second[1]["status"]) == (200, "ignored")
+    second = deliver(payload, "upd-2")  # the same change from a second webhook: a duplicate of the first
+    assert (second[0], second[1]["status"], second[1]["task_id"]) == (202, "duplicate", first[1]["task_id"])
+    payload["changelog"]["id"] = "10234"
+    third = deliver(payload, "upd-3")  # the label added again (a new change): the issue is already planned
+    assert (third[0], third[1]["status"]) == (200, "ignored")
     assert len(all_tasks(stack)) == 1
     assert deliver(payload, "upd-1") == first  # a retry of the first delivery: the first answer
 

@@ -89,9 +89,15 @@ def test_errors_become_planning_tasks_with_title_culprit_stack_and_link(
 
 
 def test_alert_storm_about_one_issue_makes_one_task(stack: Provisioned) -> None:
-    body = compact("event_alert__triggered.json")
-    answers = [deliver(body, "event_alert", f"storm-{i}")[1] for i in range(3)]
+    alert = json.loads(compact("event_alert__triggered.json"))
+    bodies = []
+    for i in range(3):  # three events of one Sentry issue, each alerting
+        alert["data"]["event"]["event_id"] = f"{i:032x}"
+        bodies.append(json.dumps(alert, separators=(",", ":")).encode())
+    answers = [deliver(body, "event_alert", f"storm-{i}")[1] for i, body in enumerate(bodies)]
     assert [a["status"] for a in answers] == ["task_created", "ignored", "ignored"]
+    again = deliver(bodies[0], "event_alert", "storm-0-second-integration")[1]  # the first alert, delivered twice
+    assert (again["status"], again["task_id"]) == ("duplicate", answers[0]["task_id"])
     assert len(all_tasks(stack)) == 1
 
 

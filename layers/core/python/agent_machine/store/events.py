@@ -1,8 +1,14 @@
-"""Events table: every webhook delivery and what was decided.
+"""Events table: every webhook delivery and what was decided, and the source events that made tasks.
 
 Keys: PK delivery_key ("<sender>#<delivery id>"); GSI by_time (list_pk="event", received_at) for the
 dashboard's recent deliveries; TTL expires_at. The conditional put of a delivery (attribute_not_exists) is the
 redelivery guard, done in the same transaction that creates the task: one write both dedupes and records.
+
+Source claims share the table under "dedupe#..." keys (domain.webhooks.dedupe): the second conditional item of a
+task's transaction, so two deliveries of one event (different delivery ids) cannot both create a task. A claim
+holds the first delivery's answer (a duplicate is answered from it with one GetItem), has no list_pk (it is not
+a delivery: the dashboard's index never sees it) and expires with the delivery records; an expired claim that
+TTL has not swept yet no longer guards (its condition says so).
 """
 
 from __future__ import annotations
@@ -10,10 +16,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field
+
 from agent_machine import aws
-from agent_machine.models import WebhookDelivery
+from agent_machine.models import Timestamp, WebhookDelivery, utcnow
 from agent_machine.settings import get_settings
 from agent_machine.store._dynamo import decode_cursor, encode_cursor, from_item, model_to_item, values
+from agent_machine.store.tasks import is_condition_failure
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -36,6 +46,61 @@ def put_new_delivery_item(delivery: WebhookDelivery) -> TransactWriteItemTypeDef
             "ConditionExpression": "attribute_not_exists(delivery_key)",
         }
     }
+
+
+class SourceClaim(BaseModel):
+    """Which delivery made a task for a source event, and what it was answered."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source_key: str  # stored as the table's delivery_key ("dedupe#...")
+    claimed_by: str  # the first delivery's delivery_key
+    delivery_id: str
+    task_id: str | None = None
+    status_code: int = 202
+    response: dict[str, Any] = Field(default_factory=dict)
+    received_at: Timestamp = Field(default_factory=utcnow)
+    expires_at: int = 0
+
+
+def claim_source_item(claim: SourceClaim) -> TransactWriteItemTypeDef:
+    """A conditional Put of the claim: fails while an unexpired claim of the same source key exists."""
+    if not claim.expires_at:
+        claim = claim.model_copy(update={"expires_at": int(time.time()) + RETENTION_SECONDS})
+    item = model_to_item(claim, delivery_key=claim.source_key)
+    item.pop("source_key", None)
+    return {
+        "Put": {
+            "TableName": table(),
+            "Item": item,
+            "ConditionExpression": "attribute_not_exists(delivery_key) OR expires_at < :now",
+            "ExpressionAttributeValues": values(now=int(time.time())),
+        }
+    }
+
+
+def get_claim(source_key: str) -> SourceClaim | None:
+    resp = aws.dynamodb().get_item(TableName=table(), Key={"delivery_key": {"S": source_key}}, ConsistentRead=True)
+    item = resp.get("Item")
+    if not item:
+        return None
+    data = from_item(item)
+    claim = SourceClaim.model_validate({**data, "source_key": data.get("delivery_key")})
+    return claim if claim.expires_at >= time.time() else None
+
+
+def release_claim(source_key: str, delivery_key: str) -> None:
+    """Take back a claim whose task was not enqueued, only while it is still that delivery's."""
+    try:
+        aws.dynamodb().delete_item(
+            TableName=table(),
+            Key={"delivery_key": {"S": source_key}},
+            ConditionExpression="claimed_by = :mine",
+            ExpressionAttributeValues=values(mine=delivery_key),
+        )
+    except ClientError as exc:
+        if not is_condition_failure(exc):
+            raise
 
 
 def get(delivery_key: str) -> WebhookDelivery | None:

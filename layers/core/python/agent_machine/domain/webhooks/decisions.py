@@ -39,6 +39,7 @@ class Delivery:
     event: str
     action: str | None
     source: TaskSource
+    source_key: str | None = None  # the event at the sender (see `dedupe`): one task however many deliveries
 
     @property
     def key(self) -> str:

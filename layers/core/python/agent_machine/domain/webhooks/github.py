@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_machine.domain.agents import BRAIN, EXECUTOR, PLANNING
-from agent_machine.domain.webhooks import plans
+from agent_machine.domain.webhooks import dedupe, plans
 from agent_machine.domain.webhooks.common import NullableList, Payload, PlanLookup
 from agent_machine.domain.webhooks.context import MAX_PAYLOAD_INT, PayloadInt, is_full_name
 from agent_machine.domain.webhooks.decisions import (
@@ -397,6 +397,33 @@ def _review_comment(event: Event, settings: Settings, plan_lookup: PlanLookup) -
         ref=pr.head.ref if pr.head else None,
         extra_quoted=hunk,
     )
+
+
+def source_key(event_name: str, payload: dict[str, Any]) -> str | None:
+    """The event's source key (see `dedupe`): the same comment, review, issue or label event delivered by two
+    webhooks (a repository's and its organisation's) makes one task. Never raises: odd payloads get None."""
+    obj, part = dedupe.obj, dedupe.part
+    action = part(payload.get("action"))
+    once = action in dedupe.ONCE_ACTIONS
+    if event_name in ("issue_comment", "pull_request_review_comment"):
+        kind = "comment" if event_name == "issue_comment" else "review_comment"
+        edits = [] if once else [part(obj(payload, "comment", "updated_at"))]
+        return dedupe.key("github", kind, part(obj(payload, "comment", "id")), action, *edits)
+    if event_name == "pull_request_review":
+        if not once:  # an edited or dismissed review carries no mark of the occurrence
+            return None
+        return dedupe.key("github", "review", part(obj(payload, "review", "id")), action)
+    if event_name in ("issues", "pull_request"):
+        kind, subject = ("issue", "issue") if event_name == "issues" else ("pr", "pull_request")
+        repo = obj(payload, "repository", "full_name")
+        marks: list[str | None] = []
+        if action in ("labeled", "unlabeled"):
+            marks = [part(obj(payload, "label", "name")), part(obj(payload, subject, "updated_at"))]
+        elif not once:
+            marks = [part(obj(payload, subject, "updated_at"))]
+        number = part(obj(payload, subject, "number"))
+        return dedupe.key("github", kind, part(repo.lower() if isinstance(repo, str) else None), number, action, *marks)
+    return None
 
 
 _HANDLERS = {

@@ -2,16 +2,21 @@
 
 AWS calls per delivery (the ack path):
 - task created: ONE TransactWriteItems (task + new-or-touched session + delivery record, the record conditional on
-  its delivery_key not existing) then ONE SendMessage. Rare retries: a thread's session guessed wrong (new vs
-  existing) costs one more transaction.
+  its delivery_key not existing, + the event's source claim when the sender names the event, see `dedupe`) then
+  ONE SendMessage. Rare retries: a thread's session guessed wrong (new vs existing) costs one more transaction.
 - ignored / answered: ONE conditional PutItem of the delivery record.
 - redelivery: the write's condition fails, then ONE GetItem of the stored record, whose `response` is answered
   again; nothing else is created.
+- duplicate (the same event under another delivery id: a repository's and its organisation's webhooks): the
+  claim's condition fails, then ONE GetItem of the claim and ONE conditional PutItem of this delivery's record;
+  answered with the first delivery's status code and task, status "duplicate". Two deliveries racing cannot both
+  create a task: only one transaction can put the claim.
 - "@claude stop": Query of the thread's queued and running tasks, an UpdateItem per task, then the record.
 Plan lookups (an approval comment) add one Query of the thread's session. A thread's planning task that exists
 already (a second label, a new alert about the same issue) costs one Query of the thread's planning tasks: when
 every earlier attempt ended without completing, the next attempt is created (one more transaction).
-A failed SendMessage takes the task (and its session writes) back in one transaction, then answers 503.
+A failed SendMessage takes the task (and its session writes) back in one transaction, forgets the delivery and
+gives its claim back, then answers 503 (the sender's retry, or the other webhook's delivery, starts over).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 DELIVERY_PART = FIRST_EXTRA_PART  # the delivery guard is the first part after submit's own
+SOURCE_PART = DELIVERY_PART + 1  # then the source claim, when the delivery has a source key
+DUPLICATE = "duplicate"
 
 
 class IngestUnavailable(RuntimeError):
@@ -91,14 +98,18 @@ def record_only(
     delivery: Delivery, decision: DeliveryDecision, reason: str, *, extra: dict[str, Any] | None = None
 ) -> Outcome:
     """ONE conditional PutItem; a redelivery gets the stored answer."""
+    body = _body(delivery, decision.value, reason, **(extra or {}))
+    return _put_record(delivery, _record(delivery, decision, reason, 200, body))
+
+
+def _put_record(delivery: Delivery, mine: WebhookDelivery) -> Outcome:
     from botocore.exceptions import ClientError
 
     from agent_machine import aws
     from agent_machine.store import events
     from agent_machine.store.tasks import is_condition_failure
 
-    body = _body(delivery, decision.value, reason, **(extra or {}))
-    item = events.put_new_delivery_item(_record(delivery, decision, reason, 200, body))["Put"]
+    item = events.put_new_delivery_item(mine)["Put"]
     try:
         aws.dynamodb().put_item(**item)
     except ClientError as exc:
@@ -110,7 +121,41 @@ def record_only(
         # The record is past its TTL but not yet swept: this is a new delivery as far as we are concerned.
         unconditional = {k: v for k, v in item.items() if k != "ConditionExpression"}
         aws.dynamodb().put_item(**unconditional)  # type: ignore[arg-type]
-    return Outcome(200, body)
+    return Outcome(mine.status_code, mine.response)
+
+
+def _duplicate(delivery: Delivery) -> Outcome | None:
+    """The delivery's event made a task already, under another delivery id: answer as that delivery was answered
+    (status "duplicate", pointing at it), and record this one as ignored so its own redeliveries get the same
+    answer. None when the claim is gone (its task was taken back, or it expired): the caller tries again."""
+    from agent_machine.store import events
+
+    if delivery.source_key is None:
+        return None
+    claim = events.get_claim(delivery.source_key)
+    if claim is None:
+        return None
+    reason = f"duplicate of delivery {claim.delivery_id}: the same event was delivered under two delivery ids"
+    body = {
+        **claim.response,
+        "status": DUPLICATE,
+        "reason": reason,
+        "delivery_id": delivery.delivery_id,
+        "duplicate_of": claim.delivery_id,
+        "source_key": claim.source_key,
+    }
+    return _put_record(
+        delivery, _record(delivery, DeliveryDecision.IGNORED, reason, claim.status_code, body, claim.task_id)
+    )
+
+
+def _forget(delivery: Delivery) -> None:
+    """A task that was not enqueued: forget its delivery and give its claim back, so a retry starts over."""
+    from agent_machine.store import events
+
+    events.delete(delivery.key)
+    if delivery.source_key is not None:
+        events.release_claim(delivery.source_key, delivery.key)
 
 
 def record(delivery: Delivery, decision: Decision) -> Outcome:
@@ -203,7 +248,17 @@ def _create_task(
         agent=task.agent,
     )
     mine = _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id)
-    guard = events.put_new_delivery_item(mine)
+    guards = [events.put_new_delivery_item(mine)]
+    if delivery.source_key is not None:
+        claim = events.SourceClaim(
+            source_key=delivery.source_key,
+            claimed_by=delivery.key,
+            delivery_id=delivery.delivery_id,
+            task_id=task.task_id,
+            status_code=mine.status_code,
+            response=body,
+        )
+        guards.append(events.claim_source_item(claim))
     thread_session = None
     if session_id is not None:
         thread_session = Session(
@@ -219,7 +274,7 @@ def _create_task(
     guesses = [thread_session if first_try_new else None, None if first_try_new else thread_session]
     attempts = [*guesses, guesses[0]] if thread_session is not None else [new_session]
     for session in attempts:
-        outcome = _submit(delivery, decision, task, session, guard, body, mine)
+        outcome = _submit(delivery, decision, task, session, guards, body, mine)
         if outcome is not None:
             return outcome
     # Nothing was recorded: answer 503 so the sender retries the delivery, rather than a 2xx that loses it.
@@ -242,7 +297,7 @@ def _stored_or_own(
         try:
             submission.enqueue(task, session)
         except submission.EnqueueFailed as exc:
-            events.delete(delivery.key)
+            _forget(delivery)
             raise IngestUnavailable("the task could not be enqueued; retry the delivery") from exc
         return Outcome(202, body)
     return Outcome(stored.status_code, stored.response, redelivery=True)
@@ -283,22 +338,24 @@ def _submit(
     decision: CreateTask,
     task: Task,
     session: Session | None,
-    guard: TransactWriteItemTypeDef,
+    guards: list[TransactWriteItemTypeDef],
     body: dict[str, Any],
     mine: WebhookDelivery,
 ) -> Outcome | None:
-    """One attempt; None when the session guess was wrong and the other guess should be tried."""
+    """One attempt; None when the session guess was wrong and the other guess should be tried (or the claim that
+    refused this delivery as a duplicate was taken back meanwhile: trying again may now create the task)."""
     from agent_machine.domain import submission
-    from agent_machine.store import events
 
     try:
-        submission.submit(task, session, extra=[guard])
+        submission.submit(task, session, extra=guards)
     except submission.UnknownSession as exc:
         failed = _failed_parts(exc)
         if failed is not None and DELIVERY_PART in failed:
             stored = _stored_or_own(delivery, mine, task, session, body)
             if stored is not None:
                 return stored
+        if failed is not None and SOURCE_PART in failed:
+            return _duplicate(delivery)
         return None
     except submission.AlreadyRecorded as exc:
         failed = _failed_parts(exc)
@@ -306,6 +363,8 @@ def _submit(
             stored = _stored_or_own(delivery, mine, task, session, body)
             if stored is not None:
                 return stored
+        if failed is not None and SOURCE_PART in failed:  # before the task id: the event is the better answer
+            return _duplicate(delivery)
         if failed is not None and TASK_PART in failed:
             retry = _next_planning_attempt(decision, task)
             if retry is not None:
@@ -319,6 +378,6 @@ def _submit(
             delivery, DeliveryDecision.IGNORED, decision.duplicate_reason, extra={"existing_task_id": task.task_id}
         )
     except submission.EnqueueFailed as exc:
-        events.delete(delivery.key)
+        _forget(delivery)
         raise IngestUnavailable("the task could not be enqueued; retry the delivery") from exc
     return Outcome(202, body)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from agent_machine.domain.agents import BRAIN, EXECUTOR, PLANNING
-from agent_machine.domain.webhooks import plans
+from agent_machine.domain.webhooks import dedupe, plans
 from agent_machine.domain.webhooks.common import NullableList, Payload, PlanLookup
 from agent_machine.domain.webhooks.context import is_jira_key, is_url
 from agent_machine.domain.webhooks.decisions import (
@@ -124,6 +124,25 @@ def _repo(issue: Issue) -> RepoContext:
 
 def event_name(payload: dict[str, Any]) -> str:
     return one_line(payload.get("webhookEvent") or "unknown", 80)
+
+
+def source_key(payload: dict[str, Any]) -> str | None:
+    """The event's source key (see `dedupe`): one comment, issue creation or issue change delivered by two
+    webhooks makes one task. Ids are per Jira site, so the site is part of the key. Never raises."""
+    obj, part = dedupe.obj, dedupe.part
+    name = part(payload.get("webhookEvent"))
+    self_url = obj(payload, "issue", "self")
+    site = base_url(Issue.model_validate({"self": self_url})) if isinstance(self_url, str) else None
+    where = (site or "").lower()
+    comment_id = part(obj(payload, "comment", "id"))
+    if comment_id is not None and name in ("comment_created", "jira:issue_updated"):
+        return dedupe.key("jira", where, "comment", comment_id, name)
+    issue_id = part(obj(payload, "issue", "id"))
+    if name == "jira:issue_created":
+        return dedupe.key("jira", where, "issue", issue_id, name)
+    if name == "jira:issue_updated":
+        return dedupe.key("jira", where, "issue", issue_id, "changelog", part(obj(payload, "changelog", "id")))
+    return None
 
 
 def decide(payload: dict[str, Any], settings: Settings, plan_lookup: PlanLookup) -> Decision:

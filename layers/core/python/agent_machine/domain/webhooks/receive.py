@@ -1,5 +1,6 @@
 """One delivery from raw bytes to an answer: check the media type, verify the signature over the raw body,
-parse, decide, record. The HTTP layer only reads the (size-capped) body and maps errors to status codes.
+parse, decide, record (deduped by delivery id and by the event's source key, see `dedupe`). The HTTP layer only
+reads the (size-capped) body and maps errors to status codes.
 
 Signature first: nothing from an unauthenticated body is parsed (the exceptions: the legacy unsigned Sentry plugin,
 accepted only when SENTRY_ALLOW_LEGACY_UNSIGNED is set, and Jira without a secret, only when JIRA_ALLOW_UNSIGNED is
@@ -165,6 +166,7 @@ def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLoo
         event,
         one_line(action, 80) if isinstance(action, str) else None,
         TaskSource.GITHUB,
+        github.source_key(event, payload),
     )
     decision = _decide(github.decide, event, payload, get_settings(), plan_lookup or _default_plan_lookup())
     outcome = record(delivery, decision)
@@ -192,6 +194,7 @@ def receive_jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLooku
         jira.event_name(payload),
         one_line(issue_event, 80) if isinstance(issue_event, str) else None,
         TaskSource.JIRA,
+        jira.source_key(payload),
     )
     decision = _decide(jira.decide, payload, get_settings(), plan_lookup or _default_plan_lookup())
     outcome = record(delivery, decision)
@@ -222,6 +225,7 @@ def receive_sentry(body: bytes, headers: Mapping[str, str]) -> Outcome:
         sentry.resource_name(resource, payload),
         one_line(action, 80) if isinstance(action, str) else None,
         TaskSource.SENTRY,
+        sentry.source_key(resource, payload),
     )
     decision = _decide(sentry.decide, resource, payload)
     outcome = record(delivery, decision)

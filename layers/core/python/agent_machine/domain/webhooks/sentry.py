@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent_machine.domain.agents import PLANNING
+from agent_machine.domain.webhooks import dedupe
 from agent_machine.domain.webhooks.common import Payload
 from agent_machine.domain.webhooks.context import url_or_none
 from agent_machine.domain.webhooks.decisions import Answer, CreateTask, Decision, Ignore, derived_task_id
@@ -76,6 +77,26 @@ def resource_name(resource: str | None, payload: dict[str, Any]) -> str:
     if resource:
         return one_line(resource, 60)
     return "legacy_webhook" if is_legacy(payload) else "unknown"
+
+
+def source_key(resource: str | None, payload: dict[str, Any]) -> str | None:
+    """The event's source key (see `dedupe`): one Sentry issue, error event, alert or incident change delivered
+    twice (two integrations, two request ids) makes one task. Never raises."""
+    obj, part = dedupe.obj, dedupe.part
+    action = part(payload.get("action"))
+    if not resource:
+        if not is_legacy(payload):
+            return None
+        project = part(payload.get("project_slug") or payload.get("project"))
+        return dedupe.key("sentry", "legacy", project, part(payload.get("id")), part(obj(payload, "event", "event_id")))
+    if resource == "issue":
+        return dedupe.key("sentry", "issue", part(obj(payload, "data", "issue", "id")), action)
+    if resource in ("event_alert", "error"):
+        event = obj(payload, "data", "event" if resource == "event_alert" else "error")
+        return dedupe.key("sentry", resource, part(obj(event, "issue_id")), part(obj(event, "event_id")), action)
+    if resource == "metric_alert":
+        return dedupe.key("sentry", "metric_alert", part(obj(payload, "data", "metric_alert", "id")), action)
+    return None
 
 
 def decide(resource: str | None, payload: dict[str, Any]) -> Decision:
