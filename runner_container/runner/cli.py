@@ -5,10 +5,11 @@ Arguments are a list (no shell); the prompt comes last after `--`, so neither a 
 waits, then concatenates). The CLI gets its own session (process group) so a stop reaches it and everything
 it started (tools, MCP servers), and its own HOME / CLAUDE_CONFIG_DIR / TMPDIR.
 
-The environment is built from scratch: PATH, locale, the Anthropic (or Bedrock) settings, the CLI's own
-tunables and what the agent needs. Nothing else of the runner's environment reaches the CLI — not its AWS
-credentials or endpoint, not the API token, webhook secrets or other tokens — because everything the CLI can
-read, a prompt injection can make it print. Nor can it read the runner's own environment through
+The environment is built from scratch: PATH, locale, the runner's model proxy (runner/model_proxy.py: a loopback
+address and a per-task token, never a real key), the CLI's own tunables and what the agent needs. Nothing else of
+the runner's environment reaches the CLI — not its Anthropic key, AWS credentials or endpoints, not the API
+token, webhook secrets or other tokens — because everything the CLI can read, a prompt injection can make it
+print. Nor can it read the runner's own environment through
 /proc/<ppid>/environ: `harden_runner_process` makes the runner non-dumpable at every entry point.
 
 The process tree: the real CLI starts each Bash command in a session of its own, out of reach of a signal to the
@@ -107,6 +108,34 @@ DEFAULT_GIT_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "agent-machine@users.noreply.github.com",
 }
 CREDENTIAL_NAMES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+# How the CLI reaches a model: only the runner's model proxy sets these (`model_env` of build_env), whatever the
+# runner's environment holds. A real key, the real endpoint, a gateway's headers or another provider's switch
+# would take the CLI around the proxy, its token check and its budget.
+MODEL_ACCESS_NAMES = frozenset(
+    {
+        *CREDENTIAL_NAMES,
+        "ANTHROPIC_BASE_URL",
+        "CLAUDE_CODE_API_BASE_URL",
+        "ANTHROPIC_CUSTOM_HEADERS",
+        "ANTHROPIC_BEDROCK_BASE_URL",
+        "ANTHROPIC_VERTEX_BASE_URL",
+        "ANTHROPIC_VERTEX_PROJECT_ID",
+        "ANTHROPIC_FOUNDRY_BASE_URL",
+        "ANTHROPIC_FOUNDRY_RESOURCE",
+        "ANTHROPIC_FOUNDRY_API_KEY",
+        "CLAUDE_CODE_USE_BEDROCK",
+        "CLAUDE_CODE_USE_VERTEX",
+        "CLAUDE_CODE_USE_FOUNDRY",
+        "CLAUDE_CODE_SKIP_BEDROCK_AUTH",
+        "CLAUDE_CODE_SKIP_VERTEX_AUTH",
+        "CLAUDE_CODE_SKIP_FOUNDRY_AUTH",
+        "AWS_BEARER_TOKEN_BEDROCK",
+    }
+)
+# Any other ANTHROPIC_* / CLAUDE_CODE_* name shaped like a credential or an endpoint is not passed either
+# (…_MAX_OUTPUT_TOKENS is a tunable: plural).
+_CREDENTIAL_SHAPED = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_BASE_URL", "_HEADERS")
+PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 # Set in the CLI's environment: processes it leaves behind still carry it once they are re-parented to the runner.
 RUN_MARKER = "AGENT_MACHINE_RUN"
 MCP_SERVER_NAME = "machine"
@@ -121,7 +150,12 @@ class CliNotFound(RuntimeError):
 
 
 def _forbidden(name: str) -> bool:
-    return name in NEVER or name.endswith("_WEBHOOK_SECRET")
+    return (
+        name in NEVER
+        or name.endswith("_WEBHOOK_SECRET")
+        or name in MODEL_ACCESS_NAMES
+        or (name.startswith(PASS_PREFIXES) and name.endswith(_CREDENTIAL_SHAPED))
+    )
 
 
 def is_true(value: str | None) -> bool:
@@ -132,11 +166,12 @@ def build_env(
     ws: Workspace,
     *,
     source: Mapping[str, str] | None = None,
-    anthropic_api_key: str | None = None,
-    bedrock_credentials: Mapping[str, str] | None = None,
+    model_env: Mapping[str, str] | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The CLI's environment: the allow-list over `source` (the runner's environment) plus the task's folders."""
+    """The CLI's environment: the allow-list over `source` (the runner's environment), the task's folders, and
+    `model_env`: the runner's model proxy (its loopback address and per-task token), the CLI's only model access.
+    No real credential reaches it: no Anthropic key or token, no AWS credential, no endpoint but the proxy's."""
     src = os.environ if source is None else source
     env: dict[str, str] = {}
     for name, value in src.items():
@@ -154,15 +189,12 @@ def build_env(
     env["HOME"] = str(ws.home)
     env["CLAUDE_CONFIG_DIR"] = str(ws.config_dir)
     env["TMPDIR"] = str(ws.tmp)
-    if is_true(env.get("CLAUDE_CODE_USE_BEDROCK")):
-        # Bedrock: the region, and credentials of a narrower role when one is configured — never the runner's.
-        for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-            if src.get(name):
-                env[name] = src[name]
-        env.update(bedrock_credentials or {})
-    elif anthropic_api_key and not any(env.get(k) for k in CREDENTIAL_NAMES):
-        env["ANTHROPIC_API_KEY"] = anthropic_api_key
+    if any(env.get(name) for name in PROXY_NAMES):
+        # The runner's egress proxy is for the internet: the model proxy on loopback is reached directly.
+        for name in ("NO_PROXY", "no_proxy"):
+            env[name] = ",".join(part for part in (env.get(name), "127.0.0.1", "localhost") if part)
     env.update(extra or {})
+    env.update(model_env or {})
     return env
 
 

@@ -39,7 +39,7 @@ from agent_machine.settings import get_settings
 from agent_machine.store import sessions, tasks
 from aws_lambda_powertools.metrics import MetricUnit
 
-from runner import cli, config, publish, sandbox, transcripts, workspace
+from runner import cli, config, model_proxy, publish, sandbox, transcripts, workspace
 from runner.delegation import Bridge, Delegation
 from runner.output import EventStream
 from runner.results import Interruption, Outcome, Prior, RunState, clip, decide, interruption_status
@@ -297,29 +297,15 @@ def without_resume(inv: cli.Invocation) -> cli.Invocation:
 
 
 def anthropic_key() -> str | None:
-    """The Anthropic key for the CLI when the environment has no credentials of its own (Secrets Manager)."""
-    env = os.environ
-    if cli.is_true(env.get("CLAUDE_CODE_USE_BEDROCK")) or any(env.get(k) for k in cli.CREDENTIAL_NAMES):
-        return None
+    """The runner's Anthropic key (its environment, else Secrets Manager): for the model proxy, never the CLI."""
+    if cli.is_true(os.environ.get("CLAUDE_CODE_USE_BEDROCK")):
+        return None  # Bedrock: the proxy signs with the runner's AWS credentials instead
     return secrets.get_secret("anthropic_api_key")
 
 
-def bedrock_credentials(task: Task) -> dict[str, str]:
-    """Under Bedrock, credentials of BEDROCK_ROLE_ARN (a role that may only call Bedrock) for the CLI."""
-    role = os.environ.get("BEDROCK_ROLE_ARN")
-    if not role or not cli.is_true(os.environ.get("CLAUDE_CODE_USE_BEDROCK")):
-        return {}
-    import boto3
-
-    sts: Any = boto3.client("sts", region_name=get_settings().aws_region)
-    creds = sts.assume_role(RoleArn=role, RoleSessionName=f"claude-{task.task_id}"[:64], DurationSeconds=3600)[
-        "Credentials"
-    ]
-    return {
-        "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
-        "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-        "AWS_SESSION_TOKEN": creds["SessionToken"],
-    }
+def start_model_proxy(cap_usd: float) -> model_proxy.ModelProxy:
+    """The task's model proxy (runner/model_proxy.py): the CLI's only way to the model, metered and capped."""
+    return model_proxy.for_task(cap_usd, anthropic_key())
 
 
 def can_push(agent: AgentSpec) -> bool:
@@ -431,6 +417,7 @@ class TaskRun:
         self.state = RunState()
         self.ws: workspace.Workspace | None = None
         self.bridge: Bridge | None = None
+        self.model_proxy: model_proxy.ModelProxy | None = None
         self.publisher: publish.Publisher | None = None  # pushes the agent's branch and opens its PR
         self.resumed: str | None = None
         self.prior: Prior | None = None
@@ -480,10 +467,14 @@ class TaskRun:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+                if self.model_proxy is not None:
+                    self.model_proxy.stop()  # the CLI has exited: its cost is final
             booked = await self._book(outcome)
             await self._report_finished(outcome if booked else None)
             return outcome if booked else None
         finally:
+            if self.model_proxy is not None:
+                self.model_proxy.stop()
             with _active_lock:
                 _active.pop(self.task.task_id, None)
             if self.bridge is not None:
@@ -526,8 +517,7 @@ class TaskRun:
             if can_push(agent):
                 self.publisher = publish.for_task(task, ws.repo_dir, base_commit=base_commit)
         await self._restore_session(ws)
-        key = await asyncio.to_thread(anthropic_key)
-        bedrock = await asyncio.to_thread(bedrock_credentials, task)
+        self.model_proxy = await asyncio.to_thread(start_model_proxy, self.budget())
         self.bridge = Bridge(Delegation(task, deadline=self.opts.deadline, publisher=self.publisher))
         await self.bridge.start()
         marker_name, _, marker_value = self.controller.run_marker.partition("=")
@@ -542,7 +532,7 @@ class TaskRun:
                 append_system_prompt=system_prompt_addition(task, agent),
                 mcp_config=self.bridge.write_mcp_config(ws.task_dir),
             ),
-            env=cli.build_env(ws, anthropic_api_key=key, bedrock_credentials=bedrock, extra=extra),
+            env=cli.build_env(ws, model_env=self.model_proxy.cli_env(), extra=extra),
             cwd=ws.cwd,
             resume=self.resumed,
         )
@@ -655,7 +645,17 @@ class TaskRun:
         if self.controller.interruption == "lost":
             get_logger().warning("the task was taken from this runner: not booking it")
             return False
+        proxy_cost: float | None = None
+        if self.model_proxy is not None:
+            proxy_cost = round(self.model_proxy.cost_usd, 10)
+            # The proxy's figure, metered at the wire, is booked when it is the larger: a CLI killed before its
+            # result, or a tool that called the model with the token, spent what the CLI did not count.
+            outcome.cost_usd = max(outcome.cost_usd, proxy_cost)
+            if self.model_proxy.meter.refused and outcome.status == TaskStatus.FAILED:
+                outcome.error_kind = "budget"  # the proxy refused a request over the task's or the day's cap
         payload = outcome.event_payload()
+        if proxy_cost is not None:
+            payload["proxy_cost_usd"] = proxy_cost
         if self.events.dropped_lines:
             payload["output_dropped_lines"] = self.events.dropped_lines
         # Stored first, then booked, then pushed: a task read as finished always has its terminal event stored,
@@ -666,6 +666,7 @@ class TaskRun:
             "num_turns": outcome.num_turns,
             "duration_ms": outcome.duration_ms,
             "model_usage": {name: usage.model_dump() for name, usage in outcome.model_usage.items()},
+            "proxy_cost_usd": proxy_cost,
         }
         if outcome.plan is not None:
             extra["plan"] = outcome.plan

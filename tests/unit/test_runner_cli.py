@@ -56,18 +56,21 @@ RUNNER_ENV = {
 }
 
 
+PROXY_ENV = {"ANTHROPIC_BASE_URL": "http://127.0.0.1:40001", "ANTHROPIC_API_KEY": "machine-token"}
+
+
 def test_env_is_an_allow_list(tmp_path: Path) -> None:
-    env = cli.build_env(ws(tmp_path), source=RUNNER_ENV, anthropic_api_key="sk-from-secrets")
+    env = cli.build_env(ws(tmp_path), source=RUNNER_ENV, model_env=PROXY_ENV)
     assert env == {
         "PATH": "/usr/bin",
         "LANG": "C.UTF-8",
         "TZ": "UTC",
-        "ANTHROPIC_BASE_URL": "http://proxy",
         "ANTHROPIC_MODEL": "claude-x",
         "CLAUDE_CODE_MAX_RETRIES": "2",
         "HTTPS_PROXY": "http://proxy:3128",
+        "NO_PROXY": "127.0.0.1,localhost",  # the model proxy is reached directly, not through the egress proxy
+        "no_proxy": "127.0.0.1,localhost",
         "IS_SANDBOX": "1",
-        "ANTHROPIC_API_KEY": "sk-from-secrets",
         "DISABLE_AUTOUPDATER": "1",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "GIT_TERMINAL_PROMPT": "0",
@@ -75,25 +78,51 @@ def test_env_is_an_allow_list(tmp_path: Path) -> None:
         "HOME": str(tmp_path / "home"),
         "CLAUDE_CONFIG_DIR": str(tmp_path / "config"),
         "TMPDIR": str(tmp_path / "tmp"),
+        **PROXY_ENV,  # the runner's own ANTHROPIC_BASE_URL is the proxy's upstream, not the CLI's
     }
 
 
-def test_an_anthropic_key_in_the_environment_wins(tmp_path: Path) -> None:
-    env = cli.build_env(
-        ws(tmp_path), source={**RUNNER_ENV, "ANTHROPIC_API_KEY": "sk-env"}, anthropic_api_key="sk-from-secrets"
+REAL_CREDENTIALS = {
+    "ANTHROPIC_API_KEY": "sk-ant-real",
+    "ANTHROPIC_AUTH_TOKEN": "gateway-token",
+    "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat-real",
+    "ANTHROPIC_CUSTOM_HEADERS": "x-gateway-key: real",
+    "ANTHROPIC_BEDROCK_BASE_URL": "https://bedrock-runtime.eu-west-1.amazonaws.com",
+    "ANTHROPIC_FOUNDRY_API_KEY": "foundry",
+    "ANTHROPIC_SOME_FUTURE_API_KEY": "future",
+    "CLAUDE_CODE_USE_VERTEX": "1",
+    "AWS_BEARER_TOKEN_BEDROCK": "bedrock-api-key",
+    "AWS_PROFILE": "admin",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/x",
+    "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "4096",
+}
+
+
+@pytest.mark.parametrize("bedrock", [False, True])
+def test_no_real_credential_reaches_the_cli(tmp_path: Path, bedrock: bool) -> None:
+    """Whatever credential or endpoint the runner holds, the CLI gets only the model proxy's address and token."""
+    source = {**RUNNER_ENV, **REAL_CREDENTIALS, **({"CLAUDE_CODE_USE_BEDROCK": "1"} if bedrock else {})}
+    proxy = (
+        {
+            "CLAUDE_CODE_USE_BEDROCK": "1",
+            "ANTHROPIC_BEDROCK_BASE_URL": "http://127.0.0.1:40001/t/machine-token",
+            "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+            "AWS_REGION": "eu-west-1",
+        }
+        if bedrock
+        else PROXY_ENV
     )
-    assert env["ANTHROPIC_API_KEY"] == "sk-env"
-    oauth = cli.build_env(ws(tmp_path), source={"CLAUDE_CODE_OAUTH_TOKEN": "o"}, anthropic_api_key="sk")
-    assert "ANTHROPIC_API_KEY" not in oauth
+    env = cli.build_env(ws(tmp_path), source=source, model_env=proxy, extra={"AGENT_MACHINE_RUN": "t.1"})
+    secrets = {*REAL_CREDENTIALS.values(), "AKIA", "api", "ghp", "jt", "http://proxy"} - {"1", "4096"}
+    assert not secrets & set(env.values())
+    assert {n for n in env if n.startswith("AWS_")} == ({"AWS_REGION"} if bedrock else set())
+    assert {n: env[n] for n in proxy} == proxy
+    assert "CLAUDE_CODE_USE_VERTEX" not in env and env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] == "4096"
 
 
-def test_bedrock_gets_the_region_and_a_narrower_role_never_the_runners_keys(tmp_path: Path) -> None:
-    source = {**RUNNER_ENV, "CLAUDE_CODE_USE_BEDROCK": "1"}
-    env = cli.build_env(ws(tmp_path), source=source, anthropic_api_key="sk")
-    assert env["AWS_REGION"] == "eu-west-1" and "ANTHROPIC_API_KEY" not in env
-    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
-    narrow = cli.build_env(ws(tmp_path), source=source, bedrock_credentials={"AWS_ACCESS_KEY_ID": "ASIA-narrow"})
-    assert narrow["AWS_ACCESS_KEY_ID"] == "ASIA-narrow"
+def test_without_a_model_proxy_the_cli_has_no_model_access(tmp_path: Path) -> None:
+    env = cli.build_env(ws(tmp_path), source={**RUNNER_ENV, **REAL_CREDENTIALS})
+    assert not {n for n in env if n in cli.MODEL_ACCESS_NAMES}
 
 
 def test_arguments(tmp_path: Path) -> None:

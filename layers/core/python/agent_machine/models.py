@@ -114,6 +114,8 @@ class Task(Model):
     error_kind: str | None = None
     stop_requested: bool = False
     cost_usd: float = 0.0
+    # What the runner's model proxy metered at the wire for this run (None: the run never started the CLI).
+    proxy_cost_usd: float | None = None
     max_budget_usd: float | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     model_usage: dict[str, ModelUsage] = Field(default_factory=dict)
