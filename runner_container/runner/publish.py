@@ -538,6 +538,7 @@ class Publisher:
             proc.communicate()
             workspace.reap_group(proc.pid)
             raise PublishError(f"git {args[0]} timed out") from None
+        workspace.end_group(proc.pid)
         return proc.returncode, self._redact(out.decode("utf-8", errors="replace"))
 
     def _git(self, args: list[str], bare: Path | None) -> str:

@@ -281,6 +281,16 @@ def reap_group(pgid: int, *, timeout: float = REAP_SECONDS) -> None:
         time.sleep(0.01)
 
 
+def end_group(pgid: int) -> None:
+    """Once a git (the leader of process group `pgid`, started with start_new_session) has exited and been
+    waited for: kill what is left of its group and reap it. A git that dies of an error does not always wait
+    for its remote helper, which then lingers or stays a zombie of this subreaper."""
+    if _group_members(pgid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        reap_group(pgid)
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     """Kill git and its helpers (git-remote-https holds the pipes: asyncio's wait() waits for them to close),
     then reap the helpers that were re-parented to this runner."""
@@ -312,6 +322,7 @@ async def _git(args: list[str], *, cwd: Path, env: dict[str, str], secret: str |
     except asyncio.CancelledError:  # the task was stopped while cloning
         await asyncio.shield(_kill(proc))
         raise
+    await asyncio.to_thread(end_group, proc.pid)
     text = out.decode("utf-8", errors="replace")
     if proc.returncode != 0:
         if secret:

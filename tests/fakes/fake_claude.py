@@ -78,6 +78,12 @@ Scenarios, chosen by markers in the prompt (the first "main" marker wins; modifi
   at most; the tool result is its stdout (then its stderr, if any). Then a final text ``All done: <first 80
   chars of prompt>`` followed by every tool result, so what the agent saw ends up in its output and result.
   Permission rules apply as for the default Bash call. CMD cannot contain ``]]``.
+- ``[[mcp:TOOL]]`` / ``[[mcp:TOOL:JSON]]`` (repeatable, mixes with ``[[sh:CMD]]`` in prompt order): a tool round
+  calling TOOL (with the JSON object as arguments) on the --mcp-config server that lists it, REALLY started
+  (stdio, its configured env over the CLI's, JSON-RPC initialize / tools/list / tools/call); the tool is named
+  ``mcp__<server>__<TOOL>``. Denied unless bypassPermissions or an allow rule ``mcp__<server>`` /
+  ``mcp__<server>__<TOOL>`` matches (and no deny rule does), as the real CLI in -p mode. Its result text is
+  the tool result (``isError`` kept); the final text is as for ``[[sh]]``. JSON cannot contain ``]]``.
 - ``[[env]]``: final text = JSON list of the sorted environment variable NAMES the process sees.
 - ``[[args]]``: final text = JSON list of argv[1:].
 - modifiers: ``[[slow:S]]`` sleep S seconds (float) before the first assistant line; ``[[cost:X]]`` each response
@@ -175,7 +181,7 @@ MARKER_RE = re.compile(r"\[\[([a-z]+)(?::(.*?))?\]\]", re.DOTALL)
 RULE_RE = re.compile(r"^([A-Za-z0-9_]+)(?:\((.*)\))?$", re.DOTALL)
 MAIN_SCENARIOS = (
     "text", "lines", "hang", "crash", "huge", "hugeresult", "flood", "nonewline", "turns", "error", "write", "env",
-    "args", "orphan", "sh",
+    "args", "orphan", "sh", "mcp",
 )  # fmt: skip
 SH_TIMEOUT_SECONDS = 120.0
 
@@ -966,6 +972,9 @@ def scenario_body(run: Run, sc: Scenario) -> int:
         return api_error(run, API_ERROR_TEXT)
     if main == "write":
         return write_scenario(run, arg or "")
+    if main in ("sh", "mcp") and "[[mcp:" in prompt:
+        steps = [(m.group(1), m.group(2) or "") for m in MARKER_RE.finditer(prompt) if m.group(1) in ("sh", "mcp")]
+        return steps_scenario(run, steps)
     if main == "sh":
         return shell_scenario(run, [m.group(2) or "" for m in MARKER_RE.finditer(prompt) if m.group(1) == "sh"])
     # default: one tool round, then the answer
@@ -1071,6 +1080,102 @@ def shell_scenario(run: Run, commands: list[str]) -> int:
         ran = run.tool_round([{"type": "text", "text": f"Step {k} of {len(commands)}."}], "Bash",
                              {"command": command, "description": f"Step {k}"}, (command, ""), do_run)  # fmt: skip
         seen.append(run.last_tool_output if ran else "(denied)")
+        run.before_next_request()
+    report = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(seen, 1))
+    run.respond([{"type": "text", "text": f"All done: {run.prompt[:80]}\n\n{report}"}])
+    return run.success()
+
+
+def _mcp_request(proc: subprocess.Popen[str], msg_id: int, method: str, params: JSON) -> JSON:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params}) + "\n")
+    proc.stdin.flush()
+    for line in proc.stdout:
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(reply, dict) and reply.get("id") == msg_id:
+            return reply
+    raise OSError("the MCP server closed its output")
+
+
+def mcp_call(opts: Options, tool: str, arguments: JSON) -> tuple[str | None, str, bool]:
+    """(server, result text, is_error): TOOL called on the first --mcp-config stdio server listing it."""
+    for value in opts.mcp_config:
+        conf = load_json_arg(value).get("mcpServers") or {}
+        for server, spec in conf.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("command"), str):
+                continue
+            env = {**os.environ, **{k: str(v) for k, v in (spec.get("env") or {}).items()}}
+            proc = subprocess.Popen([spec["command"], *spec.get("args", [])], env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    start_new_session=True)  # fmt: skip
+            try:
+                client = {"name": "claude-code", "version": VERSION}
+                _mcp_request(proc, 1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                     "clientInfo": client})  # fmt: skip
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+                proc.stdin.flush()
+                listed = _mcp_request(proc, 2, "tools/list", {}).get("result", {}).get("tools", [])
+                if tool not in {t.get("name") for t in listed if isinstance(t, dict)}:
+                    continue
+                reply = _mcp_request(proc, 3, "tools/call", {"name": tool, "arguments": arguments})
+                result = reply.get("result") or {}
+                text = "\n".join(c.get("text", "") for c in result.get("content", []) if isinstance(c, dict))
+                if "error" in reply:
+                    return server, str(reply["error"].get("message", "")), True
+                return server, text, bool(result.get("isError"))
+            finally:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    return None, f"<tool_use_error>Error: No such tool available: {tool}</tool_use_error>", True
+
+
+def steps_scenario(run: Run, steps: list[tuple[str, str]]) -> int:
+    """``[[sh:CMD]]`` and ``[[mcp:TOOL:JSON]]`` steps in prompt order, then a report of every tool result."""
+    seen: list[str] = []
+    for k, (kind, arg) in enumerate(steps, 1):
+        pre: list[JSON] = [{"type": "text", "text": f"Step {k} of {len(steps)}."}]
+        if kind == "sh":
+
+            def do_sh(command: str = arg) -> tuple[str, JSON]:
+                try:
+                    done = subprocess.run(["/bin/sh", "-c", command], cwd=run.cwd, capture_output=True, text=True,
+                                          errors="replace", timeout=SH_TIMEOUT_SECONDS, start_new_session=True,
+                                          stdin=subprocess.DEVNULL)  # fmt: skip
+                    stdout, stderr = done.stdout, done.stderr
+                except subprocess.TimeoutExpired as exc:
+                    stdout, stderr = str(exc.stdout or ""), "Command timed out"
+                content = stdout.rstrip("\n") + (("\n" + stderr.rstrip("\n")) if stderr.strip() else "")
+                return content, {"stdout": stdout, "stderr": stderr, "interrupted": False, "isImage": False}
+
+            ran = run.tool_round(pre, "Bash", {"command": arg, "description": f"Step {k}"}, (arg, ""), do_sh)
+            seen.append(run.last_tool_output if ran else "(denied)")
+        else:
+            tool, _, raw_args = arg.partition(":")
+            arguments = json.loads(raw_args) if raw_args.strip() else {}
+            server, text, is_error = mcp_call(run.opts, tool, arguments)
+            name = f"mcp__{server or 'unknown'}__{tool}"
+            tool_use_id = _tool_id()
+            run.respond([*pre, {"type": "tool_use", "id": tool_use_id, "name": name, "input": arguments}],
+                        stop_reason="tool_use")  # fmt: skip
+            allowed = run.permission_mode == "bypassPermissions" or any(
+                r in (f"mcp__{server}", name) for r in run.allow_rules)  # fmt: skip
+            if server is not None and (any(rule_matches(r, name, "") for r in run.deny_rules) or not allowed):
+                message = f"Claude requested permissions to use {name}, but you haven't granted it yet."
+                denial: JSON = {"tool_name": name, "tool_use_id": tool_use_id, "tool_input": arguments}
+                run.denials.append(denial)
+                run.emit(run.base("system", subtype="permission_denied", message=message, **denial))
+                text, is_error = message, True
+            run.tool_result(tool_use_id, text, is_error, text if is_error else [{"type": "text", "text": text}])
+            seen.append(text)
         run.before_next_request()
     report = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(seen, 1))
     run.respond([{"type": "text", "text": f"All done: {run.prompt[:80]}\n\n{report}"}])

@@ -8,6 +8,13 @@ lost" case. When given credentials it checks them and answers 401 as the real AP
     with FakeApi(github_token="t") as api:
         ...  # point GITHUB_API_URL / JIRA_BASE_URL / SENTRY_API_URL at api.url
         assert api.requests[0].method == "POST"
+
+With `git_root` it is also the git server of the same host, as GitHub Enterprise serves both: repositories made
+with `create_repository("owner/name")` are served over smart HTTP (`git http-backend`, clone and push) at
+`<url>/owner/name.git`, and only to a request with the token as Basic credentials (any user name, as GitHub);
+`git_requests` records them. `GET /repos/{owner}/{repo}` answers with the repository (its default branch), and
+pull requests can be opened (`POST /repos/{owner}/{repo}/pulls`: the head branch must exist on the git server,
+one open pull request per head, else 422 as GitHub) and listed (`GET .../pulls?head=owner:branch&state=open`).
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import re
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -38,6 +49,14 @@ class RecordedRequest:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class GitRequest:
+    method: str
+    path: str
+    service: str  # git-upload-pack (clone, fetch) or git-receive-pack (push)
+    authorized: bool
 
 
 @dataclass
@@ -72,6 +91,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         fake = cast(_Server, self.server).fake
+        parts = urlsplit(self.path)
+        git = _GIT_PATH.match(parts.path)
+        if git is not None and fake.git_root is not None:
+            self._serve_git(fake, git, parts.query)
+            return
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -100,8 +124,98 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():  # git posts big packs chunked
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _reply_raw(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _serve_git(self, fake: FakeApi, match: re.Match[str], query: str) -> None:
+        """Smart HTTP through `git http-backend` (CGI), for a request with the token as Basic credentials."""
+        body = self._read_body()
+        service = match["service"] if match["service"] != "info/refs" else (parse_qs(query).get("service") or [""])[0]
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, encoded = auth.partition(" ")
+        try:
+            password = base64.b64decode(encoded.strip()).decode().partition(":")[2]
+        except ValueError:
+            password = ""
+        authorized = scheme.lower() == "basic" and fake.github_token is not None and password == fake.github_token
+        with fake._lock:
+            fake._git_requests.append(GitRequest(self.command, match.group(0), service, authorized))
+        if not authorized:
+            self._reply_raw(401, {"WWW-Authenticate": 'Basic realm="GitHub"'}, b"Unauthorized\n")
+            return
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(fake.git_root),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_PROJECT_ROOT": str(fake.git_root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.receivepack",
+            "GIT_CONFIG_VALUE_0": "true",
+            "PATH_INFO": f"/{match['owner']}/{match['repo']}.git/{match['service']}",
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type") or "",
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": "x-access-token",
+            "REMOTE_ADDR": "127.0.0.1",
+            "GATEWAY_INTERFACE": "CGI/1.1",
+        }
+        for header, name in (("Content-Encoding", "HTTP_CONTENT_ENCODING"), ("Git-Protocol", "HTTP_GIT_PROTOCOL")):
+            if self.headers.get(header):
+                env[name] = self.headers[header]
+        done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, timeout=120)
+        separator = b"\r\n\r\n" if b"\r\n\r\n" in done.stdout else b"\n\n"
+        head, _, data = done.stdout.partition(separator)
+        status, headers = 200, {}
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers[name.strip()] = value.strip()
+        self._reply_raw(status, headers, data)
+
 
 Route = tuple[str, re.Pattern[str], Callable[[RecordedRequest, re.Match[str]], _Reply]]
+_GIT_PATH = re.compile(
+    r"^/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+?)\.git/(?P<service>info/refs|git-upload-pack|git-receive-pack)$"
+)
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "Octo Cat",
+        "GIT_AUTHOR_EMAIL": "octo@example.com",
+        "GIT_COMMITTER_NAME": "Octo Cat",
+        "GIT_COMMITTER_EMAIL": "octo@example.com",
+    }
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=60)
+    return done.stdout
 
 
 class FakeApi:
@@ -114,8 +228,13 @@ class FakeApi:
         jira_auth: tuple[str, str] | None = None,
         sentry_token: str | None = None,
         bot_login: str = "agent-machine[bot]",
+        git_root: Path | None = None,
     ) -> None:
         self.github_token = github_token
+        self.git_root = git_root
+        self.repositories: dict[str, str] = {}  # full name -> default branch
+        self.pull_requests: list[JsonObj] = []
+        self._git_requests: list[GitRequest] = []
         self.jira_auth = jira_auth
         self.sentry_token = sentry_token
         self.bot_login = bot_login
@@ -149,6 +268,9 @@ class FakeApi:
                 re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/issues/comments/(?P<id>\d+)$"),
                 self._gh_delete,
             ),
+            ("GET", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)$"), self._gh_repo),
+            ("POST", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/pulls$"), self._gh_create_pull),
+            ("GET", re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/pulls$"), self._gh_list_pulls),
             ("POST", re.compile(r"^/rest/api/2/issue/(?P<key>[^/]+)/comment$"), self._jira_create),
             ("GET", re.compile(r"^/rest/api/2/issue/(?P<key>[^/]+)/comment$"), self._jira_list),
             ("PUT", re.compile(r"^/rest/api/2/issue/(?P<key>[^/]+)/comment/(?P<id>\d+)$"), self._jira_update),
@@ -227,6 +349,42 @@ class FakeApi:
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()
+
+    @property
+    def git_requests(self) -> list[GitRequest]:
+        with self._lock:
+            return list(self._git_requests)
+
+    def create_repository(
+        self, full_name: str, files: dict[str, str] | None = None, *, default_branch: str = "main"
+    ) -> str:
+        """A bare repository on the git server with one commit of `files` on `default_branch`; its clone URL."""
+        assert self.git_root is not None, "FakeApi(git_root=...) serves repositories"
+        bare = self.git_root / f"{full_name}.git"
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            _git("init", "-q", "-b", default_branch, str(work))
+            for name, text in (files or {"README.md": f"# {full_name}\n"}).items():
+                (work / name).parent.mkdir(parents=True, exist_ok=True)
+                (work / name).write_text(text, encoding="utf-8")
+            _git("add", "-A", cwd=work)
+            _git("commit", "-q", "-m", "Initial commit", cwd=work)
+            bare.parent.mkdir(parents=True, exist_ok=True)
+            _git("clone", "-q", "--bare", str(work), str(bare))
+        with self._lock:
+            self.repositories[full_name] = default_branch
+        return f"{self.url}/{full_name}.git"
+
+    def branches(self, full_name: str) -> dict[str, str]:
+        """Branch name -> commit on the git server."""
+        assert self.git_root is not None
+        bare = str(self.git_root / f"{full_name}.git")
+        out = _git("--git-dir", bare, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/")
+        return {ref.removeprefix("refs/heads/"): sha for ref, sha in (line.split() for line in out.splitlines())}
+
+    def commit_subject(self, full_name: str, rev: str) -> str:
+        assert self.git_root is not None
+        return _git("--git-dir", str(self.git_root / f"{full_name}.git"), "log", "-1", "--format=%s", rev).strip()
 
     def delete_github_comment(self, comment_id: int) -> None:
         with self._lock:
@@ -345,6 +503,89 @@ class FakeApi:
         if self.github_comments.pop(int(m["id"]), None) is None:
             return _Reply(404, {"message": "Not Found"})
         return _Reply(204)
+
+    def _gh_repo(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
+        full_name = f"{m['owner']}/{m['repo']}"
+        default = self.repositories.get(full_name)
+        if default is None:
+            return _Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        return _Reply(
+            200,
+            {
+                "id": 1296269,
+                "name": m["repo"],
+                "full_name": full_name,
+                "private": True,
+                "default_branch": default,
+                "html_url": f"https://github.com/{full_name}",
+                "clone_url": f"{self.url}/{full_name}.git",
+            },
+        )
+
+    def _gh_create_pull(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
+        full_name = f"{m['owner']}/{m['repo']}"
+        if full_name not in self.repositories:
+            return _Reply(404, {"message": "Not Found"})
+        fields = {key: self._body_text(request, key) for key in ("title", "head", "base")}
+        missing = [key for key, value in fields.items() if not value]
+        if missing:
+            errors = [{"resource": "PullRequest", "field": key, "code": "missing_field"} for key in missing]
+            return _Reply(422, {"message": "Validation Failed", "errors": errors})
+        head, base = str(fields["head"]), str(fields["base"])
+        branches = self.branches(full_name) if self.git_root is not None else {head: "", base: ""}
+        for key, name in (("head", head), ("base", base)):
+            if name not in branches:
+                return _Reply(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [{"resource": "PullRequest", "field": key, "code": "invalid"}],
+                    },
+                )
+        if any(
+            p["repo"] == full_name and p["head"]["ref"] == head and p["state"] == "open" for p in self.pull_requests
+        ):
+            message = f"A pull request already exists for {m['owner']}:{head}."
+            return _Reply(
+                422,
+                {
+                    "message": "Validation Failed",
+                    "errors": [{"resource": "PullRequest", "code": "custom", "message": message}],
+                },
+            )
+        number = 100 + len(self.pull_requests) + 1
+        now = _now()
+        pull = {
+            "id": next(self._ids),
+            "number": number,
+            "state": "open",
+            "title": fields["title"],
+            "body": self._body_text(request, "body") or "",
+            "draft": bool(request.body.get("draft")) if isinstance(request.body, dict) else False,
+            "html_url": f"https://github.com/{full_name}/pull/{number}",
+            "url": f"{self.url}/repos/{full_name}/pulls/{number}",
+            "head": {"ref": head, "sha": branches[head], "label": f"{m['owner']}:{head}"},
+            "base": {"ref": base, "sha": branches[base], "label": f"{m['owner']}:{base}"},
+            "user": {"login": self.bot_login, "type": "Bot"},
+            "created_at": now,
+            "updated_at": now,
+            "repo": full_name,
+        }
+        self.pull_requests.append(pull)
+        return _Reply(201, pull)
+
+    def _gh_list_pulls(self, request: RecordedRequest, m: re.Match[str]) -> _Reply:
+        full_name = f"{m['owner']}/{m['repo']}"
+        head = (request.query.get("head") or [""])[0]
+        state = (request.query.get("state") or ["open"])[0]
+        found = [
+            p
+            for p in self.pull_requests
+            if p["repo"] == full_name
+            and (not head or p["head"]["label"] == head)
+            and (state == "all" or p["state"] == state)
+        ]
+        return _Reply(200, found)
 
     # --- Jira ---------------------------------------------------------------------------------------------------
 
