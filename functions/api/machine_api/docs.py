@@ -37,6 +37,7 @@ PAGE = """<!doctype html>
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <meta name="referrer" content="no-referrer">
   <title>Agent machine API</title>
+  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="/api/docs/swagger-ui.css">
 </head>
 <body>
