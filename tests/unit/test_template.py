@@ -283,7 +283,6 @@ SHARED_ENV = {
     "TASK_DLQ_URL",
     "ARTIFACTS_BUCKET",
     "SECRETS_NAME",
-    "WEBSOCKET_MANAGEMENT_URL",
     "WEBSOCKET_URL",
     "DASHBOARD_URL",
     "MAX_CONCURRENT_TASKS",
@@ -311,9 +310,10 @@ def test_function_environment(logical_id: str) -> None:
     assert env["LOG_JSON"] == "true"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "AgentMachine"
     assert env["ECS_CONTAINER_NAME"] == "runner"
-    assert env["WEBSOCKET_MANAGEMENT_URL"] == {
-        "Fn::Sub": "https://${WebSocketApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}"
-    }
+    # The WebSocket API's own endpoint and stage (right on AWS and LocalStack alike), never a hand-built
+    # amazonaws.com address; the management API is derived from it in code (agent_machine.push.management_url).
+    assert env["WEBSOCKET_URL"] == {"Fn::Sub": "${WebSocketApi.ApiEndpoint}/${StageName}"}
+    assert "WEBSOCKET_MANAGEMENT_URL" not in env
 
 
 def test_fargate_container_matches_lambda_runner() -> None:

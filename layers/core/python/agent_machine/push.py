@@ -3,6 +3,11 @@
 Frames: `{"type": "events", "events": [...]}` carries one or more task events (bursts are coalesced by the
 caller). A single event too big for one frame is sent as `{"type": "event_part", "part": i, "parts": n,
 "data": <slice of the event's JSON>}` frames for the client to join: every frame stays under 128 KB.
+
+The management API's endpoint is the WebSocket API stage's own URL spoken over HTTP (`management_url`): the template
+passes WEBSOCKET_URL as the API's ApiEndpoint plus the stage, so it is right wherever the stack runs (AWS answers
+wss://<id>.execute-api.<region>.amazonaws.com, LocalStack its own host and port), never an amazonaws.com address
+built by hand. WEBSOCKET_MANAGEMENT_URL, when set, wins (a custom domain, or an emulator serving it elsewhere).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from botocore.exceptions import ClientError
 
@@ -19,6 +25,23 @@ from agent_machine.settings import get_settings
 from agent_machine.store import connections
 
 MAX_FRAME_BYTES = 120 * 1024  # API Gateway's limit is 128 KB per message; keep headroom
+
+# A WebSocket stage's clients speak ws(s); its @connections management API is plain HTTP(S) on the same host.
+_HTTP_SCHEMES = {"wss": "https", "ws": "http", "https": "https", "http": "http"}
+
+
+def management_url(websocket_url: str | None, explicit: str | None = None) -> str | None:
+    """The management API endpoint (https://<host>/<stage>) of a WebSocket API stage: `explicit` when given, else
+    `websocket_url` (the stage's wss:// URL); either has its scheme turned to HTTP (wss -> https, ws -> http),
+    its query and fragment dropped. None when there is no usable URL (pushing is then off)."""
+    url = (explicit or "").strip() or (websocket_url or "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    scheme = _HTTP_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        return None
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def frames(
@@ -123,7 +146,8 @@ class Pusher:
 
     def __post_init__(self) -> None:
         if self.endpoint_url is None:
-            self.endpoint_url = get_settings().websocket_management_url
+            settings = get_settings()
+            self.endpoint_url = management_url(settings.websocket_url, settings.websocket_management_url)
 
     def post(self, connection_id: str, data: bytes) -> bool:
         if not self.endpoint_url or connection_id in self.gone:
