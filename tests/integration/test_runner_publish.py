@@ -56,6 +56,12 @@ def stored_output(task_id: str) -> str:
     return "\n".join(json.dumps(e.payload) for e in output.read_events(task_id))
 
 
+def final_comment(github: FakeApi) -> str:
+    """The sticky comment's last edit."""
+    final = [r for r in github.requests if r.method == "PATCH" and "/issues/comments/" in r.path][-1]
+    return str(final.body["body"])
+
+
 def tool_results(task_id: str) -> list[tuple[str, bool]]:
     """(text, is_error) of every tool result the agent was shown, in order."""
     found: list[tuple[str, bool]] = []
@@ -118,8 +124,8 @@ def test_the_runner_pushes_and_opens_the_pull_request_the_cli_had_no_token_for(
     assert task.report["pr_url"] == pr["url"] and task.report["branch"] == BRANCH
     assert "publish_error" not in task.report
     assert pr["url"] in (task.result or "")
-    final = [r for r in github.requests if r.method == "PATCH" and "/issues/comments/" in r.path][-1]
-    assert pr["url"] in final.body["body"]
+    comment = final_comment(github)
+    assert f"**Pull request:** {pr['url']} (branch `{BRANCH}`)" in comment and "Not pushed" not in comment
     assert TOKEN not in stored_output(task.task_id) and TOKEN not in json.dumps(task.report)
 
 
@@ -151,6 +157,8 @@ def test_a_re_pointed_origin_is_not_pushed(stack: Provisioned, github: FakeApi) 
     assert BRANCH not in github.branches(REPO) and BRANCH not in github.branches("mallory/fork")
     assert not [r for r in github.git_requests if r.service == "git-receive-pack"]
     assert github.pull_requests == [] and "pr_url" not in task.report
+    comment = final_comment(github)
+    assert "**Not pushed:**" in comment and "origin was changed" in comment and "Pull request" not in comment
 
 
 def test_the_default_branch_and_other_branches_are_never_pushed(stack: Provisioned, github: FakeApi) -> None:

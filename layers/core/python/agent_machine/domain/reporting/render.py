@@ -34,6 +34,7 @@ _CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _SAFE_URL = re.compile(r"^https?://[^\s<>()\[\]{}|\"'`\\]{1,500}$")
 _NOFORMAT = re.compile(r"\{(?=noformat\})", re.IGNORECASE)
+_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$")  # what the runner pushes (runner/publish.py)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class View:
     result: str | None
     error: str | None
     trigger: str
+    # The branch the runner pushed, and why something was not pushed (the latter may quote the agent's text).
+    branch: str | None = None
+    publish_error: str | None = None
     # Tasks it delegated (agent, task id, status): their own report-back is skipped, so the parent's one
     # comment names them. Agent names and statuses are checked names, ids are ours: no untrusted text.
     children: tuple[tuple[str, str, str], ...] = ()
@@ -136,6 +140,8 @@ def view(
         result=task.result if task.status == TaskStatus.COMPLETED and not planned else None,
         error=(task.error or task.status.value.replace("_", " ")) if failed else None,
         trigger=trigger,
+        branch=branch if (branch := report.get("branch")) and _BRANCH.fullmatch(branch) else None,
+        publish_error=report.get("publish_error") or None,
         children=tuple(
             (c.agent if NAME_PATTERN.fullmatch(c.agent) else "agent", c.task_id, c.status.value.replace("_", " "))
             for c in children or []
@@ -257,7 +263,13 @@ def github_body(v: View, where: Where, *, opening: bool = False) -> str:
 def _github_sections(v: View, where: Where, *, fixed: int) -> list[str]:
     sections: list[str] = []
     if v.pr_url:
-        sections.append(f"**Pull request:** {v.pr_url}")
+        sections.append(f"**Pull request:** {v.pr_url}" + (f" (branch `{v.branch}`)" if v.branch else ""))
+    elif v.branch:
+        sections.append(f"**Branch:** `{v.branch}`")
+    if v.publish_error:
+        note = bounded(v.publish_error, 1_000, lambda t: neutralise_mentions(t, v.trigger))
+        fence = fence_for(note)
+        sections.append(f"**Not pushed:**\n{fence}text\n{note}\n{fence}")
     hint = ""
     if v.plan is not None:
         if where.comment_approves:
@@ -331,6 +343,11 @@ def _jira_sections(v: View, where: Where, *, fixed: int) -> list[str]:
     blocks: list[str] = []
     if v.pr_url:
         blocks.append(f"*Pull request:* [{v.pr_url}|{v.pr_url}]")
+    if v.branch:
+        blocks.append(f"*Branch:* {{{{{v.branch}}}}}")
+    if v.publish_error:
+        note = bounded(v.publish_error, 1_000, lambda t: neutralise_jira(t, v.trigger))
+        blocks.append(f"*Not pushed:*\n{{noformat}}\n{note}\n{{noformat}}")
     text, title = (v.plan, "Plan") if v.plan is not None else (v.result, "Result")
     if text:
         budget = JIRA_BUDGET - fixed - sum(len(b) for b in blocks) - 600
@@ -360,6 +377,12 @@ def sentry_body(v: View, where: Where, *, opening: bool = False) -> str:
     if not opening:
         if v.pr_url:
             blocks.append(f"Pull request: {v.pr_url}")
+        if v.branch:
+            blocks.append(f"Branch: `{v.branch}`")
+        if v.publish_error:
+            note = bounded(v.publish_error, 1_000, lambda t: neutralise_mentions(t, v.trigger))
+            fence = fence_for(note)
+            blocks.append(f"Not pushed:\n{fence}\n{note}\n{fence}")
         text, title = (v.plan, "Plan") if v.plan is not None else (v.result, "Result")
         if text:
             safe = bounded(text.strip(), SENTRY_BUDGET, lambda t: neutralise_mentions(t, v.trigger))
