@@ -27,7 +27,7 @@ from agent_machine.settings import get_settings
 from agent_machine.store import output, tasks
 from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
-from runner import dlq_handler
+from runner import dlq_handler, sandbox
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import start_machine
@@ -97,14 +97,34 @@ def test_a_killed_runtime_retries_the_task_after_restart(tmp_path: Path) -> None
 # ------------------------------------------------------------------------------------------ the DLQ path
 
 DYING_CLI = """#!{python}
-# A "claude" that kills the process that spawned it (the runner) once it has started streaming.
-import json, os, signal, sys, time, uuid
+# A "claude" whose runner is killed (by the test: a root runner runs the CLI as another user, which may not
+# signal it) once it has started streaming; it ends when its runner is gone.
+import json, os, sys, time, uuid
 print(json.dumps({{"type": "system", "subtype": "init", "session_id": str(uuid.uuid4()), "tools": [],
                   "mcp_servers": [], "model": "claude-sonnet-4-5", "permissionMode": "default"}}), flush=True)
-time.sleep(0.3)
-os.kill(os.getppid(), signal.SIGKILL)
-time.sleep(2)
+runner = os.getppid()
+deadline = time.monotonic() + 60
+while os.getppid() == runner and time.monotonic() < deadline:
+    time.sleep(0.05)
 """
+
+
+def kill_when_streaming(runner: subprocess.Popen[str], cli_name: str, timeout: float = 60) -> None:
+    """SIGKILL the runner once it has spawned the CLI (a child of it running `cli_name`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and runner.poll() is None:
+        for proc in Path("/proc").iterdir():
+            try:
+                stat = (proc / "stat").read_text()
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == runner.pid and cli_name.encode() in cmdline:
+                time.sleep(0.3)  # streaming has started
+                runner.kill()
+                return
+        time.sleep(0.05)
+
 
 RUNNER_PROCESS = """
 import json, sys
@@ -133,7 +153,7 @@ def test_a_runner_that_keeps_dying_ends_in_the_dlq_and_fails_the_task(
     stack: Provisioned, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli = tmp_path / "dying-claude"
-    cli.write_text(DYING_CLI.format(python=sys.executable))
+    cli.write_text(DYING_CLI.format(python=sandbox.python_executable()))  # one the CLI's user can run
     cli.chmod(0o755)
     monkeypatch.setenv("CLAUDE_CLI_PATH", str(cli))
     monkeypatch.setenv("RUNNER_WORK_ROOT", str(tmp_path / "runner"))
@@ -154,15 +174,16 @@ def test_a_runner_that_keeps_dying_ends_in_the_dlq_and_fails_the_task(
         assert messages[0]["Attributes"]["ApproximateReceiveCount"] == str(attempt)
         event_path = tmp_path / f"event-{attempt}.json"
         event_path.write_text(json.dumps(sqs_event(messages, queue_arn)))
-        runner = subprocess.run(
+        with subprocess.Popen(
             [sys.executable, "-c", RUNNER_PROCESS, str(event_path)],
             cwd=ROOT,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
-            check=False,
-        )
-        assert runner.returncode == -signal.SIGKILL, (runner.returncode, runner.stdout[-2000:], runner.stderr[-3000:])
+        ) as runner:
+            kill_when_streaming(runner, cli.name)
+            stdout, stderr = runner.communicate(timeout=120)
+        assert runner.returncode == -signal.SIGKILL, (runner.returncode, stdout[-2000:], stderr[-3000:])
         stored = tasks.get(task.task_id)
         assert stored is not None
         assert (stored.status.value, stored.attempt) == ("running", attempt), (stored.status, stored.attempt)
