@@ -344,14 +344,14 @@ class Meter:
             if self.cost_usd >= self.cap_usd:
                 self.refused += 1
                 return (
-                    f"this task's budget of ${self.cap_usd:.2f} is spent (${self.cost_usd:.4f} metered by the "
+                    f"this task's budget of ${usd(self.cap_usd)} is spent (${usd(self.cost_usd)} metered by the "
                     "runner's model proxy): no further model requests"
                 )
             if self.daily_cap_usd is not None and self.day_spent_usd + self.cost_usd >= self.daily_cap_usd:
                 self.refused += 1
                 return (
-                    f"today's budget of ${self.daily_cap_usd:.2f} is spent (${self.day_spent_usd:.4f} booked by "
-                    f"finished tasks + ${self.cost_usd:.4f} by this one; DAILY_BUDGET_USD): no further model "
+                    f"today's budget of ${usd(self.daily_cap_usd)} is spent (${usd(self.day_spent_usd)} booked by "
+                    f"finished tasks + ${usd(self.cost_usd)} by this one; DAILY_BUDGET_USD): no further model "
                     "requests"
                 )
             self.requests += 1
@@ -362,6 +362,11 @@ class Meter:
         with self._lock:
             self.cost_usd += cost
         return cost
+
+
+def usd(value: float) -> str:
+    """A dollar amount to the micro-dollar, without trailing zeros: 3, 0.505, 0.00705."""
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
 
 
 class UsageReader:
@@ -671,7 +676,6 @@ class ModelProxy:
                 self.meter.add(model, reader.usage)
             elif response.status < 300:
                 self.stats.unmetered += 1
-
 
     def _warm(self) -> None:
         with contextlib.suppress(OSError, HTTPException, UpstreamError):

@@ -169,12 +169,10 @@ class _Handler(BaseHTTPRequestHandler):
         req = json.loads(body or b"{}")
         messages = req.get("messages") or []
         tools = [t.get("name") for t in req.get("tools") or []]
-        last = messages[-1].get("content") if messages else None
-        results = (
-            [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"]
-            if isinstance(last, list)
-            else []
-        )
+        # The tool results since the model's last answer (the CLI may add a user message after them).
+        answered = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+        last = [b for m in messages[answered + 1 :] if isinstance(m.get("content"), list) for b in m["content"]]
+        results = [b for b in last if isinstance(b, dict) and b.get("type") == "tool_result"]
         for result in results:
             content = result.get("content")
             self.bedrock.tool_results.append(json.dumps(content) if not isinstance(content, str) else content)
