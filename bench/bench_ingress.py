@@ -74,10 +74,12 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def payload_bytes() -> bytes:
+def payload_bytes(comment_id: int) -> bytes:
+    """A new comment per delivery: the same comment delivered again is a duplicate (one task per source event)."""
     data = json.loads(SAMPLE.read_bytes())
     data["comment"]["body"] = "@claude can you fix the typo in the README?"
     data["comment"]["author_association"] = "OWNER"
+    data["comment"]["id"] = comment_id
     return json.dumps(data).encode()
 
 
@@ -120,9 +122,10 @@ def bare_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     }
 
 
-def forget(answer: dict[str, Any], tables: dict[str, str]) -> None:
+def forget(answer: dict[str, Any], tables: dict[str, str], body: bytes) -> None:
     """Delete what one delivery created (untimed), keeping moto's tables the same size."""
     from agent_machine import aws
+    from agent_machine.domain.webhooks import github
 
     client = aws.dynamodb()
     if answer.get("task_id"):
@@ -132,6 +135,10 @@ def forget(answer: dict[str, Any], tables: dict[str, str]) -> None:
             TableName=tables["OutputTable"], Key={"task_id": {"S": answer["task_id"]}, "seq": {"N": "1"}}
         )
     client.delete_item(TableName=tables["EventsTable"], Key={"delivery_key": {"S": f"github#{answer['delivery_id']}"}})
+    # ... and the source event's claim (one task per comment), written in the same transaction
+    claim = github.source_key("issue_comment", json.loads(body))
+    if claim:
+        client.delete_item(TableName=tables["EventsTable"], Key={"delivery_key": {"S": claim}})
 
 
 class CallCounter:
@@ -193,7 +200,6 @@ def main() -> int:
         for client in (aws.dynamodb(), aws.sqs()):
             client.meta.events.register("before-call", counter)
 
-        body = payload_bytes()
         context: Any = LambdaContext("api")
         handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {"real": real_handler, "bare": bare_handler}
         timings: dict[str, list[float]] = {"real": [], "bare": []}
@@ -203,6 +209,7 @@ def main() -> int:
 
         for i in range(args.warmup + args.n):
             for name in ("real", "bare") if i % 2 == 0 else ("bare", "real"):
+                body = payload_bytes(10_000_000 + 2 * i + (name == "real"))
                 event = make_event(body, f"{name}-{i}-{uuid.uuid4()}")
                 counter.calls.clear()
                 start = time.perf_counter()
@@ -212,8 +219,10 @@ def main() -> int:
                 if i == 0:
                     first_call_ms[name] = round(elapsed, 3)
                 statuses[name][int(response["statusCode"])] += 1
+                if name == "real" and json.loads(response["body"]).get("status") == "duplicate":
+                    raise SystemExit("the real handler answered duplicate: each delivery must be a new event")
                 if name == "real" and not args.keep_state:
-                    forget(json.loads(response["body"]), stack.tables)
+                    forget(json.loads(response["body"]), stack.tables, body)
                 if i >= args.warmup:
                     timings[name].append(elapsed)
                     calls[name].update(made)
