@@ -521,3 +521,37 @@ def test_dockerfile_copies_what_the_image_needs() -> None:
     assert 'CMD ["runner.lambda_handler.handler"]' in dockerfile
     for source in re.findall(r"^COPY (?!--from)(\S+) ", dockerfile, re.M):
         assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+
+
+def _statements(node: Any) -> list[dict[str, Any]]:
+    """Every IAM statement under `node` (inside !If branches too)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "Effect" in node and "Action" in node:
+            found.append(node)
+        for value in node.values():
+            found += _statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _statements(value)
+    return found
+
+
+def test_bedrock_is_invoked_by_the_runners_own_roles_never_a_role_handed_to_the_cli() -> None:
+    """The runner's model proxy signs Bedrock requests (runner/model_proxy.py): only the runner's roles may invoke
+    models, and nothing may assume a role for the CLI (the old BEDROCK_ROLE_ARN path is gone)."""
+    invokers = {
+        name
+        for name, resource in resources().items()
+        for statement in _statements(resource.get("Properties", {}))
+        if "bedrock:InvokeModelWithResponseStream" in statement["Action"]
+    }
+    assert invokers == {"RunnerFunction", "RunnerTaskRole"}
+    assumes = [
+        statement
+        for name in ("RunnerFunction", "RunnerTaskRole")
+        for statement in _statements(props(name).get("Policies", []))
+        if "sts:AssumeRole" in statement["Action"]
+    ]
+    assert assumes == []
+    assert "BEDROCK_ROLE_ARN" not in TEMPLATE.read_text()
