@@ -324,19 +324,32 @@ class Meter:
         self.refused = 0
         self.day_spent_usd = 0.0  # what finished tasks booked today, as last read
         self._day_read_at = -DAY_REFRESH_SECONDS
+        self._day_reading = False
         self.refresh_day()
 
-    def refresh_day(self, *, force: bool = True) -> None:
-        if self._spent_today is None or (not force and time.monotonic() - self._day_read_at < DAY_REFRESH_SECONDS):
-            return
-        self._day_read_at = time.monotonic()
+    def refresh_day(self) -> None:
+        """Re-read today's spend in the background once the last read is DAY_REFRESH_SECONDS old: never on a
+        request's path nor the task's start (the runner checked the day just before; until the first read comes
+        back, only this task's own spend counts against the day's cap)."""
+        with self._lock:
+            stale = time.monotonic() - self._day_read_at >= DAY_REFRESH_SECONDS
+            if self._spent_today is None or self._day_reading or not stale:
+                return
+            self._day_reading = True
+        threading.Thread(target=self._read_day, name="model-proxy-day", daemon=True).start()
+
+    def _read_day(self) -> None:
+        assert self._spent_today is not None
         try:
             spent = self._spent_today()
         except Exception as exc:  # a blip: the last figure stands, the next refresh tries again
             get_logger().warning("could not read today's spend", extra={"error": repr(exc)})
-            return
+            spent = None
         with self._lock:
-            self.day_spent_usd = spent
+            self._day_reading = False
+            self._day_read_at = time.monotonic()
+            if spent is not None:
+                self.day_spent_usd = spent
 
     def admit(self) -> str | None:
         """None when a model request may go, else why not (the refusal the CLI will report)."""
@@ -635,7 +648,7 @@ class ModelProxy:
             self._forward(handler, path_and_query, found, body)
         finally:
             if found.metered:
-                self.meter.refresh_day(force=False)  # after the answer: never on the time to first byte
+                self.meter.refresh_day()
 
     def _forward(self, handler: _Handler, path_and_query: str, found: Route, body: bytes) -> None:
         upstream = self.upstream
@@ -828,7 +841,7 @@ def daily_spent() -> float:
 
 
 def for_task(cap_usd: float, api_key: str | None) -> ModelProxy:
-    """Start a task's proxy: its cap, the day's, the runner's upstream and credential. Blocking (reads today's
-    spend): call it off the event loop."""
+    """Start a task's proxy: its cap, the day's, the runner's upstream and credential (binds a socket and starts
+    threads: call it off the event loop)."""
     meter = Meter(cap_usd, daily_cap_usd=get_settings().daily_budget_usd, spent_today=daily_spent)
     return ModelProxy(upstream_from_env(api_key), meter).start()

@@ -237,6 +237,7 @@ def test_the_days_remaining_budget_caps_too(upstream: Recorder, started: list[mo
     spent = [49.995]
     proxy = proxy_to(upstream, daily_cap_usd=50.0, spent_today=lambda: spent[0])
     started.append(proxy)
+    wait_until(lambda: proxy.meter.day_spent_usd == spent[0], timeout=10)  # read in the background at the start
     assert call(proxy, headers={"x-api-key": proxy.token}, body=MESSAGE)[0] == 200
     wait_until(lambda: proxy.cost_usd > 0, timeout=10)
     status, _, body = call(proxy, headers={"x-api-key": proxy.token}, body=MESSAGE)
