@@ -493,11 +493,14 @@ class TaskRun:
                 return  # not ours to book: not ours to publish either
             published: dict[str, str] = {}
             if self.publisher is not None:
-                # What the agent committed and did not push is pushed now, before the workspace goes.
+                # What the agent committed and did not push is pushed now, before the workspace goes. The pull
+                # request shown is only one the runner opened, never a link the agent wrote.
                 published = await asyncio.to_thread(
                     self.publisher.finish, completed=outcome.status == TaskStatus.COMPLETED, result=outcome.result
                 )
-            pr_url = published.get("pr_url") or (find_pull_request(outcome.result) if outcome.result else None)
+                pr_url = published.get("pr_url")
+            else:
+                pr_url = find_pull_request(outcome.result) if outcome.result else None
             await asyncio.to_thread(report_back, self.task, started=False, pr_url=pr_url, extra=published)
         finally:
             if self.publisher is not None:

@@ -211,3 +211,12 @@ def test_only_an_agent_that_may_push_gets_the_tools(stack: Provisioned, github: 
     ((text, error),) = tool_results(task.task_id)
     assert error and "No such tool available: push_branch" in text
     assert not [r for r in github.git_requests if r.service == "git-receive-pack"]
+
+
+def test_a_link_the_agent_writes_is_not_taken_for_its_pull_request(stack: Provisioned, github: FakeApi) -> None:
+    clone_url = github.create_repository(REPO)
+    task = run_executor(stack, "[[sh:echo Opened https://evil.example/acme/app/pull/1]] done", clone_url)
+    assert task.status is TaskStatus.COMPLETED, task.error
+    assert "https://evil.example/acme/app/pull/1" in (task.result or "")
+    assert "pr_url" not in task.report and "branch" not in task.report and "publish_error" not in task.report
+    assert "Pull request" not in final_comment(github) and github.pull_requests == []
