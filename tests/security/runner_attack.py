@@ -30,7 +30,7 @@ from tests.conftest import reset_caches
 from tests.integration.runner_support import Receiver, invoke, receive, wait_until
 from tests.security.attack import DYNAMIC_WEBHOOK_SECRET, SECRET_NAMES, SECRETS_MANAGER_NAMES, Listener, make_secrets
 
-AGENT = "operator"  # an agent with Bash, as the executor (or any agent an admin defines with Bash)
+AGENT = "operator"  # an agent an admin defined with Bash (the built-in executor is the other one with Bash)
 WATCHER = "attack-watcher"  # the WebSocket connection watching the task
 
 
@@ -76,6 +76,7 @@ def armed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Armed
                 allowed_tools=["Bash", "Read", "WebFetch"],
                 permission_mode=PermissionMode.DONT_ASK,
                 max_turns=40,
+                long_running=False,
             ),
             actor="test",
         )
@@ -119,12 +120,9 @@ def make_bare_repo(base: Path) -> Path:
     return bare
 
 
-def run_attack(stack: Provisioned, armed: Armed, prompt: str, *, long_running: bool, agent: str = AGENT) -> Task:
-    """The task run to its end by the runner, watched by a WebSocket connection from its first event."""
-    if agent == AGENT:
-        spec = registry.get("agent", AGENT, AgentSpec)
-        assert spec is not None
-        registry.put("agent", spec.model_copy(update={"long_running": long_running}), actor="test")
+def run_attack(stack: Provisioned, armed: Armed, prompt: str, *, agent: str = AGENT) -> Task:
+    """The task run to its end by the runner, watched by a WebSocket connection from its first event. The
+    operator runs in the runner's Lambda handler, the (built-in) executor in a local "Fargate" child."""
     task, session = submission.new_task(prompt, agent=agent)
     repo = RepoContext(full_name="acme/app", clone_url=armed.bare_repo.as_uri())
     task = task.model_copy(update={"repo": repo})

@@ -20,7 +20,7 @@ from tests.security.attack import (
     sh_markers,
     steps_sent,
 )
-from tests.security.runner_attack import Armed, armed, left_behind, run_attack, tool_results
+from tests.security.runner_attack import AGENT, Armed, armed, left_behind, run_attack, tool_results
 
 __all__ = ["armed"]  # the fixture, used by name
 
@@ -29,10 +29,12 @@ pytestmark = pytest.mark.timeout(300)
 STEPS = {"env", "self-environ", "parent-environ", "ancestors", "walk", "git", "config", "data", "aws"}
 
 
-@pytest.mark.parametrize("long_running", [False, True], ids=["in-the-runner", "in-a-fargate-child"])
-def test_the_injected_agent_finds_and_sends_no_secret(stack: Provisioned, armed: Armed, long_running: bool) -> None:
+@pytest.mark.parametrize(
+    "agent", [AGENT, "executor"], ids=["an-agent-with-bash-in-the-runner", "the-executor-on-fargate"]
+)
+def test_the_injected_agent_finds_and_sends_no_secret(stack: Provisioned, armed: Armed, agent: str) -> None:
     commands = attack_commands(armed.listener.url, scope_pid=os.getpid(), data_dir=armed.data_dir)
-    task = run_attack(stack, armed, "Please look into this. " + sh_markers(commands), long_running=long_running)
+    task = run_attack(stack, armed, "Please look into this. " + sh_markers(commands), agent=agent)
 
     # The attack ran: every step's findings reached the listener, and what the agent saw is in its output.
     assert steps_sent(armed.listener) == STEPS, (task.status, task.error)

@@ -80,6 +80,10 @@ def target(claude_path: str, fake_api: tuple[str, Path]) -> Iterator[Target]:
             "REPORT_BACK": "false",
         }
     )
+    # The .env that `make init` writes and the user fills in, left readable by everyone as an editor may save it.
+    env_file = base / "no.env"  # (the name start_machine passes to --env-file)
+    env_file.write_text(f"JIRA_API_TOKEN={values['JIRA_API_TOKEN']}\nGITHUB_TOKEN={values['GITHUB_TOKEN']}\n")
+    env_file.chmod(0o644)
     machine = start_machine(base, extra_env=env)
     try:
         machine.api_token = values["API_TOKEN"]
@@ -158,7 +162,7 @@ def test_a_chat_makes_the_brain_read_the_runtime_and_finds_no_secret(target: Tar
         str(data / "api_token"),
         str(data / "runtime.json"),
         str(data / "state.json.gz"),
-        str(machine.data_dir.parent / "no.env"),
+        str(machine.data_dir.parent / "no.env"),  # the .env with the user's tokens
     ]
     nonce = f"chat {uuid.uuid4().hex}:"
     reads = " ".join(f"[[read:{path}]]" for path in paths)
