@@ -26,11 +26,11 @@ another encoding). Redaction is the net for what gets printed; that the CLI cann
 keeps them (see the README's security model). Output is redacted line by line: the runner does not ask the CLI for
 partial messages, so a stream-json value never arrives split over two lines.
 
-Speed: a line is first checked against a set of the forms' 8-character blocks (every form of 15 characters or
-more contains a whole block of the line at an offset that is a multiple of 8), which costs a few microseconds for
-a typical stream-json line; only a line that may hold a form goes through the regular expression (one alternation,
-longest form first). Forms shorter than 15 characters (only from short secrets) are looked for with a regular
-expression on every line.
+Speed: a line is first checked against the set of the forms' 8-byte blocks (every form of 15 bytes or more contains
+a whole block of the line at an offset that is a multiple of 8; the line's blocks are unpacked with `struct`, in C),
+which costs a few microseconds for a typical stream-json line; only a line that may hold a form is then searched
+for each form (`in`, then `replace`, longest first). Forms shorter than 15 bytes (only from short secrets) are
+looked for with one regular expression. `bench/bench_redaction.py` measures it.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ from __future__ import annotations
 import base64
 import json
 import re
+import struct
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import AnyStr, Generic
+from functools import cache
 from urllib.parse import quote, quote_plus
 
 from agent_machine import secrets
@@ -59,6 +60,7 @@ RETRY_SECONDS = 5.0
 
 _BLOCK = 8
 _LONG = 2 * _BLOCK - 1  # a form at least this long always contains an aligned block of the text it is in
+_CHUNK_BLOCKS = 64  # blocks unpacked per call (bounded: one cached Struct per count up to this)
 
 
 def forms(value: str) -> set[str]:
@@ -86,45 +88,35 @@ def forms(value: str) -> set[str]:
     return out
 
 
-class _Matcher(Generic[AnyStr]):
-    """The forms as one pattern (of str or of bytes), with the block prefilter."""
-
-    def __init__(self, ordered: list[AnyStr], separator: AnyStr) -> None:
-        self.forms: list[AnyStr] = ordered
-        self.pattern: re.Pattern[AnyStr] | None = None
-        self.short: re.Pattern[AnyStr] | None = None
-        self.blocks: frozenset[AnyStr] = frozenset()
-        if not ordered:
-            return
-        self.pattern = re.compile(separator.join(re.escape(f) for f in ordered))
-        short = [f for f in ordered if len(f) < _LONG]
-        if short:
-            self.short = re.compile(separator.join(re.escape(f) for f in short))
-        self.blocks = frozenset(
-            f[i : i + _BLOCK] for f in ordered if len(f) >= _LONG for i in range(len(f) - _BLOCK + 1)
-        )
-
-    def may_hold(self, text: AnyStr) -> bool:
-        n = len(text)
-        if n >= _LONG and self.blocks:
-            aligned = [text[i : i + _BLOCK] for i in range(0, n - _BLOCK + 1, _BLOCK)]
-            if not self.blocks.isdisjoint(aligned):
-                return True
-        return self.short is not None and self.short.search(text) is not None
+@cache
+def _blocks_of(count: int) -> struct.Struct:
+    """Unpacks `count` consecutive blocks in one C call (much cheaper than slicing them one by one in Python)."""
+    return struct.Struct(f"{_BLOCK}s" * count)
 
 
 class Redactor:
     """Replaces the known secret values (in every covered form) with MARK, in str or bytes."""
 
     def __init__(self, values: Iterable[str]) -> None:
+        self.values = frozenset(v for v in values if v)
         found: set[str] = set()
-        for value in values:
-            if value:
-                found |= forms(value)
-        ordered = sorted(found, key=lambda f: (-len(f), f))  # longest first: a whole form wins over its part
+        for value in self.values:
+            found |= forms(value)
+        # Longest first: a whole form is replaced before a part of it could be.
+        ordered = sorted(found, key=lambda f: (-len(f.encode()), f))
         self.count = len(ordered)
-        self._text = _Matcher(ordered, "|")
-        self._bytes = _Matcher(sorted({f.encode() for f in ordered}, key=lambda f: (-len(f), f)), b"|")
+        self._forms = [f.encode() for f in ordered]
+        long_forms = [f for f in ordered if len(f.encode()) >= _LONG]
+        short_forms = [f for f in ordered if len(f.encode()) < _LONG]
+        self._long_text = long_forms
+        self._long_bytes = [f.encode() for f in long_forms]
+        self._blocks = frozenset(
+            block
+            for form in self._long_bytes
+            for block in {form[i : i + _BLOCK] for i in range(len(form) - _BLOCK + 1)}
+        )
+        self._short_text = re.compile("|".join(re.escape(f) for f in short_forms)) if short_forms else None
+        self._short_bytes = re.compile(b"|".join(re.escape(f.encode()) for f in short_forms)) if short_forms else None
         self.built_at = time.monotonic()
 
     def __bool__(self) -> bool:
@@ -134,27 +126,49 @@ class Redactor:
     def age(self) -> float:
         return time.monotonic() - self.built_at
 
+    def renew(self) -> None:
+        """The values were read again and are the same: good for another MAX_AGE_SECONDS (no rebuild)."""
+        self.built_at = time.monotonic()
+
+    def may_hold(self, data: bytes) -> bool:
+        """Whether `data` may hold a long form: one of its aligned blocks is a block of one (the prefilter)."""
+        if not self._blocks or len(data) < _LONG:
+            return False
+        whole = len(data) // _BLOCK
+        for start in range(0, whole, _CHUNK_BLOCKS):
+            count = min(_CHUNK_BLOCKS, whole - start)
+            if not self._blocks.isdisjoint(_blocks_of(count).unpack_from(data, start * _BLOCK)):
+                return True
+        return False
+
     def text(self, text: str) -> str:
-        if self._text.pattern is None or not self._text.may_hold(text):
+        if not self.count:
             return text
-        return self._text.pattern.sub(MARK, text)
+        if self.may_hold(text.encode("utf-8", "surrogatepass")):
+            for form in self._long_text:  # longest first
+                if form in text:
+                    text = text.replace(form, MARK)
+        return self._short_text.sub(MARK, text) if self._short_text is not None else text
 
     def maybe(self, text: str | None) -> str | None:
         return None if text is None else self.text(text)
 
     def binary(self, data: bytes, *, cut: bool = False) -> bytes:
         """`cut`: the data is the start of something longer, so its end may be the start of a secret."""
-        matcher = self._bytes
-        if matcher.pattern is None:
+        if not self.count:
             return data
-        if matcher.may_hold(data):
-            data = matcher.pattern.sub(MARK_BYTES, data)
+        if self.may_hold(data):
+            for form in self._long_bytes:  # longest first
+                if form in data:
+                    data = data.replace(form, MARK_BYTES)
+        if self._short_bytes is not None:
+            data = self._short_bytes.sub(MARK_BYTES, data)
         return self._cut_end(data) if cut else data
 
     def _cut_end(self, data: bytes) -> bytes:
         """Redact a trailing start of a form (at least MIN_PARTIAL_CHARS of it)."""
         cut_at: int | None = None
-        for form in self._bytes.forms:
+        for form in self._forms:
             window_start = max(0, len(data) - len(form) + 1)
             head = form[:MIN_PARTIAL_CHARS]
             found = data.find(head, window_start)
@@ -189,6 +203,21 @@ def _webhook_secrets() -> tuple[str, ...]:
     return tuple(sorted(w.secret for w in registry.list_kind("webhook", WebhookSpec) if w.secret))
 
 
+def _install(values: Iterable[str], generation: int) -> Redactor:
+    """The redactor for these values: the current one when they have not changed (building one from long values,
+    such as an AWS session token, takes milliseconds), else a new one."""
+    global _state
+    wanted = frozenset(v for v in values if v)
+    state = _state
+    if state is not None and state.redactor.values == wanted:
+        state.redactor.renew()
+        redactor = state.redactor
+    else:
+        redactor = Redactor(wanted)
+    _state = _State(redactor, generation)
+    return redactor
+
+
 def _fresh(state: _State | None) -> bool:
     return state is not None and state.generation == secrets.generation() and state.redactor.age < MAX_AGE_SECONDS
 
@@ -196,7 +225,7 @@ def _fresh(state: _State | None) -> bool:
 def current() -> Redactor:
     """The redactor, with the remote values read at most MAX_AGE_SECONDS ago: it may call Secrets Manager and the
     registry, so call it off any event loop (asyncio.to_thread). A failed read keeps the values last read."""
-    global _state, _dynamic, _fetched_at
+    global _dynamic, _fetched_at
     state = _state
     generation = secrets.generation()
     if _fresh(state) and _fetched_at is not None and time.monotonic() - _fetched_at < MAX_AGE_SECONDS:
@@ -216,8 +245,7 @@ def current() -> Redactor:
             _dynamic = _webhook_secrets()
         except Exception:
             failed = True
-        redactor = Redactor([*values, *_dynamic])
-        _state = _State(redactor, generation)
+        redactor = _install([*values, *_dynamic], generation)
         # After a failure the next read comes sooner (the values just built stand until then).
         _fetched_at = time.monotonic() - (MAX_AGE_SECONDS - RETRY_SECONDS if failed else 0.0)
     if failed:
@@ -231,7 +259,6 @@ def latest() -> Redactor:
     """The redactor, never reading anything remote: the one last built, or one rebuilt from the values known in
     this process (the environment, Secrets Manager's cached answer, the registry's last read). For log
     formatting and code on an event loop."""
-    global _state
     state = _state
     if _fresh(state):
         assert state is not None
@@ -245,10 +272,7 @@ def latest() -> Redactor:
         if _fresh(state):
             assert state is not None
             return state.redactor
-        generation = secrets.generation()
-        redactor = Redactor([*secrets.known_values(fetch=False), *_dynamic])
-        _state = _State(redactor, generation)
-        return redactor
+        return _install([*secrets.known_values(fetch=False), *_dynamic], secrets.generation())
     finally:
         _build_lock.release()
 
