@@ -122,21 +122,25 @@ def test_a_clone_that_hangs_is_killed_and_reaped(
     tmp_path: Path, silent: SilentServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"http://127.0.0.1:{silent.port}/acme/app.git"
-    monkeypatch.setattr(config, "CLONE_TIMEOUT_SECONDS", 3.0)  # the scenario: the server never answers
+    monkeypatch.setattr(config, "CLONE_TIMEOUT_SECONDS", 10.0)  # the scenario: the server never answers
     ws, repo = clone_into(tmp_path, url)
     before = set(my_zombies())
+    helpers: set[int] = set()
+    cloning = threading.Event()
 
-    async def clone_while_watching() -> list[int]:
-        clone = asyncio.create_task(workspace.clone_repository(ws, repo, None))
-        # git-remote-http is connected to the silent server before the clone times out.
-        seen = await asyncio.to_thread(
-            wait_until, lambda: [p for p in git_processes(url) if "remote-http" in _cmdline(p)], timeout=30
-        )
+    def watch() -> None:  # the helpers git starts, seen while the clone runs
+        while not cloning.wait(0.02):
+            helpers.update(p for p in git_processes(url) if "remote-http" in _cmdline(p))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
         with pytest.raises(workspace.WorkspaceError, match="git clone timed out"):
-            await clone
-        return list(seen)
-
-    helpers = asyncio.run(clone_while_watching())
+            asyncio.run(workspace.clone_repository(ws, repo, None))
+    finally:
+        cloning.set()
+        watcher.join(10)
+    assert silent.accepted  # git-remote-http was connected, waiting for an answer, when the clone timed out
     assert helpers
     assert set(my_zombies()) - before == set()
     assert git_processes(url) == []
