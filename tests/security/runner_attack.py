@@ -51,7 +51,11 @@ def armed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Armed
     base.chmod(0o755)
     listener = Listener().start()
     receiver = Receiver().start()
+    # The runner's model upstream: a local stand-in (the real-CLI tests point it at the fake API), so that no
+    # request the agent makes through the model proxy leaves the machine.
+    upstream = Listener().start()
     try:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", upstream.url)
         for name in SECRET_NAMES:
             monkeypatch.setenv(name, values[name])
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA" + values["AWS_SECRET_ACCESS_KEY"][:16].upper())
@@ -85,6 +89,7 @@ def armed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Armed
     finally:
         listener.stop()
         receiver.stop()
+        upstream.stop()
         get_settings.cache_clear()
         shutil.rmtree(base, ignore_errors=True)
 
