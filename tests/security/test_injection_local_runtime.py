@@ -1,6 +1,6 @@
-"""The issue's reproduction, end to end: `python -m local_runtime` as a child process, run as root (as `make
-run-local` in a container or CI), every secret configured, the REAL `claude` 2.1.197 against the fake API playing
-a model that obeys injected text.
+"""The issue's reproduction, end to end: `python -m local_runtime` as a child process, run as this test's user —
+root in a container or CI, the case the issue reproduced with `make run-local` — every secret configured, the
+REAL `claude` 2.1.197 against the fake API playing a model that obeys injected text.
 
 - A chat (POST /api/chat) whose message makes the brain Read its own environ, the runtime's
   `/proc/<pid>/environ` (the runner runs in the runtime's process) and the runtime's data folder (`.local/`),
@@ -62,7 +62,6 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(claude_path: str, fake_api: tuple[str, Path]) -> Iterator[Target]:
-    assert os.geteuid() == 0, "these tests reproduce the issue as root (the usual case in a container or CI)"
     url, log = fake_api
     values = make_secrets()
     # A folder any user may enter (a checkout, /tmp): only the runtime's own modes keep its data private.
