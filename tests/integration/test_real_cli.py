@@ -1,6 +1,6 @@
 """The runner with the REAL `claude` binary (npm @anthropic-ai/claude-code@2.1.197) against a local stand-in for
 the Anthropic API (fake_anthropic_api.py): chat, resume on a fresh runner folder, stop, max turns, and an
-executor run pushing a branch to a local bare repository.
+executor on the local "Fargate" whose branch the runner pushes.
 
 The binary: REAL_CLAUDE_PATH, else `node_modules/.bin/claude` under the repository (`make real-cli` installs it;
 CI does), else `claude` on PATH. Missing, the tests fail: they must run in CI (`make real-cli` installs it).
@@ -26,7 +26,8 @@ from agent_machine.store import output, registry, sessions, tasks
 from local_runtime.emulator import free_port
 from local_runtime.provision import Provisioned
 
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, SHARED, reset_caches
+from tests.fakes.fake_github_api import FakeApi
 from tests.integration.runner_support import (
     cli_pid,
     group_alive,
@@ -215,51 +216,40 @@ def test_max_turns_with_the_real_cli(stack: Provisioned, real: Path) -> None:
     assert task.cost_usd == pytest.approx(result_line(task.task_id)["total_cost_usd"]) and task.cost_usd > 0
 
 
-def test_executor_pushes_a_branch_to_a_bare_repository(stack: Provisioned, real: Path, tmp_path: Path) -> None:
-    """The executor (on the local "Fargate" child) runs git through the real CLI's Bash tool."""
-    bare = tmp_path / "remote.git"
-    src = tmp_path / "src"
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@e",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@e",
-    }
-    subprocess.run(["git", "init", "-q", "-b", "main", str(src)], check=True, env=env)
-    (src / "README.md").write_text("hello\n")
-    subprocess.run(["git", "-C", str(src), "add", "."], check=True, env=env)
-    subprocess.run(["git", "-C", str(src), "commit", "-qm", "init"], check=True, env=env)
-    subprocess.run(["git", "clone", "-q", "--bare", str(src), str(bare)], check=True, env=env)
-    executor = AgentSpec(
-        name="executor",
-        description="test copy",
-        allowed_tools=["Read", "Edit", "Write", "Bash"],
-        permission_mode=PermissionMode.ACCEPT_EDITS,
-        max_turns=2,
-        long_running=True,
-    )
-    registry.put("agent", executor, actor="test")
-    command = (
-        "git checkout -q -b claude/7-demo && git commit -q --allow-empty -m 'Demo change' "
-        "&& git push -q -u origin claude/7-demo"
-    )
-    task = submit(f"[[cmd:{command}]] implement the plan", agent="executor")
-    tasks.set_fields(
-        task.task_id, repo=RepoContext(full_name="acme/app", issue_number=7, clone_url=bare.as_uri()).model_dump()
-    )
-    invoke(stack, receive(task.task_id))
-    done = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=120)
-    assert done.run_mode == "local", done
-    heads = subprocess.run(
-        ["git", "ls-remote", "--heads", str(bare)], capture_output=True, text=True, check=True
-    ).stdout
-    assert "refs/heads/claude/7-demo" in heads, (done.status, done.error, heads)
-    log = subprocess.run(
-        ["git", "--git-dir", str(bare), "log", "-1", "--format=%an|%s", "claude/7-demo"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert log == "Agent Machine|Demo change"
+def test_executor_on_local_fargate_commits_and_the_runner_pushes(
+    stack: Provisioned, real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor (a long run: the local "Fargate" child) commits through the real CLI's Bash tool with no
+    GitHub credential; the runner in that child pushes its claude/* branch to a git server that requires the
+    token (FakeApi's git over HTTP) and opens the pull request."""
+    token = "ghs_fargate_publish_0123456789abcdef"
+    with FakeApi(github_token=token, git_root=tmp_path / "git") as github:
+        monkeypatch.setenv("GITHUB_API_URL", github.url)
+        monkeypatch.setenv("GITHUB_TOKEN", token)
+        monkeypatch.setenv("REPORT_BACKOFF_SECONDS", "0")
+        reset_caches()
+        clone_url = github.create_repository("acme/app")
+        executor = AgentSpec(
+            name="executor",
+            description="test copy",
+            allowed_tools=["Read", "Edit", "Write", "Bash"],
+            permission_mode=PermissionMode.ACCEPT_EDITS,
+            max_turns=2,
+            long_running=True,
+        )
+        registry.put("agent", executor, actor="test")
+        command = "git checkout -q -b claude/7-demo && git commit -q --allow-empty -m 'Demo change'"
+        task = submit(f"[[cmd:{command}]] implement the plan", agent="executor")
+        tasks.set_fields(
+            task.task_id, repo=RepoContext(full_name="acme/app", issue_number=7, clone_url=clone_url).model_dump()
+        )
+        invoke(stack, receive(task.task_id))
+        done = wait_until(
+            lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t.report.get("pr_url") and t,
+            timeout=120,
+        )
+        assert done.run_mode == "local", done
+        assert done.status is TaskStatus.COMPLETED, done.error
+        assert github.commit_subject("acme/app", "claude/7-demo") == "Demo change"
+        assert [pull["head"]["ref"] for pull in github.pull_requests] == ["claude/7-demo"]
+        assert all(request.authorized for request in github.git_requests)
