@@ -19,6 +19,7 @@ fields where useful:
 | cli_line_to_ws_p95_ms                     | bench_throughput.py (CLI line -> WebSocket client, run-local) |
 | aws_calls_per_task_ratio_vs_minimum       | bench_runner.py (botocore-counted calls vs design minimum)   |
 | runner_overhead_ms                        | bench_runner.py (SQS event -> CLI spawn + CLI exit -> booked) |
+| model_proxy_ttfb_p95_ratio                | bench_model_proxy.py (first byte via the model proxy / direct) |
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ BENCHMARKS = [
         ("--seconds", "8", "--bursts", "1"),
         150,
     ),
+    Benchmark("model_proxy", "bench_model_proxy.py", (), ("--quick",), 150),
 ]
 
 
@@ -252,11 +254,16 @@ def runner_figures(raw: Raw) -> dict[str, Figure]:
     return out
 
 
+def model_proxy_figures(raw: Raw) -> dict[str, Figure]:
+    return {"model_proxy_ttfb_p95_ratio": with_goal(dict(raw["model_proxy_ttfb_p95_ratio"]), 1.05)}
+
+
 MERGERS: dict[str, tuple[Callable[[Raw], dict[str, Figure]], dict[str, str]]] = {
     "ingress": (ingress_figures, {"ingress_ack_p99_ratio_vs_bare": "ratio"}),
     "cold_import": (cold_figures, {"api_cold_import_ratio_vs_minimal_fastapi": "ratio"}),
     "runner": (runner_figures, {"aws_calls_per_task_ratio_vs_minimum": "ratio", "runner_overhead_ms": "ms"}),
     "run_local": (run_local_figures, {"ingress_throughput_rps": "webhooks/s", "cli_line_to_ws_p95_ms": "ms"}),
+    "model_proxy": (model_proxy_figures, {"model_proxy_ttfb_p95_ratio": "ratio"}),
 }
 ORDER = [
     "ingress_ack_p99_ratio_vs_bare",
@@ -265,12 +272,14 @@ ORDER = [
     "cli_line_to_ws_p95_ms",
     "aws_calls_per_task_ratio_vs_minimum",
     "runner_overhead_ms",
+    "model_proxy_ttfb_p95_ratio",
 ]
 GOALS = {
     "ingress_ack_p99_ratio_vs_bare": 1.5,
     "api_cold_import_ratio_vs_minimal_fastapi": 1.2,
     "cli_line_to_ws_p95_ms": 50.0,
     "aws_calls_per_task_ratio_vs_minimum": 1.5,
+    "model_proxy_ttfb_p95_ratio": 1.05,
 }
 
 
@@ -425,6 +434,19 @@ def readme_rows(figs: dict[str, Figure]) -> list[tuple[str, str, str, str]]:
             f"SQS event → CLI spawn {fmt(f.get('sqs_receive_to_cli_spawn_ms'), 0)} ms, CLI exit → booked "
             f"{fmt(f.get('cli_exit_to_task_completed_ms'), 0)} ms",
             "",
+        )
+    )
+    f = get("model_proxy_ttfb_p95_ratio")
+    added = f.get("added_ms") or {}
+    busy = (f.get("busy_runner_loop") or {}).get("added_ms") or {}
+    rows.append(
+        (
+            "model request, time to first byte through the model proxy ÷ direct, p95",
+            fmt(f["value"], 3),
+            f"direct p95 {fmt(f.get('baseline'), 0)} ms (upstream first byte at 300 ms); added p50 "
+            f"{fmt(added.get('p50'), 2)} ms, p95 {fmt(added.get('p95'), 2)} ms; with a busy runner loop p95 "
+            f"{fmt(busy.get('p95'), 2)} ms",
+            goal("model_proxy_ttfb_p95_ratio"),
         )
     )
     return rows
