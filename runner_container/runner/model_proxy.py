@@ -839,7 +839,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def daily_spent() -> float:
-    return budgets.check_daily().spent_today
+    return budgets.spent_today(max_age_seconds=DAY_REFRESH_SECONDS)
 
 
 def for_task(cap_usd: float, api_key: str | None) -> ModelProxy:
