@@ -668,7 +668,7 @@ class ModelProxy:
                 headers.update(sign_bedrock(handler.command, url, body, signed, upstream.region))
             else:
                 for name, value in upstream.headers:
-                    headers[name] = value
+                    headers[name.lower()] = value
                 if upstream.beta:
                     betas = [b for b in headers.pop("anthropic-beta", "").split(",") if b.strip()]
                     headers["anthropic-beta"] = ",".join([*betas, upstream.beta])
@@ -719,15 +719,16 @@ def _send(
 
 
 def _client_headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
+    """The CLI's headers to forward, names lower-cased (one spelling per header for what the proxy replaces)."""
     listed = {h.strip().lower() for h in (handler.headers.get("connection") or "").split(",")}
     kept: dict[str, str] = {}
     for name, value in handler.headers.items():
         lower = name.lower()
-        if lower in _HOP_BY_HOP or lower in _CLIENT_CREDENTIALS or lower in listed or lower == "accept-encoding":
+        if lower in _HOP_BY_HOP or lower in _CLIENT_CREDENTIALS or lower in listed:
             continue
-        kept[name] = value
+        kept[lower] = value
     # Identity: the usage is read from the bytes as they pass (http.client then adds nothing else).
-    kept["Accept-Encoding"] = "identity"
+    kept["accept-encoding"] = "identity"
     return kept
 
 

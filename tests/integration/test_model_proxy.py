@@ -178,6 +178,11 @@ def test_only_model_paths_are_forwarded(upstream: Recorder, started: list[model_
     for path in ("/v1/messages/batches", "/v1/files", "/v1/organizations/api_keys", "/v1/messages/../complete"):
         status, _, body = call(proxy, path, headers={"x-api-key": proxy.token}, body=MESSAGE)
         assert status == 404 and json.loads(body)["error"]["type"] == "not_found_error", path
+    # The CLI's preconnect (HEAD /, no credential) is answered by the proxy itself: nothing is forwarded.
+    conn = HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+    conn.request("HEAD", "/")
+    assert conn.getresponse().status == 200
+    conn.close()
     assert upstream.requests == []
 
 
