@@ -4,13 +4,13 @@
 
 Everything runs for real except AWS itself: a moto server over HTTP (the template's tables, queues, bucket),
 the fake `claude` CLI as a subprocess, and a local HTTP receiver standing in for the API Gateway management API
-(`POST /@connections/{id}`, real sockets). The runner's Lambda handler is called the way the SQS event source
-calls it.
+(`POST /@connections/{id}`, real sockets, in its own process: bench/receiver_process.py). The runner's Lambda
+handler is called the way the SQS event source calls it.
 
 (a) Lag from a CLI line to its WebSocket frame, under a 2,000-line burst (`[[lines:2000]]`) and a paced stream
     (`[[lines:2000:1]]`, 1 ms apart): from the moment the runner read the line from the CLI's pipe to the moment
-    the receiver got the frame carrying it (same process clock). Reported: p50/p95/max, and the number of
-    management-API calls (PostToConnection) and output writes for the 2,000 lines.
+    the receiver got the frame carrying it (CLOCK_MONOTONIC, one clock for both processes). Reported:
+    p50/p95/max, and the number of management-API calls (PostToConnection) and output writes for the 2,000 lines.
 
 (b) AWS API calls for one chat task with N output lines (N = 0, 10, 100, 1000), one subscribed connection,
     counted with a botocore `before-call` hook on the runner's boto3 session, against the minimum this design
@@ -47,9 +47,11 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -71,7 +73,7 @@ from local_runtime.events import LambdaContext, sqs_event  # noqa: E402
 from local_runtime.provision import Provisioned, provision, stack_environment  # noqa: E402
 from runner import lambda_handler, output, run  # noqa: E402
 
-from tests.integration.runner_support import Receiver, receive  # noqa: E402
+from tests.integration.runner_support import receive  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
 
@@ -132,10 +134,40 @@ class Capture:
         output.EventStream.__init__ = stream_init  # type: ignore[method-assign]
 
 
+class ChildReceiver:
+    """The management-API stand-in (bench/receiver_process.py) as a child process, so its threads do not take
+    the runner's GIL while the runner is being measured."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "receiver_process.py")], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def snapshot(self, start: int = 0) -> tuple[int, list[tuple[float, str, str]]]:
+        """(calls so far, the arrivals from the `start`-th on)."""
+        with urllib.request.urlopen(f"{self.url}/arrivals?from={start}", timeout=30) as resp:
+            answer = json.loads(resp.read())
+        return int(answer["calls"]), [(float(a), str(c), str(b)) for a, c, b in answer["arrivals"]]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 class Bench:
     def __init__(self, moto: MotoServer, work: Path) -> None:
         self.moto = moto
-        self.receiver = Receiver().start()
+        self.receiver = ChildReceiver()
         prefix = f"b{uuid.uuid4().hex[:8]}"
         os.environ.update(
             {
@@ -153,7 +185,7 @@ class Bench:
         os.environ.update(
             {
                 "CLAUDE_CLI_PATH": str(FAKE_CLAUDE),
-                "FARGATE_MODE": "local",
+                "FARGATE_MODE": "off",  # the runner itself is measured: nothing handed to an ECS task
                 "LOG_LEVEL": "WARNING",
                 "RUNNER_WORK_ROOT": str(work),
                 "WEBSOCKET_MANAGEMENT_URL": self.receiver.url,
@@ -189,11 +221,12 @@ class Bench:
 
     def lag(self, prompt: str) -> dict[str, Any]:
         connection = f"lag-{uuid.uuid4().hex[:6]}"
-        before = self.receiver.calls
+        before, _ = self.receiver.snapshot(start=sys.maxsize)
         done, _, calls = self.chat(prompt, connection)
         stream = self.capture.streams[-1]
+        after, arrivals = self.receiver.snapshot()
         arrived: dict[int, float] = {}
-        for at, cid, body in list(self.receiver.arrivals):
+        for at, cid, body in arrivals:
             if cid != connection:
                 continue
             frame = json.loads(body)
@@ -210,7 +243,7 @@ class Bench:
                 "p95": round(percentile(lags, 95), 2),
                 "max": round(max(lags), 2) if lags else None,
             },
-            "post_to_connection_calls": self.receiver.calls - before,
+            "post_to_connection_calls": after - before,
             "output_put_item_calls": calls.get("dynamodb.PutItem", 0),
             "flushes": stream.flushes,
             "duration_ms": done.duration_ms,
@@ -275,7 +308,9 @@ def measure(bench: Bench, *, quick: bool) -> dict[str, Any]:
         book.append((task_run.booked_at - task_run.exited_at) * 1000)
     return {
         "benchmark": "runner",
-        "environment": "moto server over HTTP, fake claude CLI subprocess, local management-API receiver",
+        "environment": (
+            "moto server over HTTP, fake claude CLI subprocess, local management-API receiver in its own process"
+        ),
         "lag": lag,
         "aws_calls_per_task": per_task,
         "overhead_ms": {

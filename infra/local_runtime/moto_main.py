@@ -1,24 +1,68 @@
-"""The moto server, with DynamoDB requests taken one at a time.
+"""The local runtime's AWS emulator: the moto server, made fit to run a machine for days.
 
-moto's DynamoDB backend is not thread-safe: a TransactWriteItems copies and restores whole tables, so a
-transaction racing other writes can fail with "dictionary changed size during iteration" or, on rollback, wipe
-writes that were acknowledged in between. DynamoDB itself serialises conflicting writes; a lock around each
-DynamoDB action gives the emulator the same guarantee (the other services keep their threads).
+`python -m local_runtime.moto_main` (started by emulator.start_moto; the port comes in MOTO_PORT and the access
+key in the environment, never on the command line). What it changes in moto, and why:
 
-Started by the local runtime, it answers only requests signed with the runtime's own access key (`only_for`).
+- DynamoDB requests are taken one at a time. moto's DynamoDB backend is not thread-safe (a transaction racing
+  other writes could fail with "dictionary changed size during iteration" or, on rollback, undo acknowledged
+  writes); DynamoDB itself serialises conflicting writes, and one lock around each action gives the same.
+- Memory stays proportional to the data. moto appends every model object it ever creates to a class-level list
+  (`BaseModel.__new__` -> `instances_tracked`, read only by its dashboard dump and its reset) and never clears
+  it: every deep-copied table of a transaction, every overwritten S3 object with its buffer, stayed alive.
+  Here nothing is tracked. And a TransactWriteItems backs up only the items it touches (the old item, or its
+  absence), restored if the transaction fails, instead of deep-copying every table it names: its cost is
+  O(items in the transaction), as on DynamoDB, not O(table size).
+- Items whose TTL attribute has passed are deleted (moto never expires them; DynamoDB does within days), by a
+  sweeper every LOCAL_TTL_SWEEP_SECONDS (60).
+- HTTP/1.1 keep-alive. moto's werkzeug server closes every connection (`Connection: close`), so each AWS call
+  cost a TCP connect and a new server thread. This server answers with a Content-Length and keeps the
+  connection, so a client's pool reuses it.
+- `GET /_local/writes` answers how many requests have changed the saved state (tables, buckets) so far: the
+  runtime's autosave skips a save when the number has not moved (persistence.py).
+- With an access key (LOCAL_EMULATOR_ACCESS_KEY_ID), every request (the AWS APIs, moto's own /moto-api/, which
+  can dump or reset everything, and /_local/) must be signed with it: a process that finds the port
+  (/proc/net/tcp lists it) gets 403.
 """
 
 from __future__ import annotations
 
+import copy
+import io
+import json
 import os
+import re
+import signal
+import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any, cast
+from urllib.parse import unquote
 
+import moto.dynamodb.models as dynamodb_models
+from moto.core.common_models import BaseModel
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 from local_runtime import sigv4
 from local_runtime.emulator import ACCESS_KEY_ENV
+
+WRITES_PATH = "/_local/writes"
+TTL_SWEEP_ENV = "LOCAL_TTL_SWEEP_SECONDS"
+DEFAULT_TTL_SWEEP_SECONDS = 60.0
+IDLE_CONNECTION_SECONDS = 120.0  # a kept-alive connection left idle this long is closed (the client reconnects)
+# DynamoDB leaves alone an item whose TTL value lies more than five years in the past (a unit mistake, likely).
+TTL_MAX_AGE_SECONDS = 5 * 365 * 24 * 3600
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# --------------------------------------------------------------------------------------------- DynamoDB lock
 
 _lock = threading.RLock()
 _call_action = DynamoHandler.call_action
@@ -31,41 +75,375 @@ def _serialised_call_action(self: DynamoHandler) -> Any:
 
 DynamoHandler.call_action = _serialised_call_action  # type: ignore[method-assign]
 
+# --------------------------------------------------------------------------------------------- no model tracking
 
-def _forbidden(start_response: Callable[..., Any]) -> list[bytes]:
-    body = b'{"__type": "AccessDeniedException", "message": "not signed with the local runtime\'s credentials"}'
-    start_response(
-        "403 Forbidden",
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("x-amzn-ErrorType", "AccessDeniedException"),
-        ],
+
+def _untracked_new(cls: type[BaseModel], *args: Any, **kwargs: Any) -> BaseModel:
+    # What BaseModel.__new__ does, less `cls.instances_tracked.append(instance)`.
+    instance: BaseModel = super(BaseModel, cls).__new__(cls)
+    return instance
+
+
+BaseModel.__new__ = staticmethod(_untracked_new)  # type: ignore[method-assign]
+
+# --------------------------------------------------------------------------------------------- transactions
+
+_transaction = threading.local()
+_transact_write_items = DynamoDBBackend.transact_write_items
+Slot = tuple[str, DynamoType, DynamoType | None]
+
+
+class _CopyModule:
+    """Stands for the `copy` module inside moto.dynamodb.models: while one of our transactions runs, moto's
+    whole-table backup (`copy.deepcopy(table)`) hands back the table itself, so its rollback (`tables[name] =
+    backup`) changes nothing and the item-level backup below restores what the transaction wrote."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(obj: Any, memo: dict[int, Any] | None = None) -> Any:
+        if isinstance(obj, Table) and getattr(_transaction, "items_backed_up", False):
+            return obj
+        return copy.deepcopy(obj, memo)
+
+
+setattr(dynamodb_models, "copy", _CopyModule())  # noqa: B010 - the module global its functions read
+
+
+def _items(table: Table) -> dict[Any, Any]:
+    """hash -> Item, or hash -> {range -> Item} when the table has a sort key (a defaultdict(dict))."""
+    items: dict[Any, Any] = table.items
+    return items
+
+
+def _peek(table: Table, hash_value: DynamoType, range_value: DynamoType | None) -> Item | None:
+    # `.get` reads without inserting the empty bucket the defaultdict would.
+    found = _items(table).get(hash_value)
+    if range_value is not None and found is not None:
+        found = found.get(range_value)
+    return cast(Item | None, found)
+
+
+class ItemBackup:
+    """The items a transaction may write, as they were before it (a deep copy, or None when absent)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[Slot, tuple[Table, Item | None]] = {}
+
+    @classmethod
+    def of(cls, backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> ItemBackup:
+        backup = cls()
+        for entry in transact_items:
+            if not isinstance(entry, dict) or len(entry) != 1:
+                continue  # moto refuses it before writing anything
+            ((op_type, op),) = entry.items()
+            if not isinstance(op, dict) or op_type == "ConditionCheck":
+                continue
+            table = backend.tables.get(str(op.get("TableName")))
+            key = op.get("Item") if op_type == "Put" else op.get("Key")
+            if table is None or not isinstance(key, dict):
+                continue
+            try:
+                hash_value = DynamoType(key[table.hash_key_attr])
+                range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr else None
+            except (KeyError, TypeError, IndexError, AttributeError):
+                continue  # a malformed key: moto refuses that operation without writing it
+            slot = (table.name, hash_value, range_value)
+            if slot not in backup.saved:  # the first sight is the state before the transaction
+                current = _peek(table, hash_value, range_value)
+                backup.saved[slot] = (table, copy.deepcopy(current) if current is not None else None)
+        return backup
+
+    def restore(self) -> None:
+        for (_, hash_value, range_value), (table, old) in self.saved.items():
+            items = _items(table)
+            if range_value is None:
+                if old is None:
+                    items.pop(hash_value, None)
+                else:
+                    items[hash_value] = old
+                continue
+            bucket = items.get(hash_value)
+            if old is not None:
+                items.setdefault(hash_value, {})[range_value] = old
+            elif bucket is not None:
+                bucket.pop(range_value, None)
+                if not bucket:
+                    del items[hash_value]
+
+
+def _item_level_transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+    ops = [op for entry in transact_items if isinstance(entry, dict) for op in entry.values() if isinstance(op, dict)]
+    tables = [self.tables.get(str(op.get("TableName"))) for op in ops]
+    if any(table is not None and table.stream_shard is not None for table in tables):
+        # A rollback must also take back the stream records the writes made: moto's whole-table copy does.
+        _transact_write_items(self, transact_items)
+        return
+    backup = ItemBackup.of(self, transact_items)
+    _transaction.items_backed_up = True
+    try:
+        _transact_write_items(self, transact_items)
+    except BaseException:
+        backup.restore()
+        raise
+    finally:
+        _transaction.items_backed_up = False
+
+
+DynamoDBBackend.transact_write_items = _item_level_transact_write_items  # type: ignore[method-assign]
+
+# --------------------------------------------------------------------------------------------- saved-state writes
+
+
+class WriteCounter:
+    """How many requests have changed what the runtime saves (tables and buckets): counted once the request
+    has been served, so a reader that sees the number unchanged knows its last save already holds the state."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self._value += n
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+
+writes = WriteCounter()
+
+_DYNAMODB_READS = frozenset({"BatchGetItem", "GetItem", "Query", "Scan", "TransactGetItems"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Services whose state the runtime does not save (query or REST protocols, told apart by the signature's scope).
+_UNSAVED_SERVICES = frozenset(
+    {"sqs", "ec2", "ecs", "sts", "iam", "logs", "events", "secretsmanager", "ssm", "lambda", "monitoring"}
+)
+_SCOPE = re.compile(r"Credential=[^/\s,]+/\d{8}/[^/\s,]+/([^/\s,]+)/aws4_request")
+
+
+def _scope_service(environ: dict[str, Any]) -> str | None:
+    found = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", "")) or _SCOPE.search(
+        "Credential=" + unquote(environ.get("QUERY_STRING", "")).partition("X-Amz-Credential=")[2]
     )
-    return [body]
+    return found.group(1) if found else None
 
 
-def only_for(access_key_id: str) -> None:
-    """Every request (the AWS APIs and moto's own /moto-api/, which can dump or reset everything) must be signed
-    with the runtime's access key: a process that finds the port (/proc/net/tcp lists it) gets 403."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+def changes_saved_state(environ: dict[str, Any]) -> bool:
+    """Whether a request may have written a table or a bucket (when unsure, yes: a save too many is harmless)."""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:  # JSON protocols: DynamoDB_20120810.PutItem, AmazonSQS.ReceiveMessage, ...
+        service, _, action = target.partition(".")
+        return service.startswith("DynamoDB") and not (
+            action in _DYNAMODB_READS or action.startswith(("Describe", "List", "Get"))
+        )
+    if environ.get("REQUEST_METHOD") in _READ_METHODS:
+        return False
+    return _scope_service(environ) not in _UNSAVED_SERVICES
 
-    answer = DomainDispatcherApplication.__call__
 
-    def guarded(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        shown = sigv4.access_key_id(environ.get("HTTP_AUTHORIZATION"), environ.get("QUERY_STRING"))
-        if shown is None or not sigv4.same(shown, access_key_id):
-            return _forbidden(start_response)
-        return answer(self, environ, start_response)
+# --------------------------------------------------------------------------------------------- TTL
 
-    DomainDispatcherApplication.__call__ = guarded  # type: ignore[method-assign]
+
+def _expired(item: Item, attribute: str, now: float) -> bool:
+    value = item.attrs.get(attribute)
+    if value is None or value.type != "N":
+        return False  # DynamoDB ignores a TTL attribute that is not a number
+    try:
+        at = float(value.value)
+    except (TypeError, ValueError):
+        return False
+    return now - TTL_MAX_AGE_SECONDS <= at < now
+
+
+def sweep_table(table: Table, now: float) -> int:
+    """Delete the table's expired items (through moto, so a stream sees them); drop the empty hash buckets moto
+    leaves behind (a missing key read or a last item deleted). Call under `_lock`."""
+    items = _items(table)
+    attribute = table.ttl.get("AttributeName")
+    if table.ttl.get("TimeToLiveStatus") != "ENABLED" or not isinstance(attribute, str):
+        attribute = None
+    expired: list[tuple[DynamoType, DynamoType | None]] = []
+    for hash_value, found in list(items.items()):
+        if table.range_key_attr is None:
+            if attribute and _expired(found, attribute, now):
+                expired.append((hash_value, None))
+            continue
+        if attribute:
+            expired.extend((hash_value, r) for r, item in found.items() if _expired(item, attribute, now))
+        if not found:
+            del items[hash_value]
+    for hash_value, range_value in expired:
+        table.delete_item(hash_value, range_value)
+        if range_value is not None and not items.get(hash_value, True):
+            del items[hash_value]
+    return len(expired)
+
+
+def sweep_expired_items(now: float | None = None) -> int:
+    """One pass over every DynamoDB table of every account and region; the number of items deleted."""
+    now = time.time() if now is None else now
+    deleted = 0
+    for account in list(dynamodb_backends.values()):
+        for backend in list(account.values()):
+            for table in list(backend.tables.values()):
+                with _lock:  # table by table: requests go on between them
+                    deleted += sweep_table(table, now)
+    if deleted:
+        writes.add(deleted)
+    return deleted
+
+
+def start_ttl_sweeper(every_seconds: float) -> threading.Thread:
+    def loop() -> None:
+        while True:
+            time.sleep(every_seconds)  # a period, not a wait for a condition
+            try:
+                sweep_expired_items()
+            except Exception:  # a table deleted mid-pass: the next pass sees the new state
+                traceback.print_exc()
+
+    thread = threading.Thread(target=loop, name="ttl-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+# --------------------------------------------------------------------------------------------- WSGI app
+
+
+def _answer(
+    start_response: Callable[..., Any], status: str, body: dict[str, Any], extra: list[tuple[str, str]]
+) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra])
+    return [data]
+
+
+class EmulatorApp:
+    """moto's dispatcher behind the access-key gate, with the write counter and its endpoint."""
+
+    def __init__(self, moto_app: WSGIApp, access_key_id: str | None) -> None:
+        self.moto_app = moto_app
+        self.access_key_id = access_key_id
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.access_key_id is not None:
+            shown = sigv4.access_key_id(environ.get("HTTP_AUTHORIZATION"), environ.get("QUERY_STRING"))
+            if shown is None or not sigv4.same(shown, self.access_key_id):
+                return _answer(
+                    start_response,
+                    "403 Forbidden",
+                    {"__type": "AccessDeniedException", "message": "not signed with the local runtime's credentials"},
+                    [("x-amzn-ErrorType", "AccessDeniedException")],
+                )
+        if environ.get("PATH_INFO") == WRITES_PATH:
+            return _answer(start_response, "200 OK", {"writes": writes.value}, [])
+        answer = self.moto_app(environ, start_response)
+        if changes_saved_state(environ):
+            writes.add()
+        return answer
+
+
+# --------------------------------------------------------------------------------------------- keep-alive server
+
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
+
+
+class KeepAliveHandler(MotoRequestHandler):
+    """werkzeug's request handler (and moto's header handling) with a response of known length, so the
+    connection stays open for the client's next request (HTTP/1.1 keep-alive)."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_SECONDS
+    disable_nagle_algorithm = True  # a response goes out whole, at once
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # one line per call, to a stderr nobody reads, costs more than the call
+
+    def _body(self, environ: dict[str, Any]) -> bytes:
+        if environ.get("wsgi.input_terminated"):  # chunked: werkzeug's DechunkedInput reads to the last chunk
+            return bytes(environ["wsgi.input"].read())
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def run_wsgi(self) -> None:
+        if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.environ = environ = self.make_environ()
+        # The whole body first: the next request on this connection starts right after it.
+        body = self._body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("wsgi.input_terminated", None)
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        started: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            started[:] = [status, headers]
+            return pending.append
+
+        pending: list[bytes] = []  # what the app gave to `write` (old-style WSGI)
+        try:
+            chunks = self.server.app(environ, start_response)
+            try:
+                data = b"".join([*pending, *chunks])
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+            status, headers = started
+        except Exception:
+            traceback.print_exc()
+            data = b'{"__type": "InternalFailure", "message": "the emulator failed on this request"}'
+            status, headers = "500 Internal Server Error", [("Content-Type", "application/json")]
+            self.close_connection = True
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason)
+        declared = None
+        for name, value in headers:
+            if name.lower() == "content-length":
+                declared = value
+            if name.lower() not in _HOP_BY_HOP:
+                self.send_header(name, value)
+        if self.command == "HEAD":
+            if declared is not None:  # a HEAD states the length of what a GET would send (S3 HeadObject)
+                self.send_header("Content-Length", declared)
+        elif int(code) >= 200 and int(code) not in (204, 304):
+            self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and data:
+            self.wfile.write(data)
+        self.wfile.flush()
+
+
+def serve(port: int, access_key_id: str | None, *, host: str = "127.0.0.1") -> None:
+    app = EmulatorApp(DomainDispatcherApplication(create_backend_app), access_key_id)
+    server = make_server(host, port, app, threaded=True, request_handler=KeepAliveHandler)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def main() -> None:
+    # The port comes in MOTO_PORT and the key in the environment, never on the command line (emulator.py).
+    key = os.environ.pop(ACCESS_KEY_ENV, "") or None
+    port = int(os.environ.get("MOTO_PORT", "5000"))
+    start_ttl_sweeper(float(os.environ.get(TTL_SWEEP_ENV) or DEFAULT_TTL_SWEEP_SECONDS))
+    serve(port, key)
 
 
 if __name__ == "__main__":
-    from moto.server import main
-
-    # The port comes in MOTO_PORT and the key in the environment, never on the command line (emulator.py).
-    key = os.environ.pop(ACCESS_KEY_ENV, "")
-    if key:
-        only_for(key)
-    main([])
+    main()

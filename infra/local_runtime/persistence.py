@@ -13,42 +13,60 @@ import gzip
 import json
 import os
 import threading
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 
 from local_runtime.logs import log
 from local_runtime.provision import Provisioned
 
 STALE_HEARTBEAT = "1970-01-01T00:00:00.000000Z"
+WRITES_PATH = "/_local/writes"  # moto_main's count of requests that changed tables or buckets
+SCAN_PAGE_ITEMS = 200  # a page at a time: a short hold of the emulator's DynamoDB lock, bounded memory here
 
 
 class StateFile:
     def __init__(self, path: Path, provisioned: Provisioned, endpoint: str | None, region: str) -> None:
         self.path = path
         self.provisioned = provisioned
+        self.endpoint = endpoint
+        self.region = region
         self.ddb: Any = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region)
         self.s3: Any = boto3.client("s3", endpoint_url=endpoint, region_name=region)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._saved_at_writes: int | None = None  # the emulator's write count the file holds, once known
 
-    def save(self) -> None:
+    def emulator_writes(self) -> int | None:
+        """How many requests have changed tables or buckets in the emulator so far (moto_main counts them and
+        answers GET /_local/writes, signed as any call); None when it cannot tell (then a save is due)."""
+        if not self.endpoint:
+            return None
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            return None
+        url = f"{self.endpoint}{WRITES_PATH}"
+        request = AWSRequest(method="GET", url=url)
+        SigV4Auth(credentials.get_frozen_credentials(), "moto", self.region).add_auth(request)
+        try:
+            probe = urllib.request.Request(url, headers=dict(request.headers.items()))  # noqa: S310 - loopback
+            with urllib.request.urlopen(probe, timeout=5) as resp:  # noqa: S310 - the emulator's own loopback URL
+                return int(json.loads(resp.read())["writes"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, *, force: bool = False) -> bool:
+        """Write every table and object to the file; False when skipped because nothing was written since the
+        last save (a full scan of a grown machine every 10 s stalls the emulator for nothing)."""
         with self._lock:
-            state: dict[str, Any] = {"version": 1, "tables": {}, "buckets": {}}
-            for logical_id, name in self.provisioned.tables.items():
-                items: list[dict[str, Any]] = []
-                for page in self.ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
-                    items.extend(page.get("Items", []))
-                state["tables"][logical_id] = items
-            for logical_id, bucket in self.provisioned.buckets.items():
-                objects: dict[str, str] = {}
-                for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-                    for obj in page.get("Contents", []):
-                        body = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                        objects[obj["Key"]] = base64.b64encode(body).decode()
-                state["buckets"][logical_id] = objects
+            writes = self.emulator_writes()  # read before the scan: a write during it makes the next save due
+            if not force and writes is not None and writes == self._saved_at_writes:
+                return False
             # The state holds secrets (webhook secrets in the registry, tokens in task data): owner-only, in an
             # owner-only folder, created so from the start (never world-readable, not even for a moment).
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -58,9 +76,39 @@ class StateFile:
                 tmp.unlink()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
-                json.dump(state, fh)
+                self._write_state(fh)
             os.replace(tmp, self.path)  # atomic: a crash mid-save leaves the previous state intact
             os.chmod(self.path, 0o600)  # a file saved by an older version keeps no wider mode
+            self._saved_at_writes = writes
+            return True
+
+    def _write_state(self, fh: TextIO) -> None:
+        """{"version": 1, "tables": {id: [item, ...]}, "buckets": {id: {key: base64}}}, written as it is read
+        (a page of items, one object at a time), so the runtime never holds the whole state in memory."""
+        fh.write('{"version": 1, "tables": {')
+        for n, (logical_id, name) in enumerate(self.provisioned.tables.items()):
+            fh.write(f"{', ' if n else ''}{json.dumps(logical_id)}: [")
+            first = True
+            pages = self.ddb.get_paginator("scan").paginate(
+                TableName=name, ConsistentRead=True, PaginationConfig={"PageSize": SCAN_PAGE_ITEMS}
+            )
+            for page in pages:
+                for item in page.get("Items", []):
+                    fh.write(("" if first else ", ") + json.dumps(item))
+                    first = False
+            fh.write("]")
+        fh.write('}, "buckets": {')
+        for n, (logical_id, bucket) in enumerate(self.provisioned.buckets.items()):
+            fh.write(f"{', ' if n else ''}{json.dumps(logical_id)}: {{")
+            first = True
+            for listing in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in listing.get("Contents", []):
+                    body = self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                    encoded = base64.b64encode(body).decode()
+                    fh.write(f"{'' if first else ', '}{json.dumps(obj['Key'])}: {json.dumps(encoded)}")
+                    first = False
+            fh.write("}")
+        fh.write("}}")
 
     def restore(self) -> int:
         """Load the saved state into empty tables; returns the number of items restored."""
