@@ -11,7 +11,7 @@ from pathlib import Path
 
 from local_runtime.logs import log
 from local_runtime.runtime import LocalConfig, LocalMachine
-from local_runtime.template import ROOT
+from local_runtime.template import ROOT, TEMPLATE_PATH
 
 
 def load_dotenv(path: Path) -> None:
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws", action="store_true", help="use real AWS (your credentials) instead of an emulator")
     parser.add_argument("--no-persist", action="store_true", help="start empty and keep nothing")
     parser.add_argument("--env-file", type=Path, default=ROOT / ".env")
+    parser.add_argument(
+        "--template", type=Path, default=None, help="the SAM template to run (default $LOCAL_TEMPLATE, template.yaml)"
+    )
     args = parser.parse_args(argv)
 
     load_dotenv(args.env_file)
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_visibility_timeout=int(os.environ["LOCAL_QUEUE_VISIBILITY_TIMEOUT"])
         if os.environ.get("LOCAL_QUEUE_VISIBILITY_TIMEOUT")
         else None,
+        template_path=args.template or Path(os.environ.get("LOCAL_TEMPLATE") or TEMPLATE_PATH),
     )
     machine = LocalMachine(config)
     stop = threading.Event()

@@ -21,19 +21,23 @@ REGION = "us-east-1"
 
 @dataclass
 class LambdaContext:
-    """What Lambda passes as `context`: Powertools and our handlers read these attributes."""
+    """What Lambda passes as `context`: Powertools and our handlers read these attributes.
+
+    `deadline`: when the invocation times out, in time.monotonic() seconds (system-wide on Linux, so the runtime
+    that enforces the timeout sets it for its worker processes); by default `timeout_seconds` from now."""
 
     function_name: str
-    timeout_seconds: int = 900
+    timeout_seconds: float = 900
     memory_limit_in_mb: int = 1024
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     function_version: str = "$LATEST"
     client_context: Any = None
     identity: Any = None
+    deadline: float | None = None
     _deadline: float = 0.0
 
     def __post_init__(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_seconds
+        self._deadline = self.deadline if self.deadline is not None else time.monotonic() + self.timeout_seconds
         self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
         self.log_group_name = f"/aws/lambda/{self.function_name}"
         self.log_stream_name = datetime.now(UTC).strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex

@@ -39,11 +39,13 @@ from local_runtime.events import (
     new_connection_id,
     websocket_event,
 )
-from local_runtime.invoker import Invoker
+from local_runtime.invoker import FunctionInvoker
 from local_runtime.logs import log
 from local_runtime.template import CorsConfig, HttpRoute
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # HTTP API's payload limit: larger requests get 413 at the edge
+# HTTP API waits at most 30 s for an integration, then answers 503 (the function may still be running).
+HTTP_INTEGRATION_TIMEOUT_SECONDS = 30.0
 WS_IDLE_TIMEOUT_SECONDS = 600  # API Gateway closes idle WebSocket connections after 10 minutes
 WS_MAX_SECONDS = 2 * 3600  # ... and every connection after 2 hours
 DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
@@ -194,11 +196,19 @@ class Gateway:
         authorizer: str | None,
         websocket_handler: str | None,
         static_dir: Path,
-        invoker: Invoker,
+        invoker: FunctionInvoker,
         max_body: int = API_GATEWAY_MAX_BODY,
         cors: CorsConfig | None = None,
         management_secret_for: Callable[[str], str | None] | None = None,
+        authorizer_function: str = "AuthorizerFunction",
+        authorizer_timeout: int = 10,
+        websocket_function: str = "WebSocketFunction",
+        websocket_timeout: int = 29,
     ) -> None:
+        self.authorizer_function = authorizer_function
+        self.authorizer_timeout = authorizer_timeout
+        self.websocket_function = websocket_function
+        self.websocket_timeout = websocket_timeout
         self.cors = cors
         # The management API answers only requests signed with the runtime's own credentials (sigv4.py): the
         # secret key of an access key id, or None. Without it, it answers nobody.
@@ -278,13 +288,19 @@ class Gateway:
         if target.route.authorized and self.authorizer:
             if not request.headers.get("authorization"):
                 return JSONResponse({"message": "Unauthorized"}, status_code=401)
-            auth = await self.invoker.invoke(
-                self.authorizer,
-                authorizer_event(
-                    f"{request.method}{path}", target.route.route_key, dict(request.headers), request.url.query, path
-                ),
-                LambdaContext("AuthorizerFunction", timeout_seconds=10),
+            auth_event = authorizer_event(
+                f"{request.method}{path}", target.route.route_key, dict(request.headers), request.url.query, path
             )
+            try:
+                auth = await self.invoker.invoke(
+                    self.authorizer,
+                    auth_event,
+                    LambdaContext(self.authorizer_function, timeout_seconds=self.authorizer_timeout),
+                )
+            except Exception as exc:
+                # A failed (or timed-out) authorizer: API Gateway answers 500 without calling the route.
+                log(f"{self.authorizer_function} failed: {exc}")
+                return JSONResponse({"message": "Internal Server Error"}, status_code=500)
             if not (isinstance(auth, dict) and auth.get("isAuthorized")):
                 return JSONResponse({"message": "Forbidden"}, status_code=403)
             authorizer_context = dict(auth.get("context") or {})
@@ -300,12 +316,18 @@ class Gateway:
             source_ip=request.client.host if request.client else "127.0.0.1",
             domain=request.headers.get("host", "localhost").split(":")[0],
         )
+        invocation = self.invoker.invoke(target.handler, event, LambdaContext(target.function_name, target.timeout))
         try:
-            result = await self.invoker.invoke(
-                target.handler, event, LambdaContext(target.function_name, target.timeout)
-            )
+            if target.timeout > HTTP_INTEGRATION_TIMEOUT_SECONDS:
+                result = await asyncio.wait_for(asyncio.shield(invocation), HTTP_INTEGRATION_TIMEOUT_SECONDS)
+            else:
+                result = await invocation
+        except TimeoutError:
+            log(f"{target.function_name}: no answer within HTTP API's {HTTP_INTEGRATION_TIMEOUT_SECONDS:.0f} s")
+            return JSONResponse({"message": "Service Unavailable"}, status_code=503)
         except Exception as exc:
-            log(f"{target.function_name} raised {exc!r}")
+            # The function failed (raised, timed out, its runtime exited): a Lambda error is a 500 at the edge.
+            log(f"{target.function_name} failed: {exc}")
             return JSONResponse({"message": "Internal Server Error"}, status_code=500)
         return self._lambda_response(result)
 
@@ -358,7 +380,14 @@ class Gateway:
 
     async def _ws_invoke(self, event: dict[str, Any]) -> Any:
         assert self.websocket_handler
-        return await self.invoker.invoke(self.websocket_handler, event, LambdaContext("WebSocketFunction", 30))
+        context = LambdaContext(self.websocket_function, self.websocket_timeout)
+        return await self.invoker.invoke(self.websocket_handler, event, context)
+
+    async def _ws_message(self, event: dict[str, Any]) -> None:
+        try:
+            await self._ws_invoke(event)
+        except Exception as exc:
+            log(f"{self.websocket_function} failed on a message: {exc}")
 
     async def websocket(self, socket: WebSocket) -> None:
         if not self.websocket_handler:
@@ -372,7 +401,12 @@ class Gateway:
             headers=dict(socket.headers),
             domain=socket.url.hostname or "localhost",
         )
-        result = await self._ws_invoke(connect)
+        try:
+            result = await self._ws_invoke(connect)
+        except Exception as exc:
+            log(f"{self.websocket_function} failed on $connect: {exc}")
+            await socket.close(code=1011)  # before accept: the handshake is refused
+            return
         status = int(result.get("statusCode", 200)) if isinstance(result, dict) else 200
         if status >= 300:
             await socket.close(code=1008)  # before accept: the client sees the handshake refused (403)
@@ -403,7 +437,7 @@ class Gateway:
                     event["body"] = base64.b64encode(received["bytes"]).decode("ascii")
                     event["isBase64Encoded"] = True
                 # API Gateway invokes per message without waiting for the previous one.
-                task = asyncio.create_task(self._ws_invoke(event))
+                task = asyncio.create_task(self._ws_message(event))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
         except (WebSocketDisconnect, RuntimeError):

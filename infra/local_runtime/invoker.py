@@ -1,5 +1,10 @@
-"""Invoking Lambda handlers in-process, the way the Lambda runtime does: import by the template's handler
-string, call with (event, context), in worker threads that each have an event loop (Mangum expects one)."""
+"""How the gateway and the event sources invoke a function (`FunctionInvoker`), and an in-process invoker.
+
+The local runtime invokes through `workers.WorkerPools`: each function in its own worker processes. `Invoker`
+runs handlers in threads of the calling process instead (import by the template's handler string, call with
+(event, context), each thread with an event loop: Mangum expects one), for tests that exercise the gateway or a
+handler without execution environments.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,18 @@ import importlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from local_runtime.events import LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class FunctionInvoker(Protocol):
+    async def invoke(self, handler_path: str, event: dict[str, Any], context: LambdaContext) -> Any:
+        """The handler's result; raises when the invocation fails. `context.function_name` names the function."""
+        ...
+
 
 _loaded: dict[str, Handler] = {}
 _load_lock = threading.Lock()

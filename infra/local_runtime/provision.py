@@ -1,4 +1,5 @@
-"""Create the template's stateful resources (tables, queues, buckets, secrets) in the emulator.
+"""Create the template's stateful resources (tables, queues, buckets, secrets) in the emulator, and with `ecs`
+its ECS cluster and task definitions (what the local ECS emulation runs: ecs.py).
 
 The template is the only list of resources: a table added there exists locally on the next start.
 Creation is idempotent, so a restart over a live endpoint (LocalStack, a kept moto) reuses what is there.
@@ -9,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
 
-from local_runtime.template import Resolver, load
+from local_runtime.template import TEMPLATE_PATH, Resolver, load, task_definitions
 
 # Template parameters that follow an environment variable locally (the README's configuration table).
 PARAMETER_ENV = {
@@ -26,7 +28,10 @@ PARAMETER_ENV = {
     "CorsOrigins": "CORS_ORIGINS",
     "DailyBudgetUsd": "DAILY_BUDGET_USD",
     "TaskBudgetUsd": "TASK_BUDGET_USD",
+    "WebFetchDomains": "WEB_FETCH_DOMAINS",
 }
+# The image the local ECS emulation "runs": it starts the task definition's command from this checkout instead.
+LOCAL_IMAGE = "local-runner-image"
 
 SECRET_KEYS = (
     "API_TOKEN",
@@ -47,11 +52,16 @@ class Provisioned:
     queues: dict[str, str] = field(default_factory=dict)  # logical id -> queue url
     buckets: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # logical id -> ARN
+    clusters: dict[str, str] = field(default_factory=dict)  # logical id -> ECS cluster name
+    task_definitions: dict[str, str] = field(default_factory=dict)  # logical id -> task definition ARN
 
 
 def parameters_from_env(env: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
-    return {param: env[name] for param, name in PARAMETER_ENV.items() if env.get(name)}
+    params = {param: env[name] for param, name in PARAMETER_ENV.items() if env.get(name)}
+    if env.get("CLAUDE_CODE_USE_BEDROCK", "").strip().lower() in ("1", "true", "yes", "on"):
+        params["UseBedrock"] = "true"  # the template's switch behind CLAUDE_CODE_USE_BEDROCK (UseBedrockCondition)
+    return params
 
 
 def _client(service: str, endpoint: str | None, region: str) -> Any:
@@ -66,8 +76,13 @@ def provision(
     parameters: dict[str, str] | None = None,
     queue_visibility_timeout: int | None = None,
     secret_values: dict[str, str] | None = None,
+    template_path: Path = TEMPLATE_PATH,
+    ecs: bool = False,
 ) -> Provisioned:
-    template = load()
+    """`ecs`: also the ECS cluster and task definitions, in an emulator that has ECS (moto). The template's
+    FargateSubnets and RunnerImageUri then get local values (moto's default subnet, LOCAL_IMAGE) unless given,
+    so its Fargate conditions hold and the functions see FARGATE_MODE=ecs as on AWS."""
+    template = load(template_path)
     params = {"AWS::Region": region, "AWS::StackName": prefix, **(parameters or {})}
     out = Provisioned(template, Resolver(template, {}, {}, params))
     resources = template.get("Resources", {})
@@ -110,7 +125,80 @@ def provision(
                 arn = sm.put_secret_value(SecretId=name, SecretString=body)["ARN"]
             out.secrets[logical_id] = arn
             _register(out, logical_id, arn, {"Id": arn})
+    if ecs:
+        _provision_ecs(out, endpoint, prefix, region)
     return out
+
+
+def _provision_ecs(out: Provisioned, endpoint: str | None, prefix: str, region: str) -> None:
+    resources = out.template.get("Resources", {})
+    params = out.resolver.parameters
+    if not params.get("FargateSubnets"):
+        subnets = _client("ec2", endpoint, region).describe_subnets(
+            Filters=[{"Name": "default-for-az", "Values": ["true"]}]
+        )["Subnets"]
+        if not subnets:
+            raise RuntimeError("the emulator has no default subnet to run ECS tasks in")
+        params["FargateSubnets"] = sorted(s["SubnetId"] for s in subnets)[0]
+    params.setdefault("RunnerImageUri", LOCAL_IMAGE)
+    client = _client("ecs", endpoint, region)
+    for logical_id, resource in resources.items():
+        if resource.get("Type") != "AWS::ECS::Cluster":
+            continue
+        props = out.resolver.resolve(resource.get("Properties", {})) or {}
+        name = str(props.get("ClusterName") or f"{prefix}-{logical_id}")
+        kwargs: dict[str, Any] = {"clusterName": name}
+        if props.get("CapacityProviders"):
+            kwargs["capacityProviders"] = list(props["CapacityProviders"])
+        strategy = props.get("DefaultCapacityProviderStrategy")
+        if strategy:
+            kwargs["defaultCapacityProviderStrategy"] = [
+                {"capacityProvider": item["CapacityProvider"], "weight": int(item.get("Weight", 1)), "base": 0}
+                for item in strategy
+            ]
+        arn = client.create_cluster(**kwargs)["cluster"]["clusterArn"]
+        out.clusters[logical_id] = name
+        _register(out, logical_id, name, {"Arn": arn})
+    for spec in task_definitions(out.template):
+        if spec.condition and not out.resolver.condition(spec.condition):
+            continue
+        props = out.resolver.resolve(spec.properties) or {}
+        containers = [_container_definition(c, props) for c in props.get("ContainerDefinitions") or []]
+        arn = client.register_task_definition(
+            family=str(props.get("Family") or f"{prefix}-{spec.logical_id}"),
+            containerDefinitions=containers,
+            networkMode=str(props.get("NetworkMode") or "awsvpc"),
+            requiresCompatibilities=list(props.get("RequiresCompatibilities") or ["FARGATE"]),
+            cpu=str(props.get("Cpu") or "256"),
+            memory=str(props.get("Memory") or "512"),
+        )["taskDefinition"]["taskDefinitionArn"]
+        out.task_definitions[spec.logical_id] = arn
+        _register(out, spec.logical_id, arn, {"TaskDefinitionArn": arn})
+
+
+def _container_definition(container: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """A resolved ContainerDefinitions entry in ECS API form; variables unknown locally are left out (the
+    runtime adds its own at start: ecs.py)."""
+    environment = [
+        {"name": str(e["Name"]), "value": str(e["Value"]).lower() if isinstance(e["Value"], bool) else str(e["Value"])}
+        for e in container.get("Environment") or []
+        if e.get("Name") and e.get("Value") is not None
+    ]
+    definition: dict[str, Any] = {
+        "name": str(container.get("Name") or "main"),
+        "image": str(container.get("Image") or LOCAL_IMAGE),
+        "essential": bool(container.get("Essential", True)),
+        "environment": environment,
+        "memory": int(container.get("Memory") or task.get("Memory") or 512),  # moto places tasks by it
+    }
+    for key, api in (("Command", "command"), ("EntryPoint", "entryPoint")):
+        if container.get(key):
+            definition[api] = [str(part) for part in container[key]]
+    if container.get("WorkingDirectory"):
+        definition["workingDirectory"] = str(container["WorkingDirectory"])
+    if container.get("StopTimeout") is not None:
+        definition["stopTimeout"] = int(container["StopTimeout"])
+    return definition
 
 
 def _register(out: Provisioned, logical_id: str, ref: str, attrs: dict[str, str]) -> None:
@@ -187,7 +275,9 @@ def function_environment(out: Provisioned, env_template: dict[str, Any]) -> dict
 
 
 def stack_environment(out: Provisioned) -> dict[str, str]:
-    """The environment every function of the template sees, merged (one process runs them all locally)."""
+    """Every function's template environment merged: what in-process tests, benches and the runtime's own tools
+    (requeue on restore, db-shell's runtime.json) configure themselves with. The runtime's functions each get
+    only their own (function_env.py)."""
     from local_runtime.template import functions
 
     env: dict[str, str] = {}

@@ -1,28 +1,40 @@
-"""The local machine: emulator + resources from template.yaml + gateway + SQS event sources, as one object
-that starts and stops cleanly (used by `python -m local_runtime`, `make run-local` and the tests)."""
+"""The local machine: emulator + resources from template.yaml + each function in its own execution environments
+(workers.py) + the gateway + the SQS event sources + the local ECS (ecs.py), as one object that starts and
+stops cleanly (used by `python -m local_runtime`, `make run-local` and the tests).
+
+One asyncio loop, in a thread of its own, runs the gateway (uvicorn), the worker pools and the ECS agent, so an
+HTTP request reaches its function's worker without a thread hop. Stopping (Ctrl-C, SIGTERM): the event sources
+stop receiving, every busy worker and ECS task gets SIGTERM (the runner books its run as stopped, with its cost)
+and up to `stop_grace_seconds` to end, then the gateway stops, then whatever is left is killed; the runtime is
+a child subreaper, so nothing its workers or tasks started outlives it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
-import importlib
+import ctypes
 import json
 import os
 import re
 import secrets
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import uvicorn
 
 from local_runtime import sigv4
+from local_runtime.ecs import EcsAgent, keep_tasks_running
 from local_runtime.emulator import MotoServer, free_port, start_moto
+from local_runtime.function_env import AWS_CONFIG_NAMES, LocalEnvironment, lambda_environment
 from local_runtime.gateway import DEFAULT_HEADER_TIMEOUT_SECONDS, Gateway, RouteTarget, header_timeout_protocol
-from local_runtime.invoker import Invoker
 from local_runtime.logs import log
 from local_runtime.persistence import StateFile, requeue_unfinished
 from local_runtime.provision import (
@@ -33,20 +45,19 @@ from local_runtime.provision import (
     stack_environment,
 )
 from local_runtime.sqs_source import SqsEventSource, SqsMapping
-from local_runtime.template import ROOT, authorizer_handler, functions, http_api_cors
-
-USER_SETTINGS = (
-    "MAX_CONCURRENT_TASKS",
-    "TASK_TIMEOUT_SECONDS",
-    "LOG_LEVEL",
-    "MACHINE_ID",
-    "MAX_TASK_ATTEMPTS",
-    "DAILY_BUDGET_USD",
-    "TASK_BUDGET_USD",
-    "CORS_ORIGINS",
-    "LOG_JSON",
-    "WEB_FETCH_DOMAINS",
+from local_runtime.template import (
+    ROOT,
+    TEMPLATE_PATH,
+    FunctionSpec,
+    authorizer_function,
+    functions,
+    http_api_cors,
+    task_definitions,
 )
+from local_runtime.workers import DEFAULT_CONCURRENCY, STOP_GRACE_SECONDS, FunctionConfig, Processes, WorkerPools
+
+T = TypeVar("T")
+_PR_SET_DUMPABLE = 4
 CREDENTIAL_NAMES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
@@ -109,6 +120,9 @@ class LocalConfig:
     header_timeout_seconds: float = field(
         default_factory=lambda: float(os.environ.get("LOCAL_HEADER_TIMEOUT_SECONDS") or DEFAULT_HEADER_TIMEOUT_SECONDS)
     )
+    template_path: Path = TEMPLATE_PATH  # LOCAL_TEMPLATE: another template (tests point functions at probes)
+    # How long running invocations and ECS tasks get to end after SIGTERM when the runtime stops.
+    stop_grace_seconds: float = STOP_GRACE_SECONDS
 
 
 @dataclass
@@ -121,7 +135,13 @@ class LocalMachine:
     state: StateFile | None = None
     server: uvicorn.Server | None = None
     gateway: Gateway | None = None
-    _thread: threading.Thread | None = None
+    pools: WorkerPools | None = None
+    ecs_agents: list[EcsAgent] = field(default_factory=list)
+    processes: Processes = field(default_factory=Processes)
+    loop: asyncio.AbstractEventLoop | None = None
+    _loop_thread: threading.Thread | None = None
+    _serving: concurrent.futures.Future[None] | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def base_url(self) -> str:
@@ -153,12 +173,14 @@ class LocalMachine:
 
     def start(self) -> None:
         cfg = self.config
+        user_env = dict(os.environ)  # what the user configured: the functions' pass-throughs come from it
         private_folder(cfg.data_dir)
         protect_secret_file(cfg.env_file)
         self.api_token = self._api_token()
         _refuse_weak_secrets(self.api_token)
         if cfg.port == 0:
             cfg.port = free_port()
+        _not_dumpable()
         if not cfg.real_aws:
             # The emulator takes any credentials: the runtime's own replace whatever the environment had.
             for key in CREDENTIAL_NAMES:
@@ -166,19 +188,12 @@ class LocalMachine:
             os.environ.update(local_credentials())
         os.environ.setdefault("AWS_DEFAULT_REGION", cfg.region)
         os.environ.setdefault("AWS_REGION", cfg.region)
+        self.processes.adopt_orphans()
         if cfg.endpoint is None and not cfg.real_aws:
             self.moto = start_moto(access_key_id=os.environ["AWS_ACCESS_KEY_ID"])
+            self.processes.add(self.moto.process)
             log(f"moto server on {self.moto.endpoint}")
-        secret_values = {key: os.environ.get(key, "") for key in SECRET_KEYS}
-        secret_values["API_TOKEN"] = self.api_token
-        self.provisioned = provision(
-            endpoint=self.endpoint,
-            prefix=cfg.prefix,
-            region=cfg.region,
-            parameters=parameters_from_env(),
-            queue_visibility_timeout=cfg.queue_visibility_timeout,
-            secret_values=secret_values,
-        )
+        self.provisioned = self._provision()
         self._configure_environment()
         if cfg.persist and self.moto is not None:
             self.state = StateFile(cfg.data_dir / "state.json.gz", self.provisioned, self.endpoint, cfg.region)
@@ -189,9 +204,40 @@ class LocalMachine:
                 if requeued:
                     log(f"re-enqueued {requeued} unfinished tasks")
             self.state.start_autosave(cfg.autosave_seconds)
+        self._start_loop()
+        local = self._local_environment(user_env)
+        self._start_pools(local)
+        self._start_ecs(local)
         self._start_gateway()
         self._start_event_sources()
         self._write_runtime_file()
+
+    def _provision(self) -> Provisioned:
+        cfg = self.config
+        secret_values = {key: os.environ.get(key, "") for key in SECRET_KEYS}
+        secret_values["API_TOKEN"] = self.api_token
+
+        def run(ecs: bool) -> Provisioned:
+            return provision(
+                endpoint=self.endpoint,
+                prefix=cfg.prefix,
+                region=cfg.region,
+                parameters=parameters_from_env(),
+                queue_visibility_timeout=cfg.queue_visibility_timeout,
+                secret_values=secret_values,
+                template_path=cfg.template_path,
+                ecs=ecs,
+            )
+
+        if cfg.real_aws:
+            return run(False)  # no local Fargate against real AWS: long runs stay on the (local) Lambda
+        if self.moto is not None:
+            return run(True)
+        try:
+            return run(True)
+        except Exception as exc:  # an emulator without ECS (LocalStack's free edition)
+            log(f"no ECS in {self.endpoint} ({exc}): long runs stay on Lambda")
+            return run(False)
 
     @property
     def runtime_file(self) -> Path:
@@ -200,7 +246,7 @@ class LocalMachine:
     def _write_runtime_file(self) -> None:
         """Where this machine's resources are, for `make db-shell` and other tools while it runs."""
         keys = [k for k in os.environ if k.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL", "_BUCKET"))]
-        info = {
+        info: dict[str, Any] = {
             "pid": os.getpid(),
             "port": self.config.port,
             "endpoint": self.endpoint,
@@ -216,24 +262,13 @@ class LocalMachine:
             f.write(json.dumps(info, indent=2))
 
     def _configure_environment(self) -> None:
+        """The runtime's own environment, for its own tools (re-enqueueing after a restore, runtime.json): the
+        stack's resources and the emulator. The functions never see it (function_env.py)."""
         assert self.provisioned
-        cfg = self.config
         env = stack_environment(self.provisioned)
-        env.update(
-            {
-                "API_TOKEN": self.api_token,
-                "WEBSOCKET_MANAGEMENT_URL": f"http://127.0.0.1:{cfg.port}",
-                "WEBSOCKET_URL": self.ws_url,
-                "DASHBOARD_URL": self.base_url,
-                "FARGATE_MODE": "local",
-            }
-        )
         if self.endpoint:
             env["AWS_ENDPOINT_URL"] = self.endpoint
-        for key, value in env.items():
-            if key in USER_SETTINGS and os.environ.get(key):
-                continue  # the user's setting wins over the template's default
-            os.environ[key] = value
+        os.environ.update(env)
         from agent_machine import aws
         from agent_machine import secrets as app_secrets
         from agent_machine.settings import get_settings
@@ -242,30 +277,135 @@ class LocalMachine:
         aws.reset_clients()
         app_secrets.clear_cache()
 
-    def _start_gateway(self) -> None:
+    def _local_environment(self, user_env: dict[str, str]) -> LocalEnvironment:
+        cfg = self.config
+        if cfg.real_aws:
+            credentials = {k: user_env[k] for k in AWS_CONFIG_NAMES if user_env.get(k)}
+        else:
+            credentials = {k: os.environ[k] for k in CREDENTIAL_NAMES if os.environ.get(k)}
+        return LocalEnvironment(
+            user_env=user_env,
+            region=cfg.region,
+            endpoint=self.endpoint,
+            credentials=credentials,
+            urls={
+                "WEBSOCKET_URL": self.ws_url,
+                "DASHBOARD_URL": self.base_url,
+                "WEBSOCKET_MANAGEMENT_URL": f"http://127.0.0.1:{cfg.port}",
+            },
+        )
+
+    # --- the event loop -----------------------------------------------------------------------------------------
+
+    def _start_loop(self) -> None:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        self.loop = loop
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_forever()
+
+        # Workers are started from this thread (their parent-death signal follows it): it lives until stop().
+        self._loop_thread = threading.Thread(target=run, name="runtime-loop", daemon=True)
+        self._loop_thread.start()
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    # --- functions ----------------------------------------------------------------------------------------------
+
+    def _deployed(self) -> list[FunctionSpec]:
         assert self.provisioned
+        resolver = self.provisioned.resolver
+        return [s for s in functions(self.provisioned.template) if not s.condition or resolver.condition(s.condition)]
+
+    def _concurrency(self, spec: FunctionSpec) -> int:
+        """Reserved concurrency, else the SQS mapping's MaximumConcurrency (its pollers), else a local default."""
+        assert self.provisioned
+        resolver = self.provisioned.resolver
+        for value in (spec.reserved_concurrency, *(s.maximum_concurrency for s in spec.sqs_sources)):
+            if value is not None:
+                resolved = resolver.resolve(value)
+                if resolved is not None and str(resolved).isdigit():
+                    return max(1, int(resolved))
+        return 5 if spec.sqs_sources else DEFAULT_CONCURRENCY
+
+    def _start_pools(self, local: LocalEnvironment) -> None:
+        assert self.provisioned and self.loop
+        self.pools = WorkerPools(self.loop, self.processes)
+        for spec in self._deployed():
+            self.pools.add(
+                FunctionConfig(
+                    name=spec.logical_id,
+                    handler=spec.handler,
+                    timeout=float(spec.timeout),
+                    memory_mb=spec.memory_mb,
+                    concurrency=self._concurrency(spec),
+                    environment=lambda_environment(spec, self.provisioned.resolver, local),
+                )
+            )
+        self.pools.start_housekeeping()
+
+    def _start_ecs(self, local: LocalEnvironment) -> None:
+        assert self.provisioned
+        prov = self.provisioned
+        if not prov.clusters or not prov.task_definitions:
+            return
+        if self.moto is not None:
+            keep_tasks_running(self.moto.endpoint, os.environ["AWS_ACCESS_KEY_ID"])
+        names: dict[str, list[str]] = {}
+        for spec in task_definitions(prov.template):
+            for container in spec.properties.get("ContainerDefinitions") or []:
+                names[str(container.get("Name"))] = [str(e.get("Name")) for e in container.get("Environment") or []]
+        for cluster in prov.clusters.values():
+            agent = EcsAgent(
+                cluster=cluster,
+                endpoint=self.endpoint,
+                region=self.config.region,
+                local=local,
+                template_names=names,
+                code_dirs=[str(ROOT / "runner_container"), str(ROOT / "layers" / "core" / "python")],
+                processes=self.processes,
+            )
+            self._call(agent.start())
+            self.ecs_agents.append(agent)
+            log(f"ECS cluster {cluster}: tasks run as local processes (task metadata on {agent.metadata_url})")
+
+    def _start_gateway(self) -> None:
+        assert self.provisioned and self.pools and self.loop
         template = self.provisioned.template
         routes: list[RouteTarget] = []
-        ws_handler = None
-        max_workers = 32
-        for spec in functions(template):
+        specs = {spec.logical_id: spec for spec in self._deployed()}
+        for spec in specs.values():
             for route in spec.http_routes:
                 routes.append(RouteTarget(route, spec.logical_id, spec.handler, spec.timeout))
+        ws_function = None
         for resource in template.get("Resources", {}).values():
             if resource.get("Type") == "AWS::ApiGatewayV2::Integration":
-                uri = resource.get("Properties", {}).get("IntegrationUri")
-                target = _function_of_integration(uri)
-                if target:
-                    fn = template["Resources"][target]["Properties"]
-                    ws_handler = fn.get("Handler")
+                target = _function_of_integration(resource.get("Properties", {}).get("IntegrationUri"))
+                if target in specs:
+                    ws_function = target
+        auth_function = authorizer_function(template)
+        auth = specs.get(auth_function or "")
+        ws = specs.get(ws_function or "")
         self.gateway = Gateway(
             routes=routes,
-            authorizer=authorizer_handler(template),
-            websocket_handler=ws_handler,
+            authorizer=auth.handler if auth else None,
+            websocket_handler=ws.handler if ws else None,
             static_dir=self.config.static_dir,
-            invoker=Invoker(max_workers, "lambda"),
+            invoker=self.pools,
             cors=http_api_cors(template, self.provisioned.resolver),
             management_secret_for=functions_secret_for(),
+            authorizer_function=auth.logical_id if auth else "AuthorizerFunction",
+            authorizer_timeout=auth.timeout if auth else 10,
+            websocket_function=ws.logical_id if ws else "WebSocketFunction",
+            websocket_timeout=ws.timeout if ws else 29,
         )
         config = uvicorn.Config(
             self.gateway.app,
@@ -278,23 +418,21 @@ class LocalMachine:
             ws_max_size=1024 * 1024,
         )
         self.server = uvicorn.Server(config)
-        # uvicorn only installs signal handlers on the main thread; ours are in __main__.
-        self._thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
-        self._thread.start()
+        # On the runtime's loop (uvicorn installs signal handlers only on the main thread; ours are in __main__).
+        self._serving = asyncio.run_coroutine_threadsafe(self.server.serve(), self.loop)
         deadline = time.monotonic() + 20
         while not self.server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
+            if time.monotonic() > deadline or self._serving.done():
                 raise RuntimeError(f"the gateway could not listen on port {self.config.port}")
             time.sleep(0.05)
 
     def _start_event_sources(self) -> None:
-        assert self.provisioned
+        assert self.provisioned and self.pools
         prov = self.provisioned
-        for spec in functions(prov.template):
+        pools = self.pools
+        for spec in self._deployed():
             for source in spec.sqs_sources:
                 concurrency = prov.resolver.resolve(source.maximum_concurrency) if source.maximum_concurrency else 5
-                if spec.logical_id == "RunnerFunction" and os.environ.get("MAX_CONCURRENT_TASKS"):
-                    concurrency = os.environ["MAX_CONCURRENT_TASKS"]
                 mapping = SqsMapping(
                     function_name=spec.logical_id,
                     handler=spec.handler,
@@ -302,10 +440,10 @@ class LocalMachine:
                     queue_url=prov.queues[source.queue_logical_id],
                     queue_arn=prov.resolver.attrs[f"{source.queue_logical_id}.Arn"],
                     batch_size=source.batch_size,
-                    concurrency=max(1, int(concurrency or 1)),
+                    concurrency=min(max(1, int(concurrency or 1)), pools.pools[spec.logical_id].config.concurrency),
                     report_batch_item_failures=source.report_batch_item_failures,
                 )
-                event_source = SqsEventSource(mapping, self.endpoint, self.config.region)
+                event_source = SqsEventSource(mapping, self.endpoint, self.config.region, invoke=_invoker(pools, spec))
                 event_source.start()
                 self.sources.append(event_source)
                 log(
@@ -313,18 +451,40 @@ class LocalMachine:
                     f"max concurrency {mapping.concurrency})"
                 )
 
+    # --- stopping -----------------------------------------------------------------------------------------------
+
+    async def _interrupt_functions(self, grace: float) -> None:
+        """SIGTERM to every busy worker and ECS task; wait for them (at most `grace`)."""
+        waits: list[Coroutine[Any, Any, None]] = [agent.stop(grace) for agent in self.ecs_agents]
+        if self.pools is not None:
+            waits.append(self.pools.interrupt(grace))
+        await asyncio.gather(*waits, return_exceptions=True)
+
     def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
         for source in self.sources:
             source.stopping.set()
-        with contextlib.suppress(ImportError, AttributeError):
-            # The runner's own clean-up: interrupt running CLIs and the local "Fargate" children.
-            importlib.import_module("runner.shutdown").shutdown_all()
+        grace = self.config.stop_grace_seconds
+        loop_alive = self.loop is not None and self._loop_thread is not None and self._loop_thread.is_alive()
+        if loop_alive:
+            _log_failure("stopping the functions", lambda: self._call(self._interrupt_functions(grace), grace + 30))
         for source in self.sources:
             source.stop(timeout=15)
-        if self.server:
+        if self.server and self._serving:
             self.server.should_exit = True
-        if self._thread:
-            self._thread.join(10)
+            try:
+                self._serving.result(10)
+            except concurrent.futures.TimeoutError:
+                self.server.force_exit = True
+                with contextlib.suppress(Exception):
+                    self._serving.result(5)
+            except Exception as exc:
+                log(f"the gateway stopped with {exc!r}")
+        if loop_alive and self.pools is not None:
+            _log_failure("stopping the workers", lambda: self._call(self.pools.close(5.0), 30))  # type: ignore[union-attr]
+        self.processes.kill_orphans()
         if self.state:
             self.state.stop_autosave()
             try:
@@ -332,17 +492,41 @@ class LocalMachine:
                 log(f"saved state to {self.state.path}")
             except Exception as exc:
                 log(f"could not save state: {exc!r}")
-        if self.gateway:
-            self.gateway.invoker.shutdown()
         self.runtime_file.unlink(missing_ok=True)
         if self.moto:
             self.moto.stop()
+            self.processes.discard(self.moto.process)
+        self.processes.kill_orphans()
+        self.processes.stop()
+        if self.loop is not None and self._loop_thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._loop_thread.join(5)
 
     def wait(self) -> None:
         """Block until the gateway stops (it does on stop())."""
-        assert self._thread
-        while self._thread.is_alive():
-            self._thread.join(0.5)
+        assert self._serving
+        while not self._serving.done():
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                self._serving.result(0.5)
+
+
+def _invoker(pools: WorkerPools, spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
+    name = spec.logical_id
+    return lambda event, _context: pools.invoke_blocking(name, event)
+
+
+def _log_failure(what: str, action: Callable[[], Any]) -> None:
+    try:
+        action()
+    except Exception as exc:
+        log(f"{what} failed: {exc!r}")
+
+
+def _not_dumpable() -> None:
+    """The runtime holds the run's credentials and the user's secrets: a CLI running as the same user may not read
+    its memory or /proc/<pid>/environ (its workers do the same: worker_main)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _refuse_weak_secrets(api_token: str) -> None:

@@ -3,11 +3,15 @@ delete what succeeded, leave failures to come back after the visibility timeout 
 maxReceiveCount receives, to the dead-letter queue: moto applies the redrive policy itself).
 
 MaximumConcurrency is the number of pollers: a message is only received when a worker is free to run it.
+An invocation that fails in any way (the handler raised, timed out, its worker crashed) fails the whole batch,
+as on Lambda. `invoke` runs the function: the local runtime's worker pools (`WorkerPools.invoke_blocking`), or
+by default the handler in the poller's own thread (tests of the mapping alone).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,8 @@ from local_runtime.invoker import load_handler
 from local_runtime.logs import log
 
 WAIT_SECONDS = 1  # short long-polls so shutdown is prompt
+
+Invoke = Callable[[dict[str, Any], LambdaContext], Any]
 
 
 @dataclass
@@ -33,8 +39,9 @@ class SqsMapping:
 
 
 class SqsEventSource:
-    def __init__(self, mapping: SqsMapping, endpoint: str | None, region: str) -> None:
+    def __init__(self, mapping: SqsMapping, endpoint: str | None, region: str, invoke: Invoke | None = None) -> None:
         self.mapping = mapping
+        self.invoke: Invoke = invoke or (lambda event, context: load_handler(mapping.handler)(event, context))
         self.sqs: Any = boto3.client("sqs", endpoint_url=endpoint, region_name=region)
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -73,8 +80,23 @@ class SqsEventSource:
                 self.stopping.wait(1.0)
                 continue
             messages = resp.get("Messages", [])
+            if messages and self.stopping.is_set():
+                self._release(messages)  # received while stopping: back to the queue now, not after the timeout
+                return
             if messages:
                 self._deliver(messages)
+
+    def _release(self, messages: list[dict[str, Any]]) -> None:
+        try:
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.mapping.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": msg["ReceiptHandle"], "VisibilityTimeout": 0}
+                    for i, msg in enumerate(messages)
+                ],
+            )
+        except Exception as exc:
+            log(f"{self.mapping.function_name}: could not release {len(messages)} message(s): {exc!r}")
 
     def _deliver(self, messages: list[dict[str, Any]]) -> None:
         m = self.mapping
@@ -84,7 +106,7 @@ class SqsEventSource:
         with self._lock:
             self.invocations += 1
         try:
-            result = load_handler(m.handler)(event, context)
+            result = self.invoke(event, context)
             if m.report_batch_item_failures and isinstance(result, dict):
                 failures = result.get("batchItemFailures") or []
                 if not isinstance(failures, list):
@@ -96,8 +118,8 @@ class SqsEventSource:
                     return
                 failed_ids = ids
         except Exception as exc:
-            # A raised error fails the whole batch: every message comes back after its visibility timeout.
-            log(f"{m.function_name}: invocation failed: {exc!r}")
+            # A failed invocation fails the whole batch: every message comes back after its visibility timeout.
+            log(f"{m.function_name}: invocation failed: {exc}")
             return
         done = [msg for msg in messages if msg["MessageId"] not in failed_ids]
         if done:

@@ -1,4 +1,5 @@
-"""Reading template.yaml: CloudFormation tags, parameters, and the functions the template deploys."""
+"""Reading template.yaml: CloudFormation tags, parameters, conditions, the functions the template deploys and its
+ECS task definitions."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ for _fn in (
 
 
 def load(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as data; intrinsic functions in their long form ({"Ref": ...}, {"Fn::If": ...}), so a template
+    written as JSON (what tests derive from this one) reads the same."""
     data = yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a template")
@@ -87,9 +90,23 @@ class FunctionSpec:
     logical_id: str
     handler: str  # "package.module.attr"
     timeout: int
-    environment: dict[str, Any]
+    environment: dict[str, Any]  # Globals' variables, then the function's own (unresolved)
     sqs_sources: list[SqsSource] = field(default_factory=list)
     http_routes: list[HttpRoute] = field(default_factory=list)
+    memory_mb: int = 128
+    reserved_concurrency: Any = None  # ReservedConcurrentExecutions: an int, a {'Ref': ...} or None
+    code_dirs: list[Path] = field(default_factory=list)  # what /var/task and /opt/python hold on AWS
+    package_type: str = "Zip"
+    condition: str | None = None  # the resource's Condition: deployed only when it holds
+
+
+@dataclass
+class TaskDefinitionSpec:
+    """An AWS::ECS::TaskDefinition's first container, as the local ECS emulation registers and runs it."""
+
+    logical_id: str
+    properties: dict[str, Any]  # unresolved
+    condition: str | None = None
 
 
 class Resolver:
@@ -131,7 +148,10 @@ class Resolver:
                 joined = self.resolve(arg[1])
                 return None if joined is None else str(joined).split(str(arg[0]))
             if key == "Fn::If":
-                return None  # conditions are not evaluated locally; the runtime sets what it needs
+                holds = self.condition(str(arg[0]))
+                if holds is None:
+                    return None
+                return self.resolve(arg[1] if holds else arg[2])
             if key.startswith("Fn::"):
                 return None
         if isinstance(value, dict):
@@ -139,6 +159,33 @@ class Resolver:
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
         return value
+
+    def condition(self, name: str) -> bool | None:
+        """A template condition evaluated against the parameters (None when something it needs is unknown)."""
+        expression = self.template.get("Conditions", {}).get(name)
+        return None if expression is None else self._truth(expression)
+
+    def _truth(self, expression: Any) -> bool | None:
+        if not (isinstance(expression, dict) and len(expression) == 1):
+            return None
+        ((key, arg),) = expression.items()
+        if key == "Condition":
+            return self.condition(str(arg))
+        if key == "Fn::Equals":
+            left, right = (self.resolve(v) for v in arg)
+            if left is None or right is None:
+                return None
+            return _text(left) == _text(right)
+        if key == "Fn::Not":
+            inner = self._truth(arg[0])
+            return None if inner is None else not inner
+        if key in ("Fn::And", "Fn::Or"):
+            values = [self._truth(v) for v in arg]
+            decisive: bool = key == "Fn::Or"  # a True decides an Or, a False an And
+            if decisive in values:
+                return decisive
+            return None if None in values else not decisive
+        return None
 
     def _ref(self, name: str) -> str | None:
         pseudo = {
@@ -177,6 +224,25 @@ class Resolver:
         return None if unknown else out
 
 
+def _text(value: Any) -> str:
+    # YAML reads an unquoted true as a bool; CloudFormation compares it as the string "true".
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _code_dirs(template: dict[str, Any], props: dict[str, Any], image: bool) -> list[Path]:
+    """The folders a function's code comes from: its CodeUri and its layers' python/ folders (zip), or what the
+    runner image copies to /var/task (image: the runner and the shared package)."""
+    if image:
+        return [ROOT / "runner_container", ROOT / "layers" / "core" / "python"]
+    dirs = [ROOT / str(props.get("CodeUri", ".")).rstrip("/")]
+    for layer in props.get("Layers", []):
+        target = layer.get("Ref") if isinstance(layer, dict) else None
+        content = template.get("Resources", {}).get(target or "", {}).get("Properties", {}).get("ContentUri")
+        if content:
+            dirs.append(ROOT / str(content).rstrip("/") / "python")
+    return dirs
+
+
 def functions(template: dict[str, Any]) -> list[FunctionSpec]:
     globals_fn = template.get("Globals", {}).get("Function", {})
     global_env = dict(globals_fn.get("Environment", {}).get("Variables", {}))
@@ -185,12 +251,20 @@ def functions(template: dict[str, Any]) -> list[FunctionSpec]:
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         props = resource.get("Properties", {})
-        if props.get("PackageType") == "Image":
-            handler = props.get("ImageConfig", {}).get("Command", [""])[0]
-        else:
-            handler = props.get("Handler", "")
+        image = props.get("PackageType") == "Image"
+        handler = props.get("ImageConfig", {}).get("Command", [""])[0] if image else props.get("Handler", "")
         env = {**global_env, **props.get("Environment", {}).get("Variables", {})}
-        spec = FunctionSpec(logical_id, handler, int(props.get("Timeout", globals_fn.get("Timeout", 3))), env)
+        spec = FunctionSpec(
+            logical_id,
+            handler,
+            int(props.get("Timeout", globals_fn.get("Timeout", 3))),
+            env,
+            memory_mb=int(props.get("MemorySize", globals_fn.get("MemorySize", 128))),
+            reserved_concurrency=props.get("ReservedConcurrentExecutions"),
+            code_dirs=_code_dirs(template, props, image),
+            package_type="Image" if image else "Zip",
+            condition=resource.get("Condition"),
+        )
         for event in props.get("Events", {}).values():
             eprops = event.get("Properties", {})
             if event.get("Type") == "SQS":
@@ -218,8 +292,16 @@ def functions(template: dict[str, Any]) -> list[FunctionSpec]:
     return specs
 
 
-def authorizer_handler(template: dict[str, Any]) -> str | None:
-    """The handler of the HTTP API's Lambda authorizer, if the template has one."""
+def task_definitions(template: dict[str, Any]) -> list[TaskDefinitionSpec]:
+    return [
+        TaskDefinitionSpec(logical_id, dict(resource.get("Properties", {})), resource.get("Condition"))
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::ECS::TaskDefinition"
+    ]
+
+
+def authorizer_function(template: dict[str, Any]) -> str | None:
+    """The logical id of the HTTP API's Lambda authorizer function, if the template has one."""
     for resource in template.get("Resources", {}).values():
         if resource.get("Type") != "AWS::Serverless::HttpApi":
             continue
@@ -227,10 +309,17 @@ def authorizer_handler(template: dict[str, Any]) -> str | None:
         for auth in authorizers.values():
             arn = auth.get("FunctionArn", {})
             target = arn.get("Fn::GetAtt", [None])[0] if isinstance(arn, dict) else None
-            fn = template["Resources"].get(target or "", {})
-            if fn:
-                return str(fn.get("Properties", {}).get("Handler"))
+            if target and target in template["Resources"]:
+                return str(target)
     return None
+
+
+def authorizer_handler(template: dict[str, Any]) -> str | None:
+    """The handler of the HTTP API's Lambda authorizer, if the template has one."""
+    target = authorizer_function(template)
+    if target is None:
+        return None
+    return str(template["Resources"][target].get("Properties", {}).get("Handler"))
 
 
 @dataclass

@@ -6,6 +6,10 @@ is busy, or something failed before the run) is listed; every other message is d
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+from types import FrameType
 from typing import Any
 
 from agent_machine import queue
@@ -13,9 +17,28 @@ from agent_machine.observability import get_logger, quiet_noisy_loggers
 
 from runner.cli import harden_runner_process
 from runner.orchestrator import Disposition, Message, flush_metrics, handle, retry_soon
+from runner.run import active_runs
 
 quiet_noisy_loggers()
 harden_runner_process()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Lambda sends SIGTERM before it shuts an execution environment down: the running CLI is interrupted so the
+    run is booked as stopped, with its cost (as fargate_main does on ecs:StopTask). Nothing running: SIGTERM
+    does what it does by default."""
+    runs = active_runs()
+    if not runs:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    get_logger().warning("SIGTERM: interrupting the run")
+    for controller in runs.values():
+        controller.request("shutdown")
+
+
+if threading.current_thread() is threading.main_thread():  # (only the main thread may set a signal handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _message(record: dict[str, Any]) -> Message:
