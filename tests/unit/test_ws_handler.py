@@ -408,3 +408,13 @@ def test_chat_failures_are_error_frames(mgmt: Management, fake_chat: list[tuple[
         {"type": "error", "message": "unknown session missing", "action": "chat"},
         {"type": "error", "message": "the chat could not be started; try again", "action": "chat"},
     ]
+
+
+def test_chat_refuses_control_characters_before_any_task(stack: Provisioned, mgmt: Management) -> None:
+    """The same rule as POST /api/chat (the real start_chat): a NUL could only fail at exec; nothing is queued."""
+    connection_id = connected()
+    send(connection_id, {"action": "chat", "message": "before\x00after"})
+    assert mgmt.frames(connection_id) == [
+        {"type": "error", "message": "message: control character U+0000 at position 6", "action": "chat"}
+    ]
+    assert tasks.list_tasks(limit=10).items == []

@@ -7,8 +7,7 @@ and line breaks, are refused here with a 422 rather than queued as a task that c
 
 from __future__ import annotations
 
-import re
-
+from agent_machine.domain.chat import control_character
 from fastapi import APIRouter, Security
 from pydantic import BaseModel, Field, field_validator
 
@@ -18,10 +17,6 @@ from machine_api.errors import ApiError
 router = APIRouter(prefix="/api", tags=["chat"], dependencies=[Security(bearer_scheme)])
 
 
-# C0 controls but tab, LF and CR; DEL and the C1 controls; UTF-16 surrogates (JSON's "\ud800" decodes to one).
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
 class ChatRequest(BaseModel):
     message: str = Field(min_length=1, max_length=100_000)
     session_id: str | None = Field(None, min_length=1, max_length=128)
@@ -29,10 +24,9 @@ class ChatRequest(BaseModel):
     @field_validator("message", "session_id")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
-        if value is not None:
-            found = _FORBIDDEN.search(value)
-            if found:
-                raise ValueError(f"control character U+{ord(found.group()):04X} at position {found.start()}")
+        problem = control_character(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
 
