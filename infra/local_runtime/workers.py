@@ -116,6 +116,7 @@ class Processes:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        self.adopting = False  # only a subreaper's unknown children are orphans (else: anybody's, e.g. a test's)
         self._known: dict[int, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,6 +126,7 @@ class Processes:
         """Become a child subreaper and reap the orphans that end (their exit status is nobody's)."""
         if sys.platform.startswith("linux"):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self.adopting = True
         self._reaper = threading.Thread(target=self._reap_loop, name="orphan-reaper", daemon=True)
         self._reaper.start()
 
@@ -141,6 +143,8 @@ class Processes:
             return list(self._known.values())
 
     def orphans(self) -> list[ProcStat]:
+        if not self.adopting:
+            return []
         with self._lock:
             known = set(self._known)
         return [c for c in children_of(self.pid) if c.pid not in known and c.state != "Z"]
