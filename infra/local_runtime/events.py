@@ -34,16 +34,21 @@ class LambdaContext:
     client_context: Any = None
     identity: Any = None
     deadline: float | None = None
+    log_stream_name: str = ""  # one per execution environment; a new one by default
     _deadline: float = 0.0
 
     def __post_init__(self) -> None:
         self._deadline = self.deadline if self.deadline is not None else time.monotonic() + self.timeout_seconds
         self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
         self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = datetime.now(UTC).strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
+        self.log_stream_name = self.log_stream_name or new_log_stream_name()
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def new_log_stream_name() -> str:
+    return datetime.now(UTC).strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex
 
 
 def _now() -> tuple[str, int]:

@@ -103,7 +103,7 @@ class _InitError(Exception):
 
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> int:
-    from local_runtime.events import LambdaContext
+    from local_runtime.events import LambdaContext, new_log_stream_name
 
     init = read_frame(requests)
     if not isinstance(init, dict) or "init" not in init:
@@ -118,6 +118,7 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> int:
         write_frame(answers, {"error": error_of(exc, exc.error_type)})
         return 1
     write_frame(answers, {"ready": {"init_ms": round((time.monotonic() - started) * 1000, 1)}})
+    log_stream = new_log_stream_name()
     while True:
         request = read_frame(requests)
         if request is None:
@@ -128,6 +129,7 @@ def serve(requests: IO[bytes], answers: IO[bytes]) -> int:
             memory_limit_in_mb=int(config["memory_mb"]),
             aws_request_id=str(request["request_id"]),
             deadline=float(request["deadline"]),
+            log_stream_name=log_stream,
         )
         try:
             answer: dict[str, Any] = {"id": request["id"], "result": handler(request["event"], context)}

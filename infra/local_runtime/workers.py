@@ -319,6 +319,11 @@ class Worker:
         self.requests.write(FRAME.pack(len(body)) + body)
 
 
+def _fail(future: asyncio.Future[Any], error: InvocationError) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     # An invocation whose caller went away (cancelled) still ends; its error is logged, not left unretrieved.
     if not future.cancelled():
@@ -353,7 +358,8 @@ class WorkerPool:
                 raise InvocationError("Local.ShuttingDown", f"{self.config.name}: the local runtime is stopping")
             worker = self._take_idle() or await self._wait_for_worker()
             if worker.state != "dead":  # (it may have exited between being handed over and now)
-                return await asyncio.shield(self._dispatch(worker, event))
+                # (A cancelled caller cancels only this future: the worker finishes and is released.)
+                return await self._dispatch(worker, event)
 
     async def _wait_for_worker(self) -> Worker:
         waiter: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
@@ -399,7 +405,7 @@ class WorkerPool:
         except (TypeError, ValueError) as exc:  # an event that is no JSON: the caller's bug
             worker.current = None
             self.in_flight -= 1
-            future.set_exception(InvocationError("Runtime.InvalidEvent", str(exc)))
+            _fail(future, InvocationError("Runtime.InvalidEvent", str(exc)))
             self._release(worker)
             return future
         worker.timer = loop.call_later(timeout, self._timed_out, worker)
@@ -421,8 +427,8 @@ class WorkerPool:
         worker.invocations += 1
         if "error" in message:
             error = message["error"]
-            future.set_exception(InvocationError(str(error.get("errorType")), str(error.get("errorMessage"))))
-        else:
+            _fail(future, InvocationError(str(error.get("errorType")), str(error.get("errorMessage"))))
+        elif not future.done():
             future.set_result(message.get("result"))
         self._release(worker)
 
@@ -443,7 +449,7 @@ class WorkerPool:
         message = f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
         log(f"{self.config.name}: {message} (worker {worker.pid} killed)")
         self._drop(worker)
-        future.set_exception(InvocationError("Sandbox.Timedout", message))
+        _fail(future, InvocationError("Sandbox.Timedout", message))
         self._grow()
 
     def on_exit(self, worker: Worker) -> None:
@@ -478,8 +484,8 @@ class WorkerPool:
             log(f"{self.config.name}: worker {worker.pid} exited ({how})")
             message = f"RequestId: {request_id} Error: Runtime exited with error: {how}"
             error = InvocationError("Runtime.ExitError", message)
-            if future is not None and not future.done():
-                future.set_exception(error)
+            if future is not None:
+                _fail(future, error)
             if not worker.ready.done():
                 worker.ready.set_exception(error)
             self._grow()
