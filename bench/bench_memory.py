@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="3", help="MAX_CONCURRENT_TASKS of the runtime")
     parser.add_argument("--sample-every", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--no-persist", action="store_true", help="no state file (isolates the autosave's share)")
     args = parser.parse_args(argv)
 
     from tests.e2e.conftest import start_machine
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         machine = start_machine(
             tmp,
-            persist=True,  # as `make run-local`: the autosave's work is part of the machine's footprint
+            persist=not args.no_persist,  # as `make run-local` by default: the autosave is part of the footprint
             extra_env={"LOG_LEVEL": "WARNING", "MAX_CONCURRENT_TASKS": args.concurrency, "REPORT_BACK": "false"},
         )
         try:
@@ -228,13 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             "notes": (
                 f"resident memory (VmRSS) of the local runtime and every process it started (moto server, "
                 f"workers), summed, grown per 100 chat tasks of {args.lines} output lines through run-local's "
-                f"HTTP API ({args.clients} clients, every other chat resuming a session, state autosaved) after "
+                f"HTTP API ({args.clients} clients, every other chat resuming a session, "
+                f"{'no state file' if args.no_persist else 'state autosaved'}) after "
                 f"{args.warmup} warm-up tasks, over {args.tasks} tasks; baseline = what the machine stores per "
                 "100 tasks (items as JSON + object bytes) read back through the emulator. Goal <= 20 MB."
             ),
+            "tasks": args.tasks,
             "rss_mb": {"after_warmup": before["total_mb"], "end": after["total_mb"]},
             "by_process_mb": {"after_warmup": before["by_process"], "end": after["by_process"]},
-            "samples": [{"tasks": s["tasks"], "total_mb": s["total_mb"]} for s in samples],
+            "samples": samples,
             "stored_mb": {"after_warmup": stored_before["total_mb"], "end": stored_after["total_mb"]},
             "tasks_per_second": round(args.tasks / seconds, 2),
             "failed_tasks": len(load.failed),

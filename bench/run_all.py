@@ -20,6 +20,7 @@ fields where useful:
 | aws_calls_per_task_ratio_vs_minimum       | bench_runner.py (botocore-counted calls vs design minimum)   |
 | runner_overhead_ms                        | bench_runner.py (SQS event -> CLI spawn + CLI exit -> booked) |
 | model_proxy_ttfb_p95_ratio                | bench_model_proxy.py (first byte via the model proxy / direct) |
+| emulator_rss_growth_mb_per_100_tasks      | bench_memory.py (runtime + emulator RSS per 100 chats, run-local) |
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ BENCHMARKS = [
         150,
     ),
     Benchmark("model_proxy", "bench_model_proxy.py", (), ("--quick",), 150),
+    Benchmark(
+        "memory",
+        "bench_memory.py",
+        ("--tasks", "200", "--warmup", "20"),
+        ("--tasks", "60", "--warmup", "10", "--sample-every", "30"),
+        240,
+    ),
 ]
 
 
@@ -258,12 +266,17 @@ def model_proxy_figures(raw: Raw) -> dict[str, Figure]:
     return {"model_proxy_ttfb_p95_ratio": with_goal(dict(raw["model_proxy_ttfb_p95_ratio"]), 1.05)}
 
 
+def memory_figures(raw: Raw) -> dict[str, Figure]:
+    return {"emulator_rss_growth_mb_per_100_tasks": with_goal(dict(raw["emulator_rss_growth_mb_per_100_tasks"]), 20.0)}
+
+
 MERGERS: dict[str, tuple[Callable[[Raw], dict[str, Figure]], dict[str, str]]] = {
     "ingress": (ingress_figures, {"ingress_ack_p99_ratio_vs_bare": "ratio"}),
     "cold_import": (cold_figures, {"api_cold_import_ratio_vs_minimal_fastapi": "ratio"}),
     "runner": (runner_figures, {"aws_calls_per_task_ratio_vs_minimum": "ratio", "runner_overhead_ms": "ms"}),
     "run_local": (run_local_figures, {"ingress_throughput_rps": "webhooks/s", "cli_line_to_ws_p95_ms": "ms"}),
     "model_proxy": (model_proxy_figures, {"model_proxy_ttfb_p95_ratio": "ratio"}),
+    "memory": (memory_figures, {"emulator_rss_growth_mb_per_100_tasks": "MB"}),
 }
 ORDER = [
     "ingress_ack_p99_ratio_vs_bare",
@@ -273,6 +286,7 @@ ORDER = [
     "aws_calls_per_task_ratio_vs_minimum",
     "runner_overhead_ms",
     "model_proxy_ttfb_p95_ratio",
+    "emulator_rss_growth_mb_per_100_tasks",
 ]
 GOALS = {
     "ingress_ack_p99_ratio_vs_bare": 1.5,
@@ -280,6 +294,7 @@ GOALS = {
     "cli_line_to_ws_p95_ms": 50.0,
     "aws_calls_per_task_ratio_vs_minimum": 1.5,
     "model_proxy_ttfb_p95_ratio": 1.05,
+    "emulator_rss_growth_mb_per_100_tasks": 20.0,
 }
 
 
@@ -447,6 +462,17 @@ def readme_rows(figs: dict[str, Figure]) -> list[tuple[str, str, str, str]]:
             f"{fmt(added.get('p50'), 2)} ms, p95 {fmt(added.get('p95'), 2)} ms; with a busy runner loop p95 "
             f"{fmt(busy.get('p95'), 2)} ms",
             goal("model_proxy_ttfb_p95_ratio"),
+        )
+    )
+    f = get("emulator_rss_growth_mb_per_100_tasks")
+    rss = f.get("rss_mb") or {}
+    rows.append(
+        (
+            "memory growth (RSS) of the runtime and its emulator per 100 chat tasks, run-local",
+            f"{fmt(f['value'], 1)} MB",
+            f"data stored per 100 tasks {fmt(f.get('baseline'), 1)} MB; {fmt(rss.get('after_warmup'), 0)} → "
+            f"{fmt(rss.get('end'), 0)} MB over {fmt(f.get('tasks'))} tasks",
+            goal("emulator_rss_growth_mb_per_100_tasks"),
         )
     )
     return rows

@@ -14,6 +14,8 @@ key in the environment, never on the command line). What it changes in moto, and
   O(items in the transaction), as on DynamoDB, not O(table size).
 - Items whose TTL attribute has passed are deleted (moto never expires them; DynamoDB does within days), by a
   sweeper every LOCAL_TTL_SWEEP_SECONDS (60).
+- The service a request is for is looked up once per host, not per request (moto's lookup costs about 1 ms,
+  under a lock every request takes).
 - HTTP/1.1 keep-alive. moto's werkzeug server closes every connection (`Connection: close`), so each AWS call
   cost a TCP connect and a new server thread. This server answers with a Content-Length and keeps the
   connection, so a client's pool reuses it.
@@ -74,6 +76,29 @@ def _serialised_call_action(self: DynamoHandler) -> Any:
 
 
 DynamoHandler.call_action = _serialised_call_action  # type: ignore[method-assign]
+
+# --------------------------------------------------------------------------------------------- dispatch
+
+_backend_for_host = DomainDispatcherApplication.get_backend_for_host
+_backends_by_host: dict[str, Any] = {}
+MAX_CACHED_HOSTS = 256  # hosts are service.region names, a handful; the cap only bounds odd unsigned paths
+
+
+def _cached_backend_for_host(self: DomainDispatcherApplication, host: str | None) -> Any:
+    """moto finds the service of every request by listing its package folder (a stat per service) and trying
+    hundreds of URL patterns, under one lock shared by all requests: about a millisecond each. The answer for a
+    host never changes."""
+    if host is None:
+        return None
+    found = _backends_by_host.get(host)
+    if found is None:
+        found = _backend_for_host(self, host)
+        if found is not None and len(_backends_by_host) < MAX_CACHED_HOSTS:
+            _backends_by_host[host] = found
+    return found
+
+
+DomainDispatcherApplication.get_backend_for_host = _cached_backend_for_host  # type: ignore[method-assign]
 
 # --------------------------------------------------------------------------------------------- no model tracking
 
