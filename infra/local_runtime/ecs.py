@@ -33,7 +33,7 @@ from local_runtime.function_env import LocalEnvironment, task_environment
 from local_runtime.logs import log
 from local_runtime.workers import LogSink, Processes, kill_group, spawn, stdout_sink, wait_exit
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.5  # each poll is an AWS call in a thread that competes for the GIL with the gateway
 EXITED_REASON = "Essential container in task exited"
 RESTARTED_REASON = "the local runtime restarted: the task's process was gone"
 PYTHON_NAMES = ("python", "python3", "python3.11")
