@@ -326,7 +326,7 @@ class Meter:
         self.cost_usd = 0.0
         self.requests = 0  # model calls admitted
         self.refused = 0
-        self.day_spent_usd = 0.0  # what finished tasks booked today, as last read
+        self.day_spent_usd = 0.0  # what other tasks booked or hold today, as last read
         self._day_read_at = -DAY_REFRESH_SECONDS
         self._day_reading = False
         self.refresh_day()
@@ -367,8 +367,8 @@ class Meter:
             if self.daily_cap_usd is not None and self.day_spent_usd + self.cost_usd >= self.daily_cap_usd:
                 self.refused += 1
                 return (
-                    f"today's budget of ${usd(self.daily_cap_usd)} is spent (${usd(self.day_spent_usd)} booked by "
-                    f"finished tasks + ${usd(self.cost_usd)} by this one; DAILY_BUDGET_USD): no further model "
+                    f"today's budget of ${usd(self.daily_cap_usd)} is spent (${usd(self.day_spent_usd)} booked or "
+                    f"held by other tasks + ${usd(self.cost_usd)} by this one; DAILY_BUDGET_USD): no further model "
                     "requests"
                 )
             self.requests += 1
@@ -839,12 +839,14 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------------- the runner's
 
 
-def daily_spent() -> float:
-    return budgets.spent_today(max_age_seconds=DAY_REFRESH_SECONDS)
+def daily_spent(cap_usd: float) -> Callable[[], float]:
+    """Today's figure for a task with this cap: booked, plus what other running tasks hold (its own hold is
+    its own spend, metered here)."""
+    return lambda: budgets.committed_by_others(cap_usd, max_age_seconds=DAY_REFRESH_SECONDS)
 
 
 def for_task(cap_usd: float, api_key: str | None) -> ModelProxy:
     """Start a task's proxy: its cap, the day's, the runner's upstream and credential (binds a socket and starts
     threads: call it off the event loop)."""
-    meter = Meter(cap_usd, daily_cap_usd=get_settings().daily_budget_usd, spent_today=daily_spent)
+    meter = Meter(cap_usd, daily_cap_usd=get_settings().daily_budget_usd, spent_today=daily_spent(cap_usd))
     return ModelProxy(upstream_from_env(api_key), meter).start()

@@ -8,8 +8,11 @@ running, heartbeat stale .......... its runner died: take it over and run it aga
 another task of the session runs .. come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
                                     answered one at a time: each resumes the conversation of the previous)
 long-running agent ................ hand it to Fargate (+ a delayed watchdog copy of the message)
-over the daily budget ............. failed, error_kind "budget", with the reason
-otherwise ......................... queued -> running (conditional: one runner only), run, book
+over the daily budget ............. failed, error_kind "budget", with the reason (checked first on what is
+                                    booked, then atomically by the claim: its cap must fit beside what running
+                                    tasks hold, domain/budgets.py)
+otherwise ......................... queued -> running (conditional: one runner only) holding the task's cap of
+                                    the day, run, book (the hold is given back)
 """
 
 from __future__ import annotations
@@ -154,9 +157,13 @@ def budget_refusal() -> str | None:
     return None if check.allowed else check.reason
 
 
-def claim(task: Task, runner_id: str, run_mode: str) -> Task | None:
+def claim(task: Task, runner_id: str, run_mode: str, agent: AgentSpec) -> Task | None:
     if task.status == TaskStatus.QUEUED:
-        return tasks.start(task.task_id, runner_id, run_mode)
+        claimed = lifecycle.claim(task, runner_id, run_mode, agent_cap_usd=agent.max_budget_usd)
+        if isinstance(claimed, lifecycle.Refused):  # its cap does not fit in what is left of today's budget
+            fail_unstarted(task, claimed.reason, "budget")
+            return None
+        return claimed
     stale_before = utcnow() - timedelta(seconds=config.STALE_AFTER_SECONDS)
     return tasks.take_over_stale(task.task_id, runner_id, run_mode, stale_before)
 
@@ -289,7 +296,7 @@ def handle(
                 log.warning("too little Lambda time left to start a run")
                 return retry_soon(msg, 5)
         runner_id = new_runner_id(run_mode, request_id)
-        claimed = claim(task, runner_id, run_mode)
+        claimed = claim(task, runner_id, run_mode, agent)
         if claimed is None:
             log.info("another runner claimed the task first")
             return Disposition.DONE
@@ -327,7 +334,7 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
                 fail_unstarted(task, refusal, "budget")
                 return 0
         runner_id = runner_id or new_runner_id(run_mode)
-        claimed = claim(task, runner_id, run_mode)
+        claimed = claim(task, runner_id, run_mode, agent)
         if claimed is None:
             log.info("another runner claimed the task first")
             return 0

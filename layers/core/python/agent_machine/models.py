@@ -117,6 +117,10 @@ class Task(Model):
     # What the runner's model proxy metered at the wire for this run (None: the run never started the CLI).
     proxy_cost_usd: float | None = None
     max_budget_usd: float | None = None
+    # What the task held of the day's budget while it ran (its cap, at most the daily cap), and on which UTC day:
+    # given back, with the real cost booked, when it ends (domain/lifecycle.py).
+    reserved_usd: float | None = None
+    reserved_day: str | None = None
     usage: TokenUsage = Field(default_factory=TokenUsage)
     model_usage: dict[str, ModelUsage] = Field(default_factory=dict)
     num_turns: int = 0

@@ -1,21 +1,94 @@
-"""A task's end: its status, result and cost booked in one transaction with the session's and the day's
-totals, so a cost is counted exactly once even if a runner retries."""
+"""A task's start and end, each one DynamoDB transaction.
+
+- claim: queued -> running (one runner only), holding the task's cap of today's budget (domain/budgets.py): a
+  task whose cap does not fit what is left of the day is not started (`Refused`).
+- finish: its status, result and cost booked with the session's and the day's totals, and its hold given back,
+  so a cost is counted exactly once and a hold is given back exactly once, even if a runner retries.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from agent_machine import aws
-from agent_machine.models import Task, TaskStatus, TokenUsage
+from agent_machine.domain import budgets
+from agent_machine.models import Task, TaskStatus, TokenUsage, utcnow
+from agent_machine.settings import get_settings
 from agent_machine.store import costs, sessions, tasks
 from agent_machine.store.tasks import is_condition_failure
 
 FINISH_ATTEMPTS = 5
+CLAIM_ATTEMPTS = 8  # tasks started together all add to one day's item: more conflicts than at the end
 CONFLICT_BACKOFF_SECONDS = 0.05
+TASK_PART, HOLD_PART = 0, 1  # the claim transaction's parts
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The task's cap does not fit in what is left of today's budget (booked + held by running tasks)."""
+
+    reason: str
+
+
+def held(task: Task) -> costs.Held | None:
+    """What the task holds of a day's budget, as recorded by its claim."""
+    if task.reserved_usd is None or task.reserved_day is None:
+        return None
+    return costs.Held(usd=task.reserved_usd, day=task.reserved_day)
+
+
+def claim(task: Task, runner_id: str, run_mode: str, *, agent_cap_usd: float | None) -> Task | Refused | None:
+    """queued -> running, holding the task's cap of today's budget in the same transaction. None when the task
+    is not queued any more (another runner claimed it, it was stopped); Refused when the cap does not fit."""
+    since = time.monotonic()
+    hold = budgets.hold_for(budgets.task_cap(task.max_budget_usd, agent_cap_usd))
+    day = costs.today()
+    parts = [
+        tasks.start_item(task.task_id, runner_id, run_mode, reserved_usd=hold, day=day),
+        costs.reserve_item(day, hold, get_settings().daily_budget_usd),
+    ]
+    for attempt in range(1, CLAIM_ATTEMPTS + 1):
+        try:
+            aws.dynamodb().transact_write_items(TransactItems=parts)
+        except ClientError as exc:
+            failed = _failed_parts(exc)
+            if TASK_PART in failed:
+                return None
+            if HOLD_PART in failed:
+                return Refused(budgets.refusal(day, hold))
+            if not is_transaction_conflict(exc) or attempt == CLAIM_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.5, 1.5) * CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            continue
+        budgets.note_held(day, hold, since=since)
+        now = utcnow()
+        return task.model_copy(
+            update={
+                "status": TaskStatus.RUNNING,
+                "runner_id": runner_id,
+                "run_mode": run_mode,
+                "started_at": now,
+                "heartbeat_at": now,
+                "updated_at": now,
+                "attempt": task.attempt + 1,
+                "reserved_usd": hold,
+                "reserved_day": day,
+            }
+        )
+    return None  # (not reached: the last attempt returns or raises)
+
+
+def _failed_parts(exc: ClientError) -> set[int]:
+    """The parts of a cancelled transaction whose condition failed."""
+    if exc.response.get("Error", {}).get("Code", "") != "TransactionCanceledException":
+        return set()
+    reasons = exc.response.get("CancellationReasons", [])
+    return {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
 
 
 def finish(
@@ -32,7 +105,8 @@ def finish(
     cli_session_id: str | None = None,
     cli_total_cost_usd: float | None = None,
 ) -> bool:
-    """running (or queued, when runner_id is None) -> terminal. False if the task was not ours to finish."""
+    """running (or queued, when runner_id is None) -> terminal, giving back what `task` holds of the day's budget
+    (read from this copy: the runner's claimed copy, or a fresh read). False if the task was not ours to finish."""
     assert status.terminal
     usage = usage or TokenUsage()
     fields: dict[str, Any] = {"cost_usd": cost_usd, "usage": usage.model_dump(), **(extra or {})}
@@ -43,7 +117,12 @@ def finish(
         fields["error_kind"] = error_kind or status.value
     if cli_session_id:
         fields["cli_session_id"] = cli_session_id
-    parts = [tasks.finish_transaction_item(task.task_id, status, fields, runner_id=runner_id)]
+    holding = held(task)
+    parts = [
+        tasks.finish_transaction_item(
+            task.task_id, status, fields, runner_id=runner_id, reserved_day=holding.day if holding else None
+        )
+    ]
     parts.append(
         sessions.add_run_item(
             task.session_id,
@@ -63,6 +142,7 @@ def finish(
             cost_usd=cost_usd,
             input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens,
+            release=holding,
         )
     )
     for attempt in range(1, FINISH_ATTEMPTS + 1):

@@ -127,6 +127,36 @@ def start(task_id: str, runner_id: str, run_mode: str) -> Task | None:
     )
 
 
+def start_item(
+    task_id: str, runner_id: str, run_mode: str, *, reserved_usd: float, day: str
+) -> TransactWriteItemTypeDef:
+    """queued -> running as a transaction part (the claim that also holds the task's cap of `day`'s budget: the
+    hold is recorded on the task, so whoever finishes it gives back exactly that)."""
+    now = iso(utcnow())
+    fields: dict[str, Any] = {
+        "status": "running",
+        "runner_id": runner_id,
+        "run_mode": run_mode,
+        "started_at": now,
+        "heartbeat_at": now,
+        "updated_at": now,
+        "reserved_usd": reserved_usd,
+        "reserved_day": day,
+    }
+    expr_values = {f":v_{k}": to_attr(v) for k, v in fields.items()}
+    expr_values.update(values(queued="queued", one=1))
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"task_id": {"S": task_id}},
+            "UpdateExpression": "SET " + ", ".join(f"#{k} = :v_{k}" for k in fields) + " ADD attempt :one",
+            "ConditionExpression": "#status = :queued",
+            "ExpressionAttributeNames": {f"#{k}": k for k in fields},
+            "ExpressionAttributeValues": expr_values,
+        }
+    }
+
+
 def take_over_stale(task_id: str, runner_id: str, run_mode: str, stale_before: datetime) -> Task | None:
     """A run whose runner stopped heart-beating (it died): the next attempt takes it over."""
     now = iso(utcnow())
@@ -178,15 +208,24 @@ def request_stop(task_id: str) -> Task | None:
 
 
 def finish_transaction_item(
-    task_id: str, status: TaskStatus, fields: dict[str, Any], *, runner_id: str | None
+    task_id: str, status: TaskStatus, fields: dict[str, Any], *, runner_id: str | None, reserved_day: str | None = None
 ) -> TransactWriteItemTypeDef:
-    """running -> terminal, as one part of the transaction that also books the cost (never twice)."""
+    """running -> terminal, as one part of the transaction that also books the cost (never twice).
+
+    Without a runner (whoever holds it), only while the task holds the reservation the caller read
+    (`reserved_day`, None: none): a copy read before a runner claimed it must not finish it and leave its hold."""
     fields = {**fields, "status": status.value, "finished_at": iso(utcnow()), "updated_at": iso(utcnow())}
     names = {f"#{k}": k for k in fields}
     expr_values = {f":v_{k}": to_attr(v) for k, v in fields.items()}
     if runner_id is None:
         condition = "#status IN (:queued, :running)"
         expr_values.update(values(queued="queued", running="running"))
+        names["#reserved_day"] = "reserved_day"
+        if reserved_day is None:
+            condition += " AND attribute_not_exists(#reserved_day)"
+        else:
+            condition += " AND #reserved_day = :held_day"
+            expr_values.update(values(held_day=reserved_day))
     else:
         condition = "#status = :running AND runner_id = :runner"
         expr_values.update(values(running="running", runner=runner_id))
