@@ -363,9 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.concurrency}); other answers: {throughput['statuses']}, errors: {throughput['errors']}; "
                 f"latency p50/p99 {throughput['latency_ms']['p50']}/{throughput['latency_ms']['p99']} ms. "
                 f"For scale: deliveries recorded and ignored (no @claude: one conditional PutItem, no task) went "
-                f"at {ignored['accepted_rps']} /s; a task costs a TransactWriteItems, which moto serves by "
-                "deep-copying every table it touches (cost grows with the data), in one GIL-bound process shared "
-                "with the runner."
+                f"at {ignored['accepted_rps']} /s; a task costs a TransactWriteItems and a SendMessage more, "
+                "and the emulator serves every DynamoDB action one at a time (moto_main)."
             ),
             "latency_ms": throughput["latency_ms"],
             "ignored_deliveries_rps": ignored["accepted_rps"],
