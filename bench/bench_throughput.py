@@ -49,8 +49,11 @@ FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
 LINE_TEXT = re.compile(r"^line (\d+) of (\d+)$")
 
 # The CLI the runner spawns for this benchmark: the fake itself (exec) unless the prompt carries a stamp id;
-# then the fake runs as a child and every line it writes is relayed (write + flush) and time-stamped.
-RELAY = r"""#!{python}
+# then the fake runs as a child and every line it writes is relayed (write + flush) and time-stamped. A runner
+# running as root starts the CLI as an unprivileged user (runner/sandbox.py): the relay runs on the system's
+# python3, as the fake does (the project's interpreter may live in root's home), and writes its stamps into a
+# folder that user may write to.
+RELAY = r"""#!/usr/bin/env python3
 import json, os, re, subprocess, sys, time
 FAKE = {fake!r}
 stamps_dir = os.environ.get("CLAUDE_CODE_BENCH_STAMPS")
@@ -314,10 +317,12 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-runlocal-") as tmp_name:
         tmp = Path(tmp_name)
+        tmp.chmod(0o711)  # the CLI's user passes through to the relay and the stamps, lists nothing
         stamps = tmp / "stamps"
         stamps.mkdir()
+        stamps.chmod(0o733)  # it writes its stamps there, and cannot list what is there
         relay = tmp / "claude"
-        relay.write_text(RELAY.format(python=sys.executable, fake=str(FAKE_CLAUDE)))
+        relay.write_text(RELAY.format(fake=str(FAKE_CLAUDE)))
         relay.chmod(0o755)
         machine = start_machine(
             tmp,
