@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ DEFAULT_CONCURRENCY = 10
 IDLE_SECONDS = 600.0  # Lambda keeps an idle environment for minutes
 MIN_INIT_SECONDS = 10.0  # Lambda's init phase limit; a function's own timeout when longer
 STOP_GRACE_SECONDS = 15.0
+SETTLE_SECONDS = 1.0  # at a stop, invocations get this long to end by themselves before SIGTERM
 _PR_SET_CHILD_SUBREAPER = 36
 
 LogSink = Callable[[bytes], None]
@@ -639,9 +640,10 @@ class WorkerPool:
     def running(self) -> list[asyncio.Future[Any]]:
         return [w.current for w in self.workers if w.current is not None]
 
-    def signal_busy(self, sig: int) -> None:
-        for worker in self.workers:
-            if worker.state == "busy":
+    def signal_busy(self, sig: int, only: Collection[asyncio.Future[Any]] = ()) -> None:
+        """Signal the busy workers (`only`: those running these invocations)."""
+        for worker in list(self.workers):
+            if worker.state == "busy" and (not only or worker.current in only):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     worker.proc.send_signal(sig)
 
@@ -698,13 +700,18 @@ class WorkerPools:
         return [f for pool in self.pools.values() for f in pool.running()]
 
     async def interrupt(self, grace: float) -> None:
-        """SIGTERM every busy worker (a runner books its run as stopped) and wait up to `grace` for the
-        invocations running now to end; the pools still take new ones (a WebSocket's $disconnect)."""
+        """End the invocations running now within `grace`: those still running after SETTLE_SECONDS (a runner's
+        run; an API call ends by itself) get SIGTERM (the runner books its run as stopped). The pools still take
+        new invocations meanwhile (a WebSocket's $disconnect)."""
         running = self.running()
-        for pool in self.pools.values():
-            pool.signal_busy(signal.SIGTERM)
-        if running:
-            await asyncio.wait(running, timeout=grace)
+        if not running:
+            return
+        started = time.monotonic()
+        _, pending = await asyncio.wait(running, timeout=min(SETTLE_SECONDS, grace))
+        if pending:
+            for pool in self.pools.values():
+                pool.signal_busy(signal.SIGTERM, only=pending)
+            await asyncio.wait(pending, timeout=max(0.0, grace - (time.monotonic() - started)))
 
     async def close(self, grace: float) -> None:
         """Stop every pool: idle workers end at once, busy ones get up to `grace`, then everything is killed."""
