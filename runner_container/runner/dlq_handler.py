@@ -1,7 +1,9 @@
 """DlqFunction: messages that exhausted MAX_TASK_ATTEMPTS receives land here; their tasks are failed.
 
 A task is never left "queued" or "running" forever: whatever state its last runner left it in, it becomes
-failed with a reason that says what happened, and the dashboards are told.
+failed with a reason that says what happened, and the dashboards are told. The booking gives back what the task
+held of the day's budget (domain/lifecycle.finish). Its source is told after the booking, as a runner does: its
+sticky comment says it failed (a dead runner never wrote that), and a delegated task updates its parent's list.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from runner.orchestrator import fail_unstarted, flush_metrics
 
 quiet_noisy_loggers()
 ERROR_KIND = "dead_letter"
+REPORT_MARGIN_SECONDS = 5.0  # the invocation's last seconds are not given to reports
+REPORT_MIN_SECONDS = 5.0  # less left than this: the report is not tried
 
 
 def reason() -> str:
@@ -39,10 +43,26 @@ def fail_task(task_id: str) -> bool:
     return True
 
 
+def report_failure(task_id: str, within_seconds: float) -> None:
+    """The failed task's last report back (best effort, after the booking: it never undoes or delays it)."""
+    from agent_machine.domain import reporting
+
+    try:
+        current = tasks.get(task_id)
+        if current is None:
+            return
+        report = reporting.report_finished(current, within_seconds=within_seconds)
+        if report != current.report:
+            tasks.set_fields(task_id, report=report)
+    except Exception:
+        get_logger().exception("could not report the dead-lettered task back", extra={"task_id": task_id})
+
+
 @get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     log = get_logger()
     failures: list[dict[str, str]] = []
+    failed: list[str] = []
     try:
         for record in event.get("Records", []):
             message_id = str(record.get("messageId", ""))
@@ -53,12 +73,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 continue
             try:
                 if fail_task(task_id):
+                    failed.append(task_id)
                     log.warning("dead-lettered task failed", extra={"task_id": task_id})
                 else:
                     log.info("dead-lettered task had already finished", extra={"task_id": task_id})
             except Exception:
                 log.exception("could not fail the dead-lettered task", extra={"task_id": task_id})
                 failures.append({"itemIdentifier": message_id})
+        # Every task is booked first; the reports (up to REPORT_DEADLINE_SECONDS each) get the time that is left.
+        for task_id in failed:
+            left = context.get_remaining_time_in_millis() / 1000 - REPORT_MARGIN_SECONDS
+            if left < REPORT_MIN_SECONDS:
+                log.warning("no time left to report the dead-lettered task back", extra={"task_id": task_id})
+                continue
+            report_failure(task_id, within_seconds=left)
     finally:
         flush_metrics()
     return {"batchItemFailures": failures}

@@ -46,7 +46,7 @@ def stored(task_id: str) -> Task:
 
 
 def receive_all(task_ids: list[str], *, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """The queue messages of these tasks, in their order (received and held in flight)."""
+    """The queue messages of these tasks, in their order, held in flight; other messages are made visible again."""
     url = get_settings().task_queue_url
     found: dict[str, dict[str, Any]] = {}
     end = time.monotonic() + timeout
@@ -55,7 +55,13 @@ def receive_all(task_ids: list[str], *, timeout: float = 60.0) -> list[dict[str,
             QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"], VisibilityTimeout=300
         )
         for msg in resp.get("Messages", []):
-            found[json.loads(msg["Body"])["task_id"]] = dict(msg)
+            task_id = json.loads(msg["Body"])["task_id"]
+            if task_id in task_ids:
+                found[task_id] = dict(msg)
+            else:
+                aws.sqs().change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"], VisibilityTimeout=0
+                )
     assert sorted(found) == sorted(task_ids)
     return [found[task_id] for task_id in task_ids]
 

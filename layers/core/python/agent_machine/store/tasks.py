@@ -79,6 +79,19 @@ def get(task_id: str, *, consistent: bool = True) -> Task | None:
     return Task.model_validate(from_item(item)) if item else None
 
 
+def get_many(task_ids: Sequence[str]) -> list[Task]:
+    """Tasks by id, read consistently (an index's copy may lag a status change), in no particular order; ids
+    that do not exist are left out. At most 100 ids (one BatchGetItem)."""
+    keys: list[dict[str, Any]] = [{"task_id": {"S": task_id}} for task_id in dict.fromkeys(task_ids)]
+    found: list[Task] = []
+    while keys:
+        resp = aws.dynamodb().batch_get_item(RequestItems={table(): {"Keys": keys, "ConsistentRead": True}})
+        found.extend(Task.model_validate(from_item(raw)) for raw in resp.get("Responses", {}).get(table(), []))
+        pending = (resp.get("UnprocessedKeys") or {}).get(table())
+        keys = list(pending["Keys"]) if pending else []
+    return found
+
+
 def _update(
     task_id: str, set_fields: dict[str, Any], condition: str, cond_values: dict[str, Any], *, add: str = ""
 ) -> Task | None:

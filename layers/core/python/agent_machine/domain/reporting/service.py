@@ -2,7 +2,14 @@
 
 Never raises: a report-back that cannot be done is retried (bounded), then written into the returned report
 state ("error", "attempts") for the dashboard to show, and the task goes on. The caller stores the returned
-state (tasks.set_fields(task_id, report=...)); nothing here writes to the store.
+state (tasks.set_fields(task_id, report=...)); the one write here is the final state of a task with children.
+
+Children: a delegated task never comments; its parent's GitHub comment lists its children with their statuses.
+A child that ends after its parent's last edit brings that list up to date itself (`_refresh_parent`), with the
+same retries, after its own booking. Who does it is decided without a lock: the parent's final report stores its
+state with FINAL_KEY and then reads the children again; a child reads the parent after it is booked. Whichever
+reads second sees the other, and every editor reads the children again after its edit and edits again if they
+changed, so the comment ends up showing the children as they ended. Jira and Sentry notes do not list children.
 
 Creating a comment is the one step that must not be repeated blindly: the ingress acts on new comments, and a
 create whose answer was lost may still have happened. So a comment is always created with a neutral "opening"
@@ -44,6 +51,9 @@ from agent_machine.settings import Settings, get_settings
 
 MAX_ERROR_CHARS = 500
 MAX_CHILDREN_LISTED = 20
+# In a report state: the task's final comment, listing its children, is written and this state stored, so a
+# child that ends from now on edits that comment itself.
+FINAL_KEY = "final"
 
 
 def report_started(task: Task) -> dict[str, str]:
@@ -51,22 +61,33 @@ def report_started(task: Task) -> dict[str, str]:
     return _report(task, final=False)
 
 
-def report_finished(task: Task) -> dict[str, str]:
-    """At the end: edit the sticky comment to the result or plan, PR link, cost and duration, or the error."""
-    return _report(task, final=True)
+def report_finished(task: Task, *, within_seconds: float | None = None) -> dict[str, str]:
+    """At the end: edit the sticky comment to the result or plan, PR link, cost and duration, or the error.
+    `within_seconds`: a caller with less time than REPORT_DEADLINE_SECONDS left (a function near its timeout)."""
+    return _report(task, final=True, within_seconds=within_seconds)
 
 
-def _report(task: Task, *, final: bool) -> dict[str, str]:
+def _report(task: Task, *, final: bool, within_seconds: float | None = None) -> dict[str, str]:
     report = dict(task.report)
     # A task another agent delegated inherits its parent's issue: it does not comment there itself (the parent's
-    # one sticky comment lists its children instead).
+    # one sticky comment lists its children instead, and an ending child brings that list up to date).
+    if task.source == TaskSource.AGENT and final:
+        try:
+            return _refresh_parent(task, report, within_seconds)
+        except Exception as exc:  # as below: reporting back never fails the task
+            get_logger().error(
+                "updating the parent task's comment failed unexpectedly",
+                extra={"task_id": task.task_id, "error_type": type(exc).__name__},
+            )
+            report["error"] = f"report-back failed: {type(exc).__name__}"
+            return report
     if task.source in (TaskSource.CHAT, TaskSource.AGENT) or task.repo is None:
         return report
     if not final and task.status == TaskStatus.QUEUED:
         task = task.model_copy(update={"status": TaskStatus.RUNNING})  # called as it starts: say so
     redact = Redactor([])
     try:
-        return _report_or_raise(task, report, final=final, redact=redact)
+        return _report_or_raise(task, report, final=final, redact=redact, within_seconds=within_seconds)
     except Exception as exc:  # the last line of defence: reporting back never fails the task
         report["error"] = f"report-back failed: {type(exc).__name__}"
         # The traceback is redacted like everything else: an exception message may quote a header value.
@@ -81,38 +102,24 @@ def _report(task: Task, *, final: bool) -> dict[str, str]:
         return report
 
 
-def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact: Redactor) -> dict[str, str]:
+def _report_or_raise(
+    task: Task, report: dict[str, str], *, final: bool, redact: Redactor, within_seconds: float | None
+) -> dict[str, str]:
     reporting = reporting_settings()
     if not reporting.report_back:
         return report
     settings = get_settings()
-    deadline = time.monotonic() + reporting.report_deadline_seconds
+    deadline = _deadline(reporting, within_seconds)
     targets, errors = _targets(task, settings, reporting, deadline, redact)
     if not targets and not errors:
         return report  # nothing reportable, or no credentials configured: a no-op
-    v = render.view(
-        task,
-        report,
-        dashboard_url=settings.dashboard_url,
-        trigger=settings.trigger_phrase,
-        children=_children(task) if final else None,
-    )
+    children = _children(task) if final else None
     scrub = redaction.current()
-    v = dataclasses.replace(
-        v,
-        plan=scrub.maybe(v.plan),
-        result=scrub.maybe(v.result),
-        error=scrub.maybe(v.error),
-        pr_url=v.pr_url if v.pr_url is None or scrub.text(v.pr_url) == v.pr_url else None,
-    )
+    v = _view(task, report, children, settings, scrub)
     attempts = 0
+    github: GitHubTarget | None = None
     for target in targets:
-        retrier = Retrier(
-            max_attempts=reporting.report_max_attempts,
-            base_delay=reporting.report_backoff_seconds,
-            max_delay=reporting.report_max_backoff_seconds,
-            deadline=deadline,
-        )
+        retrier = _retrier(reporting, deadline)
         try:
             _sync(target, task, v, report, retrier, final=final, redact=redact, scrub=scrub)
         except HttpFailure as exc:
@@ -127,6 +134,8 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
                 },
             )
         else:
+            if isinstance(target, GitHubTarget):
+                github = target
             get_logger().info(
                 "reported back",
                 extra={
@@ -138,9 +147,19 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
                 },
             )
         attempts = max(attempts, retrier.attempts_used)
+    if github is not None and children and report.get(github.id_key):
+        # Only the GitHub comment lists children. Its state is stored now (with FINAL_KEY): from here on a child
+        # that ends edits the comment itself; one that ended since `children` was read is shown by the re-check.
+        report[FINAL_KEY] = "true"
+        _store_final(task, report)
+        retrier = _retrier(reporting, deadline)
+        try:
+            _keep_children_current(github, task, report, children, settings, scrub, retrier)
+        except HttpFailure as exc:
+            errors.append(f"github: {exc.message}")
+        attempts = max(attempts, retrier.attempts_used)
     if errors:
-        message = scrub.text(redact("; ".join(errors)))
-        report["error"] = message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
+        report["error"] = _clip(scrub.text(redact("; ".join(errors))))
     else:
         report.pop("error", None)  # a later success clears an earlier failure
     if attempts:
@@ -148,15 +167,139 @@ def _report_or_raise(task: Task, report: dict[str, str], *, final: bool, redact:
     return report
 
 
+def _deadline(reporting: ReportingSettings, within_seconds: float | None) -> float:
+    seconds = reporting.report_deadline_seconds
+    return time.monotonic() + (seconds if within_seconds is None else max(0.0, min(seconds, within_seconds)))
+
+
+def _retrier(reporting: ReportingSettings, deadline: float) -> Retrier:
+    return Retrier(
+        max_attempts=reporting.report_max_attempts,
+        base_delay=reporting.report_backoff_seconds,
+        max_delay=reporting.report_max_backoff_seconds,
+        deadline=deadline,
+    )
+
+
+def _view(
+    task: Task, report: dict[str, str], children: list[Task] | None, settings: Settings, scrub: redaction.Redactor
+) -> render.View:
+    v = render.view(
+        task, report, dashboard_url=settings.dashboard_url, trigger=settings.trigger_phrase, children=children
+    )
+    return dataclasses.replace(
+        v,
+        plan=scrub.maybe(v.plan),
+        result=scrub.maybe(v.result),
+        error=scrub.maybe(v.error),
+        pr_url=v.pr_url if v.pr_url is None or scrub.text(v.pr_url) == v.pr_url else None,
+    )
+
+
 def _children(task: Task) -> list[Task]:
-    """The tasks this one delegated, oldest first (best effort: the comment goes out without them on a blip)."""
+    """The tasks this one delegated, oldest first, each as stored now (the index lists them; their statuses are
+    read consistently, since the index's copy may lag a child that just ended). Best effort: the comment goes
+    out without them on a blip."""
     from agent_machine.store import tasks
 
     try:
-        return list(reversed(tasks.list_tasks(parent_task_id=task.task_id, limit=MAX_CHILDREN_LISTED).items))
+        listed = list(reversed(tasks.list_tasks(parent_task_id=task.task_id, limit=MAX_CHILDREN_LISTED).items))
+        current = {t.task_id: t for t in tasks.get_many([t.task_id for t in listed])} if listed else {}
+        return [current.get(t.task_id, t) for t in listed]
     except Exception:
         get_logger().warning("could not list the task's children for its report", extra={"task_id": task.task_id})
         return []
+
+
+def _shown(children: list[Task]) -> list[tuple[str, str]]:
+    return [(c.task_id, c.status.value) for c in children]
+
+
+def _store_final(task: Task, report: dict[str, str]) -> None:
+    """Store the final report state of a task that has children: they look for FINAL_KEY before they edit its
+    comment (the runner stores the same state again when the report returns)."""
+    from agent_machine.store import tasks
+
+    tasks.set_fields(task.task_id, report=report)
+
+
+def _keep_children_current(
+    github: GitHubTarget,
+    task: Task,
+    report: dict[str, str],
+    shown: list[Task],
+    settings: Settings,
+    scrub: redaction.Redactor,
+    retrier: Retrier,
+) -> None:
+    """After an edit that listed `shown`, read the children again and edit again until the comment shows them as
+    they are. Whoever edits last thus reads last: a child that ends later edits the comment itself."""
+    comment_id = report[github.id_key]
+    for _ in range(MAX_CHILDREN_LISTED + 1):
+        children = _children(task)
+        if not children or _shown(children) == _shown(shown):
+            return
+        if _edit(github, comment_id, _view(task, report, children, settings, scrub), scrub, retrier) is None:
+            return  # the comment was deleted: nothing to keep current
+        shown = children
+
+
+def _edit(
+    github: GitHubTarget, comment_id: str, v: render.View, scrub: redaction.Redactor, retrier: Retrier
+) -> CommentRef | None:
+    body = scrub.text(github.render(v, opening=False))
+    return retrier.run(lambda _attempt: github.update(comment_id, body))
+
+
+def _refresh_parent(child: Task, report: dict[str, str], within_seconds: float | None) -> dict[str, str]:
+    """A delegated task that ended edits its parent's sticky comment (which lists its children) if the parent
+    ended first; otherwise the parent's own last edit lists it. Failures are kept in the child's report."""
+    from agent_machine.store import tasks
+
+    reporting = reporting_settings()
+    if not reporting.report_back or not child.parent_task_id:
+        return report
+    parent = tasks.get(child.parent_task_id)
+    if parent is None or parent.source in (TaskSource.CHAT, TaskSource.AGENT) or parent.repo is None:
+        return report
+    comment_id = parent.report.get("github_comment_id")
+    if not parent.status.terminal or parent.report.get(FINAL_KEY) != "true" or not comment_id:
+        return report
+    settings = get_settings()
+    gh = github_config(settings)
+    if gh is None:
+        return report
+    deadline = _deadline(reporting, within_seconds)
+    redact = Redactor([])
+    scrub = redaction.current()
+    retrier = _retrier(reporting, deadline)
+    try:
+        target = GitHubTarget(gh, parent, timeout=reporting.report_timeout_seconds, deadline=deadline, redact=redact)
+        children = _children(parent)
+        if not children:
+            return report  # (a blip reading them: the comment keeps the list it has)
+        v = _view(parent, parent.report, children, settings, scrub)
+        if _edit(target, comment_id, v, scrub, retrier) is not None:
+            _keep_children_current(target, parent, parent.report, children, settings, scrub, retrier)
+    except (HttpFailure, InvalidContext) as exc:
+        message = exc.message if isinstance(exc, HttpFailure) else str(exc)
+        report["error"] = _clip(scrub.text(redact(f"github (the parent task's comment): {message}")))
+        get_logger().warning(
+            "could not update the parent task's comment",
+            extra={"task_id": child.task_id, "parent_task_id": parent.task_id, "error": report["error"]},
+        )
+    else:
+        report.pop("error", None)
+        get_logger().info(
+            "updated the parent task's comment",
+            extra={"task_id": child.task_id, "parent_task_id": parent.task_id, "attempts": retrier.attempts_used},
+        )
+    report["attempts"] = str(retrier.attempts_used)
+    return report
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_ERROR_CHARS else message[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def _targets(
