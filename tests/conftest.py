@@ -6,10 +6,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from local_runtime.emulator import MotoServer, start_moto
 from local_runtime.provision import Provisioned, provision, stack_environment
+
+if TYPE_CHECKING:
+    from tests.integration.fargate_support import Ecs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -68,7 +72,17 @@ def stack(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for key, value in TEST_SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CLAUDE_CLI_PATH", str(FAKE_CLAUDE))
-    monkeypatch.setenv("FARGATE_MODE", "local")
+    monkeypatch.setenv("FARGATE_MODE", "off")  # long runs stay in the handler unless a test asks for `ecs`
     reset_caches()
     yield provisioned
     reset_caches()
+
+
+@pytest.fixture
+def ecs(stack: Provisioned, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ecs]:
+    """Long runs go to ECS in the emulator (FARGATE_MODE=ecs); the test runs the ECS task it started
+    (tests/integration/fargate_support.py)."""
+    from tests.integration.fargate_support import enable_ecs
+
+    with enable_ecs(monkeypatch, moto_server.endpoint) as ecs:
+        yield ecs

@@ -330,10 +330,10 @@ def _prctl(option: int, value: int = 0) -> int | None:
 
 
 def harden_runner_process() -> None:
-    """Called once at every runner entry (Lambda handler import, Fargate main, the local runtime importing the
-    handler). Not dumpable: the CLI runs as the same user, and without this it could read the runner's secrets
-    from /proc/<ppid>/environ (exec makes the CLI itself dumpable again). Child subreaper: what the CLI's tools
-    leave behind in their own sessions is re-parented to the runner, which can then find and kill it."""
+    """Called once at every runner entry (the Lambda handler's import, the Fargate main). Not dumpable: the CLI
+    runs as the same user, and without this it could read the runner's secrets from /proc/<ppid>/environ (exec
+    makes the CLI itself dumpable again). Child subreaper: what the CLI's tools leave behind in their own sessions
+    is re-parented to the runner, which can then find and kill it."""
     _prctl(_PR_SET_DUMPABLE, 0)
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 

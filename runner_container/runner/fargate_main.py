@@ -1,8 +1,9 @@
 """`python -m runner.fargate_main`: the Fargate runner (the same image as the Lambda), one task per container.
 
 TASK_ID names the task. It claims the task (queued, or a stale run), runs it without Lambda's time limit and
-exits. SIGTERM (ecs:StopTask, a scale-in, the local runtime shutting down) interrupts the CLI with SIGINT so the
-run is booked as stopped with its cost, before ECS's StopTimeout sends SIGKILL.
+exits. SIGTERM (ecs:StopTask, a scale-in) interrupts the CLI with SIGINT so the run is booked as stopped with its
+cost, before ECS's StopTimeout sends SIGKILL. The task records `fargate:<task ARN>` as its runner (the task
+metadata endpoint's ARN: what ecs:StopTask needs if this runner stops answering).
 """
 
 from __future__ import annotations
@@ -15,17 +16,16 @@ import urllib.request
 from types import FrameType
 
 from agent_machine.observability import get_logger, quiet_noisy_loggers
-from agent_machine.settings import get_settings
 
+from runner import config
 from runner.cli import harden_runner_process
 from runner.orchestrator import flush_metrics, run_by_id
-from runner.run import active_runs
+from runner.run import interrupt_all
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     get_logger().warning("SIGTERM: interrupting the run")
-    for controller in active_runs().values():
-        controller.request("terminated")
+    interrupt_all("terminated")  # also a run that has not registered yet: it is stopped as it starts
 
 
 def ecs_task_arn() -> str | None:
@@ -50,10 +50,10 @@ def main() -> int:
         get_logger().error("TASK_ID is not set")
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
-    run_mode = "local" if get_settings().fargate_mode == "local" else "fargate"
-    arn = ecs_task_arn() if run_mode == "fargate" else None
+    config.freeze_warm_state()
+    arn = ecs_task_arn()
     try:
-        return run_by_id(task_id, run_mode=run_mode, runner_id=f"fargate:{arn}" if arn else None)
+        return run_by_id(task_id, run_mode="fargate", runner_id=f"fargate:{arn}" if arn else None)
     finally:
         flush_metrics()
 

@@ -2,6 +2,11 @@
 
 Returns `{"batchItemFailures": [...]}` (ReportBatchItemFailures): a message that should come back (its session
 is busy, or something failed before the run) is listed; every other message is deleted by the event source.
+
+SIGTERM: Lambda sends it before it shuts an execution environment down (when an extension is registered). A run in
+progress is interrupted (its CLI gets SIGINT and writes its result) and booked `stopped` with its cost, as the
+Fargate runner does on ecs:StopTask; messages not started yet come back for another environment. An idle
+environment ends at once (SIGTERM's default).
 """
 
 from __future__ import annotations
@@ -15,26 +20,25 @@ from typing import Any
 from agent_machine import queue
 from agent_machine.observability import get_logger, quiet_noisy_loggers
 
+from runner import config
 from runner.cli import harden_runner_process
 from runner.orchestrator import Disposition, Message, flush_metrics, handle, retry_soon
-from runner.run import active_runs
+from runner.run import active_runs, interrupt_all, stopping
 
 quiet_noisy_loggers()
 harden_runner_process()
 
+_invocations = 0  # in progress in this process (read by the signal handler without a lock)
+_invocations_lock = threading.Lock()
+
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Lambda sends SIGTERM before it shuts an execution environment down: the running CLI is interrupted so the
-    run is booked as stopped, with its cost (as fargate_main does on ecs:StopTask). Nothing running: SIGTERM
-    does what it does by default."""
-    runs = active_runs()
-    if not runs:
+    if _invocations == 0 and not active_runs():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    get_logger().warning("SIGTERM: interrupting the run")
-    for controller in runs.values():
-        controller.request("shutdown")
+    get_logger().warning("SIGTERM: the execution environment is shutting down; interrupting the run")
+    interrupt_all("shutdown")
 
 
 if threading.current_thread() is threading.main_thread():  # (only the main thread may set a signal handler)
@@ -53,12 +57,18 @@ def _message(record: dict[str, Any]) -> Message:
 
 @get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _invocations
     log = get_logger()
     failures: list[dict[str, str]] = []
     request_id = getattr(context, "aws_request_id", None)
+    with _invocations_lock:
+        _invocations += 1
     try:
         for record in event.get("Records", []):
             message_id = str(record.get("messageId", ""))
+            if stopping() is not None:
+                failures.append({"itemIdentifier": message_id})  # not started here: another environment takes it
+                continue
             try:
                 msg = _message(record)
             except ValueError as exc:
@@ -77,5 +87,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             if disposition is Disposition.RETRY:
                 failures.append({"itemIdentifier": message_id})
     finally:
+        with _invocations_lock:
+            _invocations -= 1
         flush_metrics()
+        # The cold start and this first invocation made the environment's long-lived state: frozen once, so later
+        # full garbage collections do not walk it in the middle of a run's output.
+        config.freeze_warm_state()
     return {"batchItemFailures": failures}

@@ -194,7 +194,7 @@ def _aws_session() -> Any:
 
 def sign_bedrock(method: str, url: str, body: bytes, headers: Mapping[str, str], region: str) -> dict[str, str]:
     """SigV4 headers (Authorization, X-Amz-Date, X-Amz-Security-Token) for a Bedrock request, made with the
-    runner's credentials (its role on Lambda / Fargate; the environment locally)."""
+    runner's credentials (its role on Lambda / Fargate; botocore's default chain)."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
 

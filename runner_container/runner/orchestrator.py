@@ -67,7 +67,7 @@ def new_runner_id(run_mode: str, request_id: str | None = None) -> str:
 
 
 def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on a private event loop: the caller's thread may own a loop (the local runtime's workers do)."""
+    """Run on a private event loop: the caller's thread may own one already (a handler called from async code)."""
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(coro)
@@ -235,7 +235,7 @@ def _session_lock(session_id: str) -> Iterator[None]:
 def handle(
     msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | None = None, request_id: str | None = None
 ) -> Disposition:
-    """Decide and act for one task message on Lambda (or in the local runtime playing Lambda)."""
+    """Decide and act for one task message on Lambda."""
     log = get_logger()
     settings = get_settings()
     task = tasks.get(msg.task_id)
@@ -250,7 +250,7 @@ def handle(
         if task.status == TaskStatus.RUNNING:
             if not is_stale(task):
                 log.info("task is running elsewhere: nothing to do", extra={"runner_id": task.runner_id})
-                if task.run_mode in ("fargate", "local"):
+                if task.run_mode == "fargate":
                     arm_watchdog(task)
                 return Disposition.DONE
             if task.attempt >= settings.max_task_attempts:

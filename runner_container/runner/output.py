@@ -2,8 +2,13 @@
 
 A chatty CLI must not become thousands of API calls: after an idle spell the first event goes out at once (a
 chat's first words are not held back); while output keeps coming, flushes are at most one per
-FLUSH_INTERVAL_SECONDS (sooner when FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting). A flush is one PutItem per
-chunk (`store.output.put_chunk`) and then one frame (or a few, each under 128 KB) per subscribed connection.
+FLUSH_INTERVAL_SECONDS (sooner when FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting, and never more than those in
+one flush). A flush is one PutItem per chunk (`store.output.put_chunk`) and then one frame (or a few, each under
+128 KB) per subscribed connection.
+
+Each event is encoded once, when emitted: a CLI line's event carries the line's own JSON text (read, redacted,
+parsed: stream.Parsed.json) inside its envelope (OutputEnvelope), other events are encoded by the model. The
+store and every push use that text.
 
 Two stages, each in its own worker thread: a batch is stored FIRST (so a replay has everything a client was
 sent), then pushed; while batch k is being pushed, batch k+1 is already being stored, so a burst is not paced
@@ -18,15 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from agent_machine.models import ALL_TASKS_TOPIC, EventType, Task, TaskEvent, iso, utcnow
+from agent_machine.models import ALL_TASKS_TOPIC, EventType, Task, TaskEvent, iso
 from agent_machine.observability import get_logger
 from agent_machine.push import Pusher, frames
 from agent_machine.store import connections, output
+from pydantic_core import PydanticSerializationError
 
 from runner import config
 
@@ -38,6 +46,55 @@ _ONE_CHUNK_BYTES = output.MAX_CHUNK_BYTES // 2
 
 def topics_for(task: Task) -> list[str]:
     return [f"session#{task.session_id}", f"task#{task.task_id}"]
+
+
+def encode_event(event: TaskEvent) -> str:
+    """The event's JSON. A payload string holding a lone surrogate (a `\\ud83d` escape in a CLI line) cannot be
+    UTF-8: it is written as a JSON escape instead (the same value)."""
+    try:
+        return event.model_dump_json()
+    except PydanticSerializationError:
+        return json.dumps(event.model_dump(mode="json"), separators=(",", ":"))
+
+
+class OutputEnvelope:
+    """A task.output event's JSON built around a payload's `data` given as JSON text (a CLI line, as read and
+    redacted): the line is not encoded again. The result is the JSON `TaskEvent.model_dump_json` writes for the
+    same event (same fields, in the same order, the same values)."""
+
+    def __init__(self, task: Task) -> None:
+        self._head = (
+            '{"type":'
+            + json.dumps(EventType.OUTPUT.value)
+            + ',"task_id":'
+            + json.dumps(task.task_id, ensure_ascii=False)
+            + ',"session_id":'
+            + json.dumps(task.session_id, ensure_ascii=False)
+            + ',"seq":'
+        )
+        self._kinds: dict[str, str] = {}
+
+    def text(self, seq: int, ts: str, kind: str, data_json: str) -> str:
+        kind_json = self._kinds.get(kind)
+        if kind_json is None:
+            kind_json = self._kinds[kind] = json.dumps(kind, ensure_ascii=False)
+        return f'{self._head}{seq},"ts":"{ts}","payload":{{"kind":{kind_json},"data":{data_json}}}}}'
+
+
+class Clock:
+    """Event timestamps (ISO-8601, UTC), formatted at most once a millisecond: a burst's lines share them."""
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
+        self._at = -1.0
+        self._text = ""
+
+    def iso(self) -> str:
+        now = self._now()
+        if not 0 <= now - self._at < 0.001:
+            self._at = now
+            self._text = iso(datetime.fromtimestamp(now, UTC))
+        return self._text
 
 
 @dataclass
@@ -79,9 +136,11 @@ class Delivery:
         """Store, then push (both stages at once)."""
         self.push(events, self.store(events, size_hint))
 
-    def store(self, events: list[TaskEvent], size_hint: int | None = None) -> list[str]:
-        """Store a batch; returns the events' JSON (each event is encoded once, for the store and every push)."""
-        texts = output.encode(events)
+    def store(self, events: list[TaskEvent], size_hint: int | None = None, texts: list[str] | None = None) -> list[str]:
+        """Store a batch; returns the events' JSON (each event is encoded once, for the store and every push;
+        `texts` when the caller has encoded them already)."""
+        if texts is None:
+            texts = [encode_event(e) for e in events]
         if not events:
             return texts
         try:
@@ -145,7 +204,13 @@ class EventStream:
         self._held_seq: int | None = None  # the terminal event: pushed only once released (booked)
         self._released = asyncio.Event()
         self._store_progress = asyncio.Event()  # set after each batch through the store stage
+        self._clock = Clock()
+        self._envelope = OutputEnvelope(task)
+        # Emitted, not yet taken by the flusher: the events, their JSON, their sizes (the line's bytes + room for
+        # the envelope).
         self._pending: list[TaskEvent] = []
+        self._pending_texts: list[str] = []
+        self._pending_sizes: list[int] = []
         self._pending_bytes = 0
         self._wake = asyncio.Event()
         self._urgent = asyncio.Event()
@@ -160,21 +225,27 @@ class EventStream:
     def stored_seq(self) -> int:
         return self.delivery.stored_seq
 
-    def emit(self, type_: EventType, payload: dict[str, Any], *, size: int | None = None) -> TaskEvent:
+    def emit(
+        self, type_: EventType, payload: dict[str, Any], *, size: int | None = None, data_json: str | None = None
+    ) -> TaskEvent:
+        """Number an event and queue it. `data_json`: a task.output payload's `data` as JSON text (the parsed
+        line's own text), put in the event's JSON as is."""
         self.seq += 1
+        ts = self._clock.iso()
         # Built without validation: thousands a second under a burst, and the fields are already typed (the
         # payload is parsed JSON).
         event = TaskEvent.model_construct(
-            type=type_,
-            task_id=self.task.task_id,
-            session_id=self.task.session_id,
-            seq=self.seq,
-            ts=iso(utcnow()),
-            payload=payload,
+            type=type_, task_id=self.task.task_id, session_id=self.task.session_id, seq=self.seq, ts=ts, payload=payload
         )
-        n = size if size is not None else 256
+        if data_json is not None and type_ is EventType.OUTPUT:
+            text = self._envelope.text(self.seq, ts, str(payload["kind"]), data_json)
+        else:
+            text = encode_event(event)
+        n = (size if size is not None else 256) + 256
         self._pending.append(event)
-        self._pending_bytes += n + 256
+        self._pending_texts.append(text)
+        self._pending_sizes.append(n)
+        self._pending_bytes += n
         if self.track_latency:
             self.first_emit_at[event.seq] = time.monotonic()
         self._wake.set()
@@ -184,14 +255,14 @@ class EventStream:
             self._room.clear()
         return event
 
-    def emit_output(self, payload: dict[str, Any], size: int) -> TaskEvent | None:
+    def emit_output(self, payload: dict[str, Any], size: int, *, data_json: str | None = None) -> TaskEvent | None:
         """A task.output event, unless the task's output cap is reached (then counted and dropped)."""
         if self.output_bytes >= config.MAX_OUTPUT_BYTES:
             self.dropped_lines += 1
             return None
         self.output_bytes += size
         if self.output_bytes >= config.MAX_OUTPUT_BYTES:
-            self.emit(EventType.OUTPUT, payload, size=size)
+            self.emit(EventType.OUTPUT, payload, size=size, data_json=data_json)
             return self.emit(
                 EventType.OUTPUT,
                 {
@@ -200,7 +271,7 @@ class EventStream:
                     "or shown; the run goes on and its result is kept",
                 },
             )
-        return self.emit(EventType.OUTPUT, payload, size=size)
+        return self.emit(EventType.OUTPUT, payload, size=size, data_json=data_json)
 
     def reserve_seq(self) -> int:
         """The sequence number the next event will get."""
@@ -226,8 +297,33 @@ class EventStream:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
+    def _take(self) -> tuple[list[TaskEvent], list[str], int]:
+        """The next batch: what is pending, up to FLUSH_MAX_EVENTS events and FLUSH_MAX_BYTES (at least one
+        event). What is left over is a full batch already: it is taken as soon as the store stage is free."""
+        count = min(len(self._pending), config.FLUSH_MAX_EVENTS)
+        size = 0
+        for i in range(count):
+            if i and size + self._pending_sizes[i] > config.FLUSH_MAX_BYTES:
+                count = i
+                break
+            size += self._pending_sizes[i]
+        events, texts = self._pending[:count], self._pending_texts[:count]
+        del self._pending[:count], self._pending_texts[:count], self._pending_sizes[:count]
+        self._pending_bytes -= size
+        if self._pending:
+            self._wake.set()
+            self._urgent.set()
+        else:
+            self._wake.clear()
+            self._urgent.clear()
+        if self._pending_bytes < config.MAX_PENDING_BYTES:
+            self._room.set()
+        return events, texts, size
+
     async def _flusher(self) -> None:
-        """Stage 1: take a batch when it is due, store it, hand it to the push stage."""
+        """Stage 1: take a batch when it is due, store it, hand it to the push stage. Due: at once after an idle
+        spell, else FLUSH_INTERVAL_SECONDS after the previous take (at once if that store took longer), or as
+        soon as a full batch is waiting."""
         last = -1.0e9
         while True:
             await self._wake.wait()
@@ -237,21 +333,17 @@ class EventStream:
                 urgent = asyncio.create_task(self._urgent.wait())
                 await asyncio.wait([urgent], timeout=delay)
                 urgent.cancel()
-            self._wake.clear()
-            self._urgent.clear()
-            batch, size = self._pending, self._pending_bytes
-            self._pending, self._pending_bytes = [], 0
-            self._room.set()
+            events, texts, size = self._take()
             last = time.monotonic()
-            if batch:
+            if events:
                 self.flushes += 1
-                texts, _ = await asyncio.gather(
-                    asyncio.to_thread(self.delivery.store, batch, size),
+                stored, _ = await asyncio.gather(
+                    asyncio.to_thread(self.delivery.store, events, size, texts),
                     asyncio.to_thread(self.delivery.refresh_subscribers, ahead=4 * config.FLUSH_INTERVAL_SECONDS),
                 )
-                self.store_handled_seq = batch[-1].seq
+                self.store_handled_seq = events[-1].seq
                 self._store_progress.set()
-                self._stored.put_nowait((batch, texts))
+                self._stored.put_nowait((events, stored))
             if self._closing and not self._pending:
                 self._stored.put_nowait(None)
                 return

@@ -67,11 +67,29 @@ class RunOptions:
 
 _active: dict[str, Controller] = {}
 _active_lock = threading.Lock()
+_stopping: Interruption | None = None  # the process is shutting down: every run is interrupted, also later ones
 
 
 def active_runs() -> dict[str, Controller]:
     with _active_lock:
         return dict(_active)
+
+
+def stopping() -> Interruption | None:
+    """Why this process is shutting down (interrupt_all), or None."""
+    return _stopping
+
+
+def interrupt_all(reason: Interruption) -> int:
+    """Interrupt every run of this process (its CLI gets SIGINT, the run is booked as stopped with its cost), and
+    every run that starts here from now on, before its CLI (the process is going away: SIGTERM). Safe in a signal
+    handler (no lock is taken: it may interrupt the thread holding one). Returns how many runs were interrupted."""
+    global _stopping
+    _stopping = reason
+    runs = list(_active.values())  # a copy made by one C call: atomic under the GIL
+    for controller in runs:
+        controller.request(reason)
+    return len(runs)
 
 
 class Controller:
@@ -205,7 +223,9 @@ async def pump_stdout(stream: asyncio.StreamReader, state: RunState, events: Eve
             state.text_lines += 1
         payload = output_payload(parsed)
         if payload is not None:
-            events.emit_output(payload, raw.size)
+            # The line's own (redacted) JSON text goes into the event as is: it is not encoded a second time.
+            data_json = parsed.json if "data" in payload else None
+            events.emit_output(payload, raw.size, data_json=data_json)
         await events.wait_for_room()
 
 
@@ -432,6 +452,8 @@ class TaskRun:
         log = get_logger()
         with _active_lock:
             _active[self.task.task_id] = self.controller
+        if _stopping is not None:  # claimed while the process was being shut down: stopped before its CLI
+            self.controller.interrupt(_stopping)
         try:
             self.events.emit(
                 EventType.STARTED,

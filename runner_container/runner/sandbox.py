@@ -1,7 +1,7 @@
-"""The CLI's own unprivileged user, when the runner runs as root (a container, CI, `make run-local` as root).
+"""The CLI's own unprivileged user, when the runner runs as root (a container, CI, a developer's machine).
 
 Root reads any process's /proc/<pid>/environ (being non-dumpable does not stop it) and every file of the
-machine, so a CLI running as root could reach every secret the runner or the local runtime holds. When the
+machine, so a CLI running as root could reach every secret the runner or any other process holds. When the
 runner's effective uid is 0, the CLI therefore runs as another user: CLI_RUN_AS_USER (a user name, a uid or
 `uid:gid`), by default `nobody` (65534:65534); the runner image creates a dedicated `agent` user and names it.
 The runner hands the task's folders to that user (`hand_over`) once it has laid them out (clone, restored

@@ -3,8 +3,10 @@
 Reading: bytes come in chunks and are split on newlines here, so a line is never held beyond `MAX_LINE_BYTES` (the
 rest of an over-long line is counted and dropped) and a stream without newlines cannot grow memory; the line's last
 LINE_TAIL_BYTES are kept too, so an over-long result line (a huge `result` text) still gives its status, cost and
-usage, which come after the text. Parsing: each JSON line becomes a model picked by its `type`; unknown types,
-unknown fields and lines that do not validate are kept (as `OtherLine` with every field) and never end the run. Non-
+usage, which come after the text. Parsing: each JSON line becomes a model picked by its `type` (`system` and
+`result` validated by pydantic; `assistant` and `user`, most of a run's output, light views of the few fields the
+runner reads, checked for their types); unknown types, unknown fields and lines that do not validate are kept (as
+`OtherLine`) and never end the run; the parsed object and its JSON text are kept whole for the line's event. Non-
 JSON lines are text.
 
 Redaction (agent_machine.redaction) happens here, on the line's bytes before anything parses them: whatever is
@@ -50,27 +52,65 @@ class SystemLine(_Line):
     claude_code_version: str | None = None
 
 
-class MessageBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+def _optional_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _NotThisShape(key)
 
-    id: str | None = None
-    role: str | None = None
-    model: str | None = None
-    content: list[dict[str, Any]] | str = Field(default_factory=list)
-    usage: dict[str, Any] | None = None
+
+class _NotThisShape(ValueError):
+    """An `assistant` / `user` object whose fields do not have the protocol's types (it becomes an OtherLine)."""
+
+
+class MessageBody:
+    """The `message` of an assistant or user line: a light view of the parsed object (no validation beyond the
+    types read here: these lines are most of a run's output, and the runner reads only these fields)."""
+
+    __slots__ = ("content", "id", "model", "role", "usage")
+
+    def __init__(self, obj: object) -> None:
+        if not isinstance(obj, dict):
+            raise _NotThisShape("message")
+        self.id = _optional_str(obj, "id")
+        self.role = _optional_str(obj, "role")
+        self.model = _optional_str(obj, "model")
+        content = obj.get("content", [])
+        if isinstance(content, list) and all(isinstance(b, dict) for b in content):
+            self.content: list[dict[str, Any]] | str = content
+        elif isinstance(content, str):
+            self.content = content
+        else:
+            raise _NotThisShape("message.content")
+        usage = obj.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise _NotThisShape("message.usage")
+        self.usage: dict[str, Any] | None = usage
 
     def blocks(self) -> list[dict[str, Any]]:
         if isinstance(self.content, str):
             return [{"type": "text", "text": self.content}]
-        return [b for b in self.content if isinstance(b, dict)]
+        return self.content
 
 
-class AssistantLine(_Line):
+class _MessageLine:
+    """`assistant` and `user` lines (the protocol's `message`, `parent_tool_use_id`), as light views."""
+
+    __slots__ = ("message", "parent_tool_use_id", "session_id", "uuid")
+    type: str
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.session_id = _optional_str(obj, "session_id")
+        self.uuid = _optional_str(obj, "uuid")
+        self.message = MessageBody(obj.get("message"))
+        self.parent_tool_use_id = _optional_str(obj, "parent_tool_use_id")
+
+
+class AssistantLine(_MessageLine):
     """One content block of a model response (lines of one response share `message.id`)."""
 
-    type: Literal["assistant"]
-    message: MessageBody
-    parent_tool_use_id: str | None = None
+    __slots__ = ()
+    type: Literal["assistant"] = "assistant"
 
     def texts(self) -> list[str]:
         return [str(b.get("text", "")) for b in self.message.blocks() if b.get("type") == "text"]
@@ -79,12 +119,11 @@ class AssistantLine(_Line):
         return [b for b in self.message.blocks() if b.get("type") == "tool_use"]
 
 
-class UserLine(_Line):
+class UserLine(_MessageLine):
     """Tool results (and `[Request interrupted by user]` after SIGINT)."""
 
-    type: Literal["user"]
-    message: MessageBody
-    parent_tool_use_id: str | None = None
+    __slots__ = ()
+    type: Literal["user"] = "user"
 
 
 class ResultUsage(BaseModel):
@@ -147,12 +186,8 @@ class OtherLine(_Line):
 
 StreamLine = SystemLine | AssistantLine | UserLine | ResultLine | OtherLine
 
-_MODELS: dict[str, type[_Line]] = {
-    "system": SystemLine,
-    "assistant": AssistantLine,
-    "user": UserLine,
-    "result": ResultLine,
-}
+_MODELS: dict[str, type[_Line]] = {"system": SystemLine, "result": ResultLine}
+_VIEWS: dict[str, type[_MessageLine]] = {"assistant": AssistantLine, "user": UserLine}
 
 
 @dataclass(frozen=True)
@@ -171,12 +206,17 @@ class RawLine:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A parsed stdout line: JSON (`raw` + `line`) or text (`text`)."""
+    """A parsed stdout line: JSON (`raw` + `obj` + `line`) or text (`text`).
+
+    `json`: the JSON text `obj` was parsed from (the redacted line, stripped), when it is standard JSON (no NaN
+    or Infinity): an event may carry it as is instead of encoding `obj` again. None for text lines and for
+    result lines rebuilt from a cut line."""
 
     raw: RawLine
     obj: dict[str, Any] | None = None
     line: StreamLine | None = None
     text: str | None = None
+    json: str | None = None
 
     @property
     def kind(self) -> str:
@@ -187,13 +227,24 @@ class Parsed:
 def parse_json_object(obj: dict[str, Any]) -> StreamLine:
     """The typed model of one stream-json object; anything unexpected becomes an OtherLine (nothing is lost)."""
     kind = obj.get("type")
-    model = _MODELS.get(kind) if isinstance(kind, str) else None
+    if not isinstance(kind, str):
+        kind = "unknown"
+    view = _VIEWS.get(kind)
+    if view is not None:
+        try:
+            return view(obj)  # type: ignore[return-value]
+        except _NotThisShape:
+            pass
+    model = _MODELS.get(kind)
     if model is not None:
         try:
             return model.model_validate(obj)  # type: ignore[return-value]
         except ValidationError:
             pass
-    return OtherLine.model_validate({**obj, "type": kind if isinstance(kind, str) else "unknown"})
+    try:
+        return OtherLine.model_validate({**obj, "type": kind})
+    except ValidationError:  # e.g. a session_id that is not a string: the object itself is kept by the caller
+        return OtherLine(type=kind)
 
 
 RESULT_LINE_START = b'{"type":"result"'
@@ -286,8 +337,30 @@ def redact_raw(raw: RawLine, redactor: Redactor) -> RawLine:
     return RawLine(data, raw.size + len(data) - len(raw.data) + len(tail) - len(raw.tail), tail)
 
 
+class _NonStandardJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonStandardJson(name)
+
+
+# Python's json reads NaN and Infinity, which are not JSON: a line holding them is not passed on verbatim.
+_STANDARD_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _load_object(stripped: bytes) -> tuple[Any, str | None]:
+    """The line's value and its text when that is standard JSON (else None). Raises ValueError if not JSON
+    (invalid UTF-8 included)."""
+    text = stripped.decode()
+    try:
+        return _STANDARD_JSON.decode(text), text
+    except _NonStandardJson:
+        return json.loads(text), None
+
+
 def parse_line(raw: RawLine, redactor: Redactor | None = None) -> Parsed:
-    """`redactor`: the line is redacted first (the Parsed's `raw` is the redacted line)."""
+    """`redactor`: the line is redacted first (the Parsed's `raw`, `obj` and `json` come from the redacted line)."""
     if redactor is not None:
         raw = redact_raw(raw, redactor)
     recovered = recover_result(raw)
@@ -297,11 +370,11 @@ def parse_line(raw: RawLine, redactor: Redactor | None = None) -> Parsed:
         stripped = raw.data.strip()
         if stripped.startswith(b"{"):
             try:
-                obj = json.loads(stripped)
+                obj, text = _load_object(stripped)
             except ValueError:
-                obj = None
+                obj, text = None, None
             if isinstance(obj, dict):
-                return Parsed(raw, obj=obj, line=parse_json_object(obj))
+                return Parsed(raw, obj=obj, line=parse_json_object(obj), json=text)
     return Parsed(raw, text=raw.data.decode("utf-8", errors="replace").rstrip("\r"))
 
 

@@ -1,6 +1,6 @@
 """The runner with the REAL `claude` binary (npm @anthropic-ai/claude-code@2.1.197) against a local stand-in for
 the Anthropic API (fake_anthropic_api.py): chat, resume on a fresh runner folder, stop, max turns, and an
-executor on the local "Fargate" whose branch the runner pushes.
+executor on Fargate (an ECS task of the emulator, run by the test) whose branch the runner pushes.
 
 The binary: REAL_CLAUDE_PATH, else `node_modules/.bin/claude` under the repository (`make real-cli` installs it;
 CI does), else `claude` on PATH. Missing, the tests fail: they must run in CI (`make real-cli` installs it).
@@ -28,6 +28,7 @@ from local_runtime.provision import Provisioned
 
 from tests.conftest import ROOT, SHARED, reset_caches
 from tests.fakes.fake_github_api import FakeApi
+from tests.integration.fargate_support import Ecs
 from tests.integration.runner_support import (
     cli_pid,
     group_alive,
@@ -216,12 +217,12 @@ def test_max_turns_with_the_real_cli(stack: Provisioned, real: Path) -> None:
     assert task.cost_usd == pytest.approx(result_line(task.task_id)["total_cost_usd"]) and task.cost_usd > 0
 
 
-def test_executor_on_local_fargate_commits_and_the_runner_pushes(
-    stack: Provisioned, real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_executor_on_fargate_commits_and_the_runner_pushes(
+    stack: Provisioned, ecs: Ecs, real: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The executor (a long run: the local "Fargate" child) commits through the real CLI's Bash tool with no
-    GitHub credential; the runner in that child pushes its claude/* branch to a git server that requires the
-    token (FakeApi's git over HTTP) and opens the pull request."""
+    """The executor (a long run: an ECS task) commits through the real CLI's Bash tool with no GitHub credential;
+    the Fargate runner pushes its claude/* branch to a git server that requires the token (FakeApi's git over
+    HTTP) and opens the pull request."""
     token = "ghs_fargate_publish_0123456789abcdef"
     with FakeApi(github_token=token, git_root=tmp_path / "git") as github:
         monkeypatch.setenv("GITHUB_API_URL", github.url)
@@ -244,11 +245,12 @@ def test_executor_on_local_fargate_commits_and_the_runner_pushes(
             task.task_id, repo=RepoContext(full_name="acme/app", issue_number=7, clone_url=clone_url).model_dump()
         )
         invoke(stack, receive(task.task_id))
+        assert ecs.run_started(task.task_id).wait(180) == 0
         done = wait_until(
             lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t.report.get("pr_url") and t,
             timeout=120,
         )
-        assert done.run_mode == "local", done
+        assert done.run_mode == "fargate", done
         assert done.status is TaskStatus.COMPLETED, done.error
         assert github.commit_subject("acme/app", "claude/7-demo") == "Demo change"
         assert [pull["head"]["ref"] for pull in github.pull_requests] == ["claude/7-demo"]

@@ -1,9 +1,12 @@
 """Control of a run: stop, timeout, redelivery, stale takeover, one task per session at a time, the DLQ, long
-runs handed to the local "Fargate" child, and a clean shutdown."""
+runs handed to an ECS task (the emulator's; the test runs it), and SIGTERM to a Lambda environment or an ECS task."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,10 +19,11 @@ from agent_machine.settings import get_settings
 from agent_machine.store import output, tasks
 from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
-from runner import config, dlq_handler, fargate, orchestrator, shutdown
+from runner import cli, config, dlq_handler, orchestrator, run
 from runner.output import lifecycle_event
 
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
+from tests.integration.fargate_support import Ecs
 from tests.integration.runner_support import (
     cli_pid,
     group_alive,
@@ -217,15 +221,36 @@ def test_dead_lettered_task_is_failed_with_a_reason(stack: Provisioned) -> None:
     assert dlq_handler.handler(event, LambdaContext("DlqFunction", 60)) == {"batchItemFailures": []}
 
 
-def test_long_running_agent_is_handed_to_the_local_fargate_child(stack: Provisioned) -> None:
+def run_processes(task_id: str) -> list[int]:
+    """Processes left of a run: the runner marks its CLI's environment (cli.RUN_MARKER) with the task id."""
+    marker = f"{cli.RUN_MARKER}={task_id}.".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_long_run_is_handed_to_an_ecs_task_that_runs_it(stack: Provisioned, ecs: Ecs) -> None:
     task = submit("[[text:done on fargate]] implement it", agent="executor")
-    started = time.monotonic()
     assert invoke(stack, receive(task.task_id)) == {"batchItemFailures": []}
-    assert time.monotonic() - started < 5  # the Lambda only dispatched
-    done = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=60)
-    assert done.status == TaskStatus.COMPLETED and done.result == "done on fargate"
-    assert done.run_mode == "local" and done.cost_usd == pytest.approx(COST)
-    wait_until(lambda: not fargate.local_children(), timeout=10)
+    queued = tasks.get(task.task_id)
+    assert queued is not None and queued.status == TaskStatus.QUEUED  # the Lambda only started the ECS task
+    started = ecs.started(task.task_id)
+    assert started["taskDefinitionArn"] == ecs.task_definition and started["desiredStatus"] == "RUNNING"
+    assert started["overrides"]["containerOverrides"] == [
+        {"name": "runner", "environment": [{"name": "TASK_ID", "value": task.task_id}]}
+    ]
+    assert {t["key"]: t["value"] for t in started["tags"]} == {"task_id": task.task_id, "agent": "executor"}
+    fargate = ecs.run(started)
+    assert fargate.wait() == 0
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.COMPLETED and done.result == "done on fargate"
+    assert done.run_mode == "fargate" and done.runner_id == f"fargate:{started['taskArn']}"
+    assert done.cost_usd == pytest.approx(COST)
     # The watchdog copy of the message is in the queue (delayed), and would find the task finished.
     attrs = aws.sqs().get_queue_attributes(
         QueueUrl=get_settings().task_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
@@ -233,27 +258,101 @@ def test_long_running_agent_is_handed_to_the_local_fargate_child(stack: Provisio
     assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"
 
 
-def test_shutdown_stops_local_children_and_running_clis(stack: Provisioned) -> None:
-    long_task = submit("[[hang]] on fargate", agent="executor")
-    invoke(stack, receive(long_task.task_id))
-    wait_until(lambda: (t := tasks.get(long_task.task_id)) and t.status == TaskStatus.RUNNING, timeout=30)
-    wait_until(
-        lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(long_task.task_id)), timeout=30
+def test_ecs_stopping_the_task_books_its_run_stopped_with_its_cost(stack: Provisioned, ecs: Ecs) -> None:
+    """ecs:StopTask sends SIGTERM: the CLI is interrupted, writes its result, the run is booked with its cost."""
+    task = submit("[[hang]] on fargate", agent="executor")
+    invoke(stack, receive(task.task_id))
+    fargate = ecs.run_started(task.task_id)
+    wait_until(lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(task.task_id)), timeout=60)
+    fargate.terminate()
+    assert fargate.wait(60) == 0
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.STOPPED and done.error_kind == "terminated", done
+    assert done.cost_usd == pytest.approx(COST)
+    assert output.read_events(task.task_id)[-1].type.value == "task.stopped"
+    assert run_processes(task.task_id) == []
+
+
+LAMBDA_RUNNER = """
+import json, sys, time
+from local_runtime.events import LambdaContext, sqs_event
+from runner import lambda_handler
+message, queue_arn = json.loads(sys.argv[1]), sys.argv[2]
+print("ready", flush=True)
+if not message:
+    time.sleep(600)
+result = lambda_handler.handler(sqs_event([message], queue_arn), LambdaContext("RunnerFunction", timeout_seconds=300))
+print("result " + json.dumps(result), flush=True)
+"""
+
+
+def lambda_runner(stack: Provisioned, message: dict[str, object] | None) -> subprocess.Popen[str]:
+    """An execution environment of the runner function: a process that imports the handler and runs one invocation
+    (none: it stays idle)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAMBDA_RUNNER, json.dumps(message), stack.resolver.attrs["TaskQueue.Arn"]],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
-    chat = submit("[[hang]] on lambda")
-    message = receive(chat.task_id)
-    with in_background(lambda: invoke(stack, message)) as running:
-        pgid = cli_pid(chat.task_id)
-        wait_until(lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(chat.task_id)))
-        shutdown.shutdown_all(timeout=15)
-        running.result(timeout=15)
-    assert not group_alive(pgid)
-    for task_id in (long_task.task_id, chat.task_id):
-        done = tasks.get(task_id)
-        assert done is not None and done.status == TaskStatus.STOPPED, (done.status, done.error) if done else None
-        assert done.cost_usd == pytest.approx(COST)
-    assert tasks.get(long_task.task_id).error_kind == "terminated"  # type: ignore[union-attr]
-    assert tasks.get(chat.task_id).error_kind == "shutdown"  # type: ignore[union-attr]
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_sigterm_to_a_lambda_environment_books_its_run_stopped_with_its_cost(stack: Provisioned) -> None:
+    """Lambda sends SIGTERM before it shuts an environment down: the run in progress ends `stopped`, with its
+    cost, and the invocation still returns."""
+    task = submit("[[hang]] on lambda")
+    runner = lambda_runner(stack, receive(task.task_id))
+    try:
+        wait_until(
+            lambda: any(e.payload.get("kind") == "assistant" for e in output.read_events(task.task_id)), timeout=60
+        )
+        runner.send_signal(signal.SIGTERM)
+        out, _ = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 0
+    [result] = [line for line in out.splitlines() if line.startswith("result ")]
+    assert json.loads(result.removeprefix("result ")) == {"batchItemFailures": []}
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.STOPPED and done.error_kind == "shutdown", done
+    assert done.cost_usd == pytest.approx(COST)
+    assert run_processes(task.task_id) == []
+
+
+def test_sigterm_to_an_idle_lambda_environment_ends_it() -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "from runner import lambda_handler; print('ready', flush=True); input()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None and runner.stdout.readline() == "ready\n"
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(60) == -signal.SIGTERM
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+
+def test_a_runner_shutting_down_starts_nothing_new(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After SIGTERM (interrupt_all), a message is handed back and a run claimed in the meantime is stopped
+    before its CLI starts."""
+    monkeypatch.setattr(run, "_stopping", None)  # restored after the test: this process is not shutting down
+    run.interrupt_all("shutdown")
+    task = submit("[[text]] too late")
+    message = receive(task.task_id)
+    assert invoke(stack, message) == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert (queued := tasks.get(task.task_id)) is not None and queued.status == TaskStatus.QUEUED
+    assert orchestrator.run_by_id(task.task_id, run_mode="fargate") == 0
+    done = tasks.get(task.task_id)
+    assert done is not None and done.status == TaskStatus.STOPPED and done.error_kind == "shutdown", done
+    assert done.cost_usd == 0 and "before the CLI started" in (done.error or "")
 
 
 def test_a_stop_during_a_slow_clone_is_honoured(stack: Provisioned) -> None:

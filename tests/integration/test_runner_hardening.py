@@ -1,15 +1,13 @@
 """Hardening of the runner process and of a run's end: secrets out of the CLI's reach, no orphans, huge
-result lines, resumed costs, lost conversations, failures after the claim, the local Fargate child, lost runs,
-stops racing the end, PLAN.md, the order of the terminal booking and the task context."""
+result lines, resumed costs, lost conversations, failures after the claim, lost runs, stops racing the end,
+PLAN.md, the order of the terminal booking and the task context."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -327,38 +325,7 @@ def test_a_task_that_cannot_even_be_failed_comes_back_after_its_heartbeat_is_sta
     assert stuck is not None and stuck.status == TaskStatus.RUNNING
 
 
-# --------------------------------------------------------------------------------------------- 7. local Fargate
-
-
-def test_a_ctrl_c_to_the_runtime_group_does_not_kill_the_local_fargate_child(stack: Provisioned) -> None:
-
-    task = submit("[[slow:2]] [[text:survived]] implement it", agent="executor")
-    # A stand-in for the local runtime, in a process group of its own, that dispatches the task.
-    runtime = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from runner import fargate; "
-            f"print(fargate._spawn_local({task.task_id!r}).ref, flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert runtime.stdout is not None
-        child_pid = int(runtime.stdout.readline().decode().strip().removeprefix("pid:"))
-        wait_until(lambda: (t := tasks.get(task.task_id)) and t.status == TaskStatus.RUNNING, timeout=30)
-        os.killpg(runtime.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
-        runtime.wait(10)
-        done = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=30)
-        assert done.status == TaskStatus.COMPLETED and done.result == "survived"
-    finally:
-        runtime.kill()
-        runtime.wait()
-    wait_until(lambda: not alive(child_pid), timeout=10)
-
-
-# --------------------------------------------------------------------------------------------- 8. lost run
+# --------------------------------------------------------------------------------------------- 7. lost run
 
 
 def test_a_run_that_lost_its_task_does_not_upload_its_transcript(stack: Provisioned) -> None:
@@ -378,7 +345,7 @@ def test_a_run_that_lost_its_task_does_not_upload_its_transcript(stack: Provisio
     assert current is not None and current.status == TaskStatus.RUNNING and current.runner_id == "lambda:someone-else"
 
 
-# --------------------------------------------------------------------------------------------- 9. stop vs. end
+# --------------------------------------------------------------------------------------------- 8. stop vs. end
 
 
 def test_a_stop_after_the_successful_result_books_completed(stack: Provisioned) -> None:
@@ -394,7 +361,7 @@ def test_a_stop_after_the_successful_result_books_completed(stack: Provisioned) 
     assert done.result == "finished first" and done.cost_usd > 0
 
 
-# --------------------------------------------------------------------------------------------- 10. PLAN.md
+# ---------------------------------------------------------------------------------------------- 9. PLAN.md
 
 
 def git(*args: str, cwd: Path) -> None:
@@ -445,7 +412,7 @@ def test_read_plan_takes_only_a_plan_md_this_run_wrote(tmp_path: Path) -> None:
     assert read_plan(ws, written_since=started) is None  # tracked: the repository's, not the run's
 
 
-# --------------------------------------------------------------------------------------------- 11. the tail
+# --------------------------------------------------------------------------------------------- 10. the tail
 
 
 def test_the_terminal_event_is_stored_before_the_task_is_booked_terminal(
@@ -493,7 +460,7 @@ def test_the_last_push_looks_the_subscribers_up_afresh(stack: Provisioned) -> No
     assert lookups and lookups[-1] is True and lookups[0] is False
 
 
-# --------------------------------------------------------------------------------------------- 12. context
+# --------------------------------------------------------------------------------------------- 11. context
 
 
 def test_webhook_values_in_the_task_context_stay_on_one_line(stack: Provisioned) -> None:

@@ -2,9 +2,9 @@
 (environment and Secrets Manager, a webhook defined at run time, a data folder with the runtime's files), an agent
 with Bash on a task with a repository, the attacker's listener, and everything the task left behind to search.
 
-The runner runs in this process (the Lambda handler) or, for a long-running agent, in a child process of the same
-entry point with the same environment (the local "Fargate"): that child is a process whose environ holds every
-secret, as the local runtime's does.
+The runner runs in this process (the Lambda handler) or, for a long-running agent, on "Fargate": the runner
+starts an ECS task in the emulator and the test runs it (`python -m runner.fargate_main`) with the same
+environment: a process whose environ holds every secret, as the local runtime's ECS tasks do.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 from agent_machine import aws
 from agent_machine.domain import submission
-from agent_machine.models import AgentSpec, PermissionMode, RepoContext, Subscription, Task, WebhookSpec
+from agent_machine.models import AgentSpec, PermissionMode, RepoContext, Subscription, Task, TaskStatus, WebhookSpec
 from agent_machine.settings import get_settings
 from agent_machine.store import connections, output, registry, tasks
 from local_runtime.provision import Provisioned
 
 from tests.conftest import reset_caches
+from tests.integration.fargate_support import Ecs
 from tests.integration.runner_support import Receiver, invoke, receive, wait_until
 from tests.security.attack import DYNAMIC_WEBHOOK_SECRET, SECRET_NAMES, SECRETS_MANAGER_NAMES, Listener, make_secrets
 
@@ -42,10 +43,11 @@ class Armed:
     base: Path  # a folder any user may enter, as a checkout or /tmp is (pytest's own tmp_path is not)
     data_dir: Path
     bare_repo: Path
+    ecs: Ecs  # where long runs go
 
 
 @pytest.fixture
-def armed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Armed]:
+def armed(stack: Provisioned, ecs: Ecs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Armed]:
     values = make_secrets()
     base = Path(tempfile.mkdtemp(prefix="am-attack-"))
     base.chmod(0o755)
@@ -85,7 +87,7 @@ def armed(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[Armed
             actor="test",
         )
         data_dir = make_data_dir(base, values, endpoint=os.environ["AWS_ENDPOINT_URL"])
-        yield Armed(values, listener, receiver, base, data_dir, make_bare_repo(base))
+        yield Armed(values, listener, receiver, base, data_dir, make_bare_repo(base), ecs)
     finally:
         listener.stop()
         receiver.stop()
@@ -127,7 +129,7 @@ def make_bare_repo(base: Path) -> Path:
 
 def run_attack(stack: Provisioned, armed: Armed, prompt: str, *, agent: str = AGENT) -> Task:
     """The task run to its end by the runner, watched by a WebSocket connection from its first event. The
-    operator runs in the runner's Lambda handler, the (built-in) executor in a local "Fargate" child."""
+    operator runs in the runner's Lambda handler, the (built-in) executor in an ECS task (run by the test)."""
     task, session = submission.new_task(prompt, agent=agent)
     repo = RepoContext(full_name="acme/app", clone_url=armed.bare_repo.as_uri())
     task = task.model_copy(update={"repo": repo})
@@ -135,6 +137,8 @@ def run_attack(stack: Provisioned, armed: Armed, prompt: str, *, agent: str = AG
     connections.subscribe(WATCHER, Subscription(kind="task", id=task.task_id))
     submission.submit(task, session)
     invoke(stack, receive(task.task_id), timeout_seconds=300)
+    if (handed := tasks.get(task.task_id)) is not None and handed.status == TaskStatus.QUEUED:
+        armed.ecs.run_started(task.task_id).wait(300)  # a long run: handed to an ECS task
     done = wait_until(lambda: (t := tasks.get(task.task_id)) and t.status.terminal and t, timeout=240, interval=0.2)
     assert isinstance(done, Task)
     return done
@@ -142,7 +146,7 @@ def run_attack(stack: Provisioned, armed: Armed, prompt: str, *, agent: str = AG
 
 def left_behind(task: Task, armed: Armed, capfd: pytest.CaptureFixture[str]) -> dict[str, str | bytes]:
     """Where a secret must not be: the stored output, the task (result, error, plan), the WebSocket frames, the
-    runner's logs (this process's and its Fargate child's stdout and stderr), and what the listener received."""
+    runner's logs (this process's and its ECS task's stdout and stderr), and what the listener received."""
     logs = capfd.readouterr()
     stored = [e.model_dump_json() for e in output.read_events(task.task_id)]
     frames = b"\n".join(armed.receiver.frames.get(WATCHER, []))

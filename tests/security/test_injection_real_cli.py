@@ -1,7 +1,7 @@
 """A prompt-injected agent run by the REAL `claude` 2.1.197 against the fake Anthropic API, which plays a model
 that does what the injected text asks: one tool call per turn (`[[cmds:...]]`, `[[read:...]]`, `[[fetch:...]]`).
 
-- An agent with Bash (one an admin defined, in the runner; the built-in executor, on a local Fargate child) prints
+- An agent with Bash (one an admin defined, in the runner; the built-in executor, in an ECS task's runner) prints
   its environment, its own and its ancestors' environ, every environ of the machine it can see, its config
   folder and MCP config, the local data folder, tries to turn the model proxy against the runner's key, and asks
   every AWS endpoint it found for the secrets; each step is sent to the attacker's listener.

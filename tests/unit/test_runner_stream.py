@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from agent_machine.redaction import Redactor
 from runner.orchestrator import run_coroutine
 from runner.stream import (
     AssistantLine,
@@ -101,12 +102,51 @@ def test_known_lines_become_typed_models() -> None:
         {"type": "rate_limit_event", "rate_limit_info": {"status": "allowed"}},
         {"type": "stream_event", "event": {"type": "content_block_delta"}},
         {"type": "assistant", "message": "not an object"},  # a known type that does not validate
+        {"type": "assistant", "message": {"content": ["not a block"]}},
+        {"type": "assistant", "message": {"id": 7, "content": []}},
+        {"type": "assistant", "message": {"content": 3}},
+        {"type": "assistant", "message": {"content": [], "usage": "none"}},
+        {"type": "user", "message": {"content": "x"}, "parent_tool_use_id": 1},
+        {"type": "user", "message": {"content": "x"}, "session_id": ["s"]},
+        {"type": "user"},
+        {"type": "result", "num_turns": "many"},
+        {"type": "system", "tools": "Bash"},
+        {"type": "x-new", "session_id": 5},  # not even an OtherLine's types: still kept, never fatal
         {"no_type": True},
     ],
 )
 def test_unknown_or_odd_json_is_kept_whole(obj: dict[str, object]) -> None:
     parsed = parse_line(raw(obj))
     assert isinstance(parsed.line, OtherLine) and parsed.obj == obj
+    assert parsed.json is not None and json.loads(parsed.json) == obj
+
+
+def test_assistant_and_user_lines_are_read_as_views_of_the_object() -> None:
+    obj = {
+        "type": "assistant",
+        "uuid": "u1",
+        "session_id": "s1",
+        "parent_tool_use_id": "toolu_1",
+        "message": {"id": "m1", "model": "claude", "role": "assistant", "content": [], "usage": {"input_tokens": 1}},
+        "future": True,
+    }
+    line = parse_line(raw(obj)).line
+    assert isinstance(line, AssistantLine) and line.type == "assistant"
+    assert (line.uuid, line.session_id, line.parent_tool_use_id) == ("u1", "s1", "toolu_1")
+    assert (line.message.id, line.message.model, line.message.role) == ("m1", "claude", "assistant")
+    assert line.message.usage == {"input_tokens": 1} and line.texts() == [] and line.tool_uses() == []
+    user = parse_line(raw({"type": "user", "message": {}})).line
+    assert isinstance(user, UserLine) and user.message.blocks() == [] and user.session_id is None
+
+
+def test_a_json_lines_text_is_kept_as_read() -> None:
+    line = b'  {"type": "user", "message": {"content": "a\\/b \\u00e9"}}\r'
+    parsed = parse_line(RawLine(line, len(line)))
+    assert parsed.json == line.strip().decode() and json.loads(parsed.json) == parsed.obj
+    redacted = parse_line(RawLine(line, len(line)), Redactor([]))  # the redacted text: escapes undone first
+    assert redacted.json == '{"type": "user", "message": {"content": "a/b \u00e9"}}'
+    assert redacted.obj == parsed.obj
+    assert parse_line(raw("npm WARN")).json is None
 
 
 @pytest.mark.parametrize("text", ["npm WARN deprecated x", "", "{not json", "[1, 2]", "  plain  "])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -27,6 +27,15 @@ Timestamp = Annotated[datetime, PlainSerializer(iso, return_type=str, when_used=
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def _legacy_run_mode(value: object) -> object:
+    # Tasks stored by earlier versions may say "local" for a long run handed to a child process: a Fargate run.
+    return "fargate" if value == "local" else value
+
+
+# Where a task ran: the runner's Lambda function, or a Fargate task (ecs:RunTask).
+RunMode = Annotated[Literal["lambda", "fargate"], BeforeValidator(_legacy_run_mode)]
 
 
 class TaskStatus(StrEnum):
@@ -106,7 +115,7 @@ class Task(Model):
     heartbeat_at: Timestamp | None = None
     attempt: int = 0
     runner_id: str | None = None
-    run_mode: Literal["lambda", "fargate", "local"] | None = None
+    run_mode: RunMode | None = None
     parent_task_id: str | None = None
     depth: int = 0
     result: str | None = None

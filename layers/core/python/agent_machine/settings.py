@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_endpoint_url: str | None = None
 
-    # Resource names (the template passes them; the local runtime resolves them the same way).
+    # Resource names (the template passes them).
     tasks_table: str = "agent-machine-tasks"
     sessions_table: str = "agent-machine-sessions"
     output_table: str = "agent-machine-output"
@@ -109,8 +109,9 @@ class Settings(BaseSettings):
     # (POWERTOOLS_SERVICE_NAME runner, runner-fargate), "short" everywhere else.
     aws_timeout_profile: Literal["short", "long"] | None = None
 
-    # Long runs: "ecs" on AWS, "local" when run-local plays Fargate with a child process, "off" to never offload.
-    fargate_mode: Literal["ecs", "local", "off"] = "ecs"
+    # Long runs: "ecs" hands them to a Fargate task (ecs:RunTask), "off" keeps them on Lambda. ECS_SECURITY_GROUPS
+    # may be empty (the subnets' default security group).
+    fargate_mode: Literal["ecs", "off"] = "ecs"
     ecs_cluster: str | None = None
     ecs_task_definition: str | None = None
     ecs_container_name: str = "runner"
