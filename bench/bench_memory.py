@@ -78,10 +78,12 @@ def process_label(pid: int) -> str:
 
 def sample(root: int) -> dict[str, Any]:
     by: dict[str, float] = {}
+    count: dict[str, int] = {}
     for pid in descendants(root):
         label = process_label(pid)
         by[label] = round(by.get(label, 0.0) + vm_rss_mb(pid), 1)
-    return {"total_mb": round(sum(by.values()), 1), "by_process": by}
+        count[label] = count.get(label, 0) + 1
+    return {"total_mb": round(sum(by.values()), 1), "by_process": by, "processes": count}
 
 
 def stored_bytes(data_dir: Path) -> dict[str, Any]:
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "tasks": args.tasks,
             "rss_mb": {"after_warmup": before["total_mb"], "end": after["total_mb"]},
             "by_process_mb": {"after_warmup": before["by_process"], "end": after["by_process"]},
+            "processes": {"after_warmup": before["processes"], "end": after["processes"]},
             "samples": samples,
             "stored_mb": {"after_warmup": stored_before["total_mb"], "end": stored_after["total_mb"]},
             "tasks_per_second": round(args.tasks / seconds, 2),
