@@ -5,7 +5,8 @@
   finds no idle worker pays a cold start, later ones reuse a warm worker (most recently used first).
 - At most `concurrency` workers exist per function (the event source mapping's MaximumConcurrency, the function's
   reserved concurrency, else DEFAULT_CONCURRENCY); one invocation at a time each. Past the cap, an invocation
-  waits for a worker rather than being throttled.
+  waits for a worker rather than being throttled. An invocation waiting for a worker takes whichever is free
+  first, a warm one or one it caused to start (at most MAX_STARTING start at once).
 - An invocation times out at the function's Timeout: the worker is killed (SIGKILL to its process group) and the
   invocation fails with `Sandbox.Timedout`. A worker that exits fails its invocation with `Runtime.ExitError`;
   the next invocation starts a new one. Idle workers go after IDLE_SECONDS.
@@ -43,6 +44,9 @@ DEFAULT_CONCURRENCY = 10
 IDLE_SECONDS = 600.0  # Lambda keeps an idle environment for minutes
 MIN_INIT_SECONDS = 10.0  # Lambda's init phase limit; a function's own timeout when longer
 STOP_GRACE_SECONDS = 15.0
+# Cold starts under way at once per function: a burst on AWS starts as many environments as it has requests; on
+# a laptop, ten imports of FastAPI at once starve the warm worker that would have served them all meanwhile.
+MAX_STARTING = 2
 SETTLE_SECONDS = 1.0  # at a stop, invocations get this long to end by themselves before SIGTERM
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -547,7 +551,11 @@ class WorkerPool:
         if self.closed:
             return
         waiting = sum(1 for w in self.waiters if not w.done())
-        while waiting > self.starting and len(self.workers) + self.starting < self.config.concurrency:
+        while (
+            waiting > self.starting
+            and self.starting < MAX_STARTING
+            and len(self.workers) + self.starting < self.config.concurrency
+        ):
             self.starting += 1
             task = asyncio.get_running_loop().create_task(self._start())
             self._tasks.add(task)
@@ -582,6 +590,7 @@ class WorkerPool:
         took = f"{(time.monotonic() - started) * 1000:.0f} ms (import {init.get('init_ms')} ms)"
         log(f"{self.config.name}: cold start, worker {worker.pid} ready in {took}")
         self._release(worker)
+        self._grow()  # still more waiting than starting: the next one
 
     async def _spawn(self) -> Worker:
         loop = asyncio.get_running_loop()
