@@ -14,8 +14,9 @@ A worker never inherits the runtime's environment. It gets, in this order (later
    (WEBSOCKET_URL, DASHBOARD_URL) and, with WEBSOCKET_URL, WEBSOCKET_MANAGEMENT_URL (the gateway's management API);
    the user's own value for USER_SETTINGS the template declares (LOG_JSON=false, say);
 6. the user's settings the template does not carry (on AWS: defaults, Secrets Manager or an edited template):
-   APP_SETTINGS to every function, RUNNER_PASSTHROUGH (names and prefixes) to the runner functions and ECS tasks
-   only. A pass-through never replaces a variable the template declares.
+   APP_SETTINGS to every function, RUNNER_PASSTHROUGH (names and prefixes) to the functions of the runner image
+   (RunnerFunction, DlqFunction: PackageType Image) and the ECS tasks only, what the image and its task role
+   give them on AWS. A pass-through never replaces a variable the template declares.
 
 Secrets (API_TOKEN, webhook secrets, GITHUB_TOKEN, ANTHROPIC_API_KEY, JIRA_API_TOKEN) are not passed: the
 functions read them from the SECRETS_NAME secret, which the runtime fills from the same settings (provision.py).
@@ -117,7 +118,6 @@ RUNNER_PASSTHROUGH = (
     "GIT_COMMITTER_EMAIL",
 )
 RUNNER_PASSTHROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "REPORT_")
-RUNNER_FUNCTIONS = frozenset({"RunnerFunction"})
 # With --aws the functions use the user's own AWS configuration.
 AWS_CONFIG_NAMES = (
     "AWS_PROFILE",
@@ -207,7 +207,7 @@ def lambda_environment(spec: FunctionSpec, resolver: Resolver, local: LocalEnvir
     if spec.code_dirs:
         env["LAMBDA_TASK_ROOT"] = str(spec.code_dirs[0])
     declared = resolve_variables(resolver, spec.environment)
-    return local.apply(env, declared, spec.environment, runner=spec.logical_id in RUNNER_FUNCTIONS)
+    return local.apply(env, declared, spec.environment, runner=spec.package_type == "Image")
 
 
 def task_environment(

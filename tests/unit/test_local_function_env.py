@@ -82,6 +82,8 @@ def test_each_function_gets_its_own_variables_and_the_local_layers() -> None:
         assert "SOMETHING_ELSE" not in env and "GITHUB_TOKEN" not in env
     assert runner["CLAUDE_CLI_PATH"] == "/opt/claude" and runner["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9/"
     assert "CLAUDE_CLI_PATH" not in api and "ANTHROPIC_BASE_URL" not in api
+    dlq = lambda_environment(spec("DlqFunction"), res, local())  # the runner image's other function (reports back)
+    assert dlq["CLAUDE_CLI_PATH"] == "/opt/claude" and dlq["POWERTOOLS_SERVICE_NAME"] == "dlq"
     assert api["PYTHONPATH"].split(":")[0].endswith("functions/api")
     assert runner["PYTHONPATH"].split(":")[0].endswith("runner_container")
 
