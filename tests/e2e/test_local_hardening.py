@@ -4,6 +4,7 @@ nothing from another origin (in headless Chromium), and a start with a short sec
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -65,16 +66,19 @@ def test_headers_that_never_finish_are_cut_off(machine: RunningMachine, partial:
 
 
 def test_complete_requests_and_keep_alive_are_unaffected(machine: RunningMachine) -> None:
-    request = f"GET /api/health HTTP/1.1\r\nHost: localhost:{machine.port}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", machine.port), timeout=CEILING) as sock:
-        for _ in range(2):  # two requests on one connection
-            sock.sendall(request)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = sock.recv(4096)
-                assert chunk, "closed before answering"
-                head += chunk
-            assert head.startswith(b"HTTP/1.1 200 "), head
+    connection = http.client.HTTPConnection("127.0.0.1", machine.port, timeout=CEILING)
+    try:
+        sockets = []
+        for _ in range(2):  # two whole requests on one connection
+            connection.request("GET", "/api/health")
+            response = connection.getresponse()
+            assert response.status == 200, response.status
+            response.read()
+            assert not response.will_close
+            sockets.append(connection.sock)
+        assert sockets[0] is sockets[1] is not None  # the same socket both times
+    finally:
+        connection.close()
 
 
 def test_a_websocket_outlives_the_header_deadline(machine: RunningMachine) -> None:
