@@ -23,7 +23,7 @@ handler is called the way the SQS event source calls it.
                                     at a time)
         claim                   1   UpdateItem queued -> running (conditional, counts the attempt)
         heartbeat           floor(T)  UpdateItem every second (it also reads stop requests)
-        output                  F   PutItem, one per flush (<= 25 ms of output or 500 events); F >= 3 for any
+        output                  F   PutItem, one per flush (<= 10 ms of output or 500 events); F >= 3 for any
                                     task: `started` at once, the CLI's output, the terminal event after booking
         push                F x C   PostToConnection (more when a flush exceeds one 120 KB frame)
         subscriber lookups  2 x ceil(T) + 1   Query per topic (session#, task#), cached 1 s, only while there
