@@ -7,7 +7,7 @@ and line breaks, are refused here with a 422 rather than queued as a task that c
 
 from __future__ import annotations
 
-from agent_machine.domain.chat import control_character
+from agent_machine.models import control_character
 from fastapi import APIRouter, Security
 from pydantic import BaseModel, Field, field_validator
 

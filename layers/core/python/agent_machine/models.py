@@ -12,6 +12,17 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
+# The message becomes an argument of the CLI's command line: exec refuses a NUL byte and a lone surrogate cannot be
+# encoded, and terminal escapes have no business in a prompt. Refused: C0 controls but tab, LF and CR; DEL and the
+# C1 controls; UTF-16 surrogates (JSON's "\ud800" decodes to one).
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def control_character(value: str) -> str | None:
+    """Why `value` cannot be a prompt or a session id (its first forbidden character), or None."""
+    found = _FORBIDDEN.search(value)
+    return f"control character U+{ord(found.group()):04X} at position {found.start()}" if found else None
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -8,29 +8,16 @@ one SendMessage. An unknown session_id fails the transaction's condition: Unknow
 
 from __future__ import annotations
 
-import re
-
 from pydantic import BaseModel
 
 from agent_machine.domain.agents import BRAIN
 from agent_machine.domain.submission import EnqueueFailed, UnknownSession
-from agent_machine.models import TaskSource
+from agent_machine.models import TaskSource, control_character
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_SESSION_ID_CHARS = 128
 
-__all__ = ["ChatStarted", "EnqueueFailed", "InvalidMessage", "UnknownSession", "control_character", "start_chat"]
-
-# The message becomes an argument of the CLI's command line: exec refuses a NUL byte and a lone surrogate cannot be
-# encoded, and terminal escapes have no business in a prompt. Refused: C0 controls but tab, LF and CR; DEL and the
-# C1 controls; UTF-16 surrogates (JSON's "\ud800" decodes to one).
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def control_character(value: str) -> str | None:
-    """Why `value` cannot be a prompt or a session id (its first forbidden character), or None."""
-    found = _FORBIDDEN.search(value)
-    return f"control character U+{ord(found.group()):04X} at position {found.start()}" if found else None
+__all__ = ["ChatStarted", "EnqueueFailed", "InvalidMessage", "UnknownSession", "start_chat"]
 
 
 class InvalidMessage(ValueError):
