@@ -29,6 +29,7 @@ PARAMETER_ENV = {
     "DailyBudgetUsd": "DAILY_BUDGET_USD",
     "TaskBudgetUsd": "TASK_BUDGET_USD",
     "WebFetchDomains": "WEB_FETCH_DOMAINS",
+    "StaleAfterSeconds": "STALE_AFTER_SECONDS",
 }
 # The image the local ECS emulation "runs": it starts the task definition's command from this checkout instead.
 LOCAL_IMAGE = "local-runner-image"

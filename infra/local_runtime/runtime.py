@@ -22,6 +22,7 @@ import secrets
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,13 @@ class LocalConfig:
     template_path: Path = TEMPLATE_PATH  # LOCAL_TEMPLATE: another template (tests point functions at probes)
     # How long running invocations and ECS tasks get to end after SIGTERM when the runtime stops.
     stop_grace_seconds: float = STOP_GRACE_SECONDS
+    # LOCAL_SCHEDULE_SECONDS: every EventBridge schedule fires this often instead of at its rate (tests sweep every
+    # second or two; EventBridge's shortest rate is a minute).
+    schedule_seconds: float | None = field(
+        default_factory=lambda: (
+            float(os.environ["LOCAL_SCHEDULE_SECONDS"]) if os.environ.get("LOCAL_SCHEDULE_SECONDS") else None
+        )
+    )
 
 
 @dataclass
@@ -132,6 +140,7 @@ class LocalMachine:
     moto: MotoServer | None = None
     provisioned: Provisioned | None = None
     sources: list[SqsEventSource] = field(default_factory=list)
+    schedules: list[concurrent.futures.Future[None]] = field(default_factory=list)
     state: StateFile | None = None
     server: uvicorn.Server | None = None
     gateway: Gateway | None = None
@@ -210,6 +219,7 @@ class LocalMachine:
         self._start_ecs(local)
         self._start_gateway()
         self._start_event_sources()
+        self._start_schedules()
         self._write_runtime_file()
 
     def _provision(self) -> Provisioned:
@@ -451,6 +461,20 @@ class LocalMachine:
                     f"max concurrency {mapping.concurrency})"
                 )
 
+    def _start_schedules(self) -> None:
+        """Each Schedule event invokes its function at its rate (one invocation at a time: a slow one delays the
+        next instead of piling up) with the event EventBridge sends."""
+        assert self.pools and self.loop
+        for spec in self._deployed():
+            for schedule in spec.schedules:
+                period = self.config.schedule_seconds or schedule.rate_seconds
+                if not schedule.enabled or period is None:
+                    log(f"{spec.logical_id}: schedule {schedule.name} ({schedule.expression}) does not run locally")
+                    continue
+                runner = _run_schedule(self.pools, spec.logical_id, schedule.name, period, self.config.region)
+                self.schedules.append(asyncio.run_coroutine_threadsafe(runner, self.loop))
+                log(f"{spec.logical_id} runs every {period:g} s ({schedule.name}: {schedule.expression})")
+
     # --- stopping -----------------------------------------------------------------------------------------------
 
     async def _interrupt_functions(self, grace: float) -> None:
@@ -466,6 +490,8 @@ class LocalMachine:
         self._stopped.set()
         for source in self.sources:
             source.stopping.set()
+        for schedule in self.schedules:
+            schedule.cancel()
         grace = self.config.stop_grace_seconds
         loop_alive = self.loop is not None and self._loop_thread is not None and self._loop_thread.is_alive()
         if loop_alive:
@@ -508,6 +534,33 @@ class LocalMachine:
         while not self._serving.done():
             with contextlib.suppress(concurrent.futures.TimeoutError):
                 self._serving.result(0.5)
+
+
+def scheduled_event(rule_arn: str, region: str) -> dict[str, Any]:
+    """What EventBridge sends a function on a schedule."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+async def _run_schedule(pools: WorkerPools, function_name: str, name: str, period: float, region: str) -> None:
+    rule_arn = f"arn:aws:events:{region}:123456789012:rule/{function_name}-{name}"
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await pools.pools[function_name].invoke(scheduled_event(rule_arn, region))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # (EventBridge retries; the next period does the same here)
+            log(f"{function_name} ({name}) failed: {exc!r}")
 
 
 def _invoker(pools: WorkerPools, spec: FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:

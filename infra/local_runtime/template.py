@@ -86,6 +86,30 @@ class HttpRoute:
 
 
 @dataclass
+class ScheduleSource:
+    """An EventBridge schedule (SAM Schedule / ScheduleV2 event) that invokes the function at a fixed rate."""
+
+    name: str  # the event's key in the template
+    expression: str  # "rate(1 minute)", "cron(...)"
+    enabled: bool = True
+
+    @property
+    def rate_seconds(self) -> float | None:
+        """The period of a rate() expression; None for cron() (the local runtime runs rates only)."""
+        return rate_seconds(self.expression)
+
+
+RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def rate_seconds(expression: str) -> float | None:
+    found = re.fullmatch(r"\s*rate\(\s*(\d+)\s+([a-z]+)\s*\)\s*", expression)
+    if not found or found.group(2) not in RATE_UNITS:
+        return None
+    return float(int(found.group(1)) * RATE_UNITS[found.group(2)])
+
+
+@dataclass
 class FunctionSpec:
     logical_id: str
     handler: str  # "package.module.attr"
@@ -93,6 +117,7 @@ class FunctionSpec:
     environment: dict[str, Any]  # Globals' variables, then the function's own (unresolved)
     sqs_sources: list[SqsSource] = field(default_factory=list)
     http_routes: list[HttpRoute] = field(default_factory=list)
+    schedules: list[ScheduleSource] = field(default_factory=list)
     memory_mb: int = 128
     reserved_concurrency: Any = None  # ReservedConcurrentExecutions: an int, a {'Ref': ...} or None
     code_dirs: list[Path] = field(default_factory=list)  # what /var/task and /opt/python hold on AWS
@@ -265,7 +290,7 @@ def functions(template: dict[str, Any]) -> list[FunctionSpec]:
             package_type="Image" if image else "Zip",
             condition=resource.get("Condition"),
         )
-        for event in props.get("Events", {}).values():
+        for name, event in props.get("Events", {}).items():
             eprops = event.get("Properties", {})
             if event.get("Type") == "SQS":
                 queue = eprops.get("Queue")
@@ -288,6 +313,10 @@ def functions(template: dict[str, Any]) -> list[FunctionSpec]:
                         authorized=auth != "NONE",
                     )
                 )
+            elif event.get("Type") in ("Schedule", "ScheduleV2"):
+                expression = eprops.get("Schedule") or eprops.get("ScheduleExpression") or ""
+                enabled = eprops.get("Enabled", True) is not False and eprops.get("State", "ENABLED") != "DISABLED"
+                spec.schedules.append(ScheduleSource(name, str(expression), enabled))
         specs.append(spec)
     return specs
 

@@ -129,6 +129,7 @@ ZIP_FUNCTIONS = {
     "ApiFunction": ("functions/api/", "machine_api.handler.handler"),
     "AuthorizerFunction": ("functions/api/", "machine_api.authorizer.handler"),
     "WebSocketFunction": ("functions/ws/", "machine_ws.handler.handler"),
+    "SweeperFunction": ("functions/sweeper/", "machine_sweeper.handler.handler"),
 }
 IMAGE_FUNCTIONS = {
     "RunnerFunction": "runner.lambda_handler.handler",
@@ -248,6 +249,19 @@ def test_manage_connections_granted_to_pushers() -> None:
     for logical_id in ("WebSocketFunction", "RunnerFunction", "ApiFunction", "DlqFunction"):
         assert "execute-api:ManageConnections" in _policy_text(logical_id), logical_id
     assert "execute-api:ManageConnections" in str(props("RunnerTaskRole")["Policies"])
+
+
+def test_sweeper_runs_every_minute_with_least_privilege() -> None:
+    from local_runtime.template import functions, load
+
+    (spec,) = [f for f in functions(load()) if f.logical_id == "SweeperFunction"]
+    assert [(s.expression, s.rate_seconds, s.enabled) for s in spec.schedules] == [("rate(1 minute)", 60.0, True)]
+    assert props("SweeperFunction")["Environment"]["Variables"]["STALE_AFTER_SECONDS"] == {"Ref": "StaleAfterSeconds"}
+    text = _policy_text("SweeperFunction")
+    for granted in ("SQSSendMessagePolicy", "ecs:StopTask", "execute-api:ManageConnections", "CostsTable"):
+        assert granted in text
+    for withheld in ("ecs:RunTask", "iam:PassRole", "SecretsManager", "S3"):
+        assert withheld not in text
 
 
 def test_authorizer_only_reads_the_secret() -> None:

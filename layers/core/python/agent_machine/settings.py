@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_concurrent_tasks: int = Field(2, ge=1)
     task_timeout_seconds: int = Field(3600, ge=10)
     max_task_attempts: int = Field(3, ge=1)
+    # A running task whose heartbeat is older than this lost its runner: the sweeper requeues it (or fails it after
+    # MAX_TASK_ATTEMPTS runs). Several heartbeats (runner/config.py HEARTBEAT_SECONDS): a slow beat is no death.
+    stale_after_seconds: float = Field(30.0, gt=0)
     task_budget_usd: float = Field(3.0, gt=0)
     daily_budget_usd: float = Field(50.0, gt=0)
     output_retention_days: int = Field(30, ge=1)

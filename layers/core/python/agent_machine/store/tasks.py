@@ -361,3 +361,56 @@ def ids_with_status(status: TaskStatus) -> Sequence[str]:
         if "LastEvaluatedKey" not in resp:
             return ids
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def stale_running(stale_before: datetime) -> list[Task]:
+    """Running tasks whose heartbeat is older than `stale_before` (or missing), read consistently (the index's
+    copy may lag a heartbeat or a finish; what the index says is only a candidate)."""
+    ids: list[str] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table(),
+        "IndexName": "by_status",
+        "KeyConditionExpression": "#s = :s",
+        "FilterExpression": "attribute_not_exists(heartbeat_at) OR heartbeat_at < :stale",
+        "ExpressionAttributeNames": {"#s": "status"},
+        "ExpressionAttributeValues": values(s="running", stale=iso(stale_before)),
+        "ProjectionExpression": "task_id",
+    }
+    while True:
+        resp = aws.dynamodb().query(**kwargs)
+        ids.extend(item["task_id"]["S"] for item in resp.get("Items", []))
+        if "LastEvaluatedKey" not in resp:
+            break
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    found: list[Task] = []
+    for start in range(0, len(ids), 100):
+        found.extend(get_many(ids[start : start + 100]))
+    return [
+        t for t in found if t.status == TaskStatus.RUNNING and (t.heartbeat_at is None or t.heartbeat_at < stale_before)
+    ]
+
+
+def requeue_item(task_id: str, runner_id: str | None, stale_before: datetime) -> TransactWriteItemTypeDef:
+    """running -> queued for a run whose runner died, as one part of the transaction that gives back its hold:
+    only while the same runner still holds it and its heartbeat is still older than `stale_before` (a runner that
+    came back, a takeover or a second sweeper makes the condition fail). The attempt was counted by its claim."""
+    names = {"#status": "status", "#updated_at": "updated_at", "#runner_id": "runner_id", "#hb": "heartbeat_at"}
+    condition = "#status = :running AND (attribute_not_exists(#hb) OR #hb < :stale) AND "
+    expr_values = values(running="running", queued="queued", stale=iso(stale_before), now=iso(utcnow()))
+    if runner_id is None:
+        condition += "attribute_not_exists(#runner_id)"
+    else:
+        condition += "#runner_id = :runner"
+        expr_values.update(values(runner=runner_id))
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"task_id": {"S": task_id}},
+            # The next claim records its own runner, heartbeat and hold.
+            "UpdateExpression": "SET #status = :queued, #updated_at = :now "
+            "REMOVE #runner_id, #hb, reserved_usd, reserved_day",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": expr_values,
+        }
+    }

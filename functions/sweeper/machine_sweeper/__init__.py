@@ -1,0 +1,1 @@
+"""The sweeper Lambda (EventBridge schedule): requeues tasks whose runner was lost."""
