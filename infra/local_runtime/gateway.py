@@ -3,8 +3,9 @@ authorizer), the WebSocket API at /ws ($connect / $disconnect / $default) and it
 (`/@connections/{id}`, so boto3's apigatewaymanagementapi client works unchanged), and the dashboard's files.
 
 Like the edges it stands for: every HTTP answer carries the security headers CloudFront adds to the dashboard
-(SecurityHeaders; the API's own answers already have them), and a client gets `header_timeout` seconds to send a
-request's headers (HeaderTimeoutProtocol), so connections that never finish one cannot pile up.
+(the API's middleware, machine_api.security, with the dashboard's headers; the API's own answers already have
+them), and a client gets `header_timeout` seconds to send a request's headers (HeaderTimeoutProtocol), so
+connections that never finish one cannot pile up.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from machine_api.security import SecurityHeadersMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -56,30 +57,7 @@ SECURITY_HEADERS = {
     "content-security-policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
     "referrer-policy": "no-referrer",
 }
-_RAW_SECURITY_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
 _TIMEOUT_ANSWER = b"request headers not received in time\n"
-
-
-class SecurityHeaders:
-    """Adds SECURITY_HEADERS to every HTTP answer that does not set them itself."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                present = {bytes(name).lower() for name, _ in headers}
-                headers += [(k, v) for k, v in _RAW_SECURITY_HEADERS if k not in present]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -226,7 +204,7 @@ class Gateway:
                 Route("/@connections/{connection_id:path}", self.management, methods=["GET", "POST", "DELETE"]),
                 Route("/{path:path}", self.http, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
             ],
-            middleware=[Middleware(SecurityHeaders)],
+            middleware=[Middleware(SecurityHeadersMiddleware, headers=SECURITY_HEADERS)],
         )
 
     # --- HTTP API -------------------------------------------------------------------------------------------
