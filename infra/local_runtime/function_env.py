@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runner import cli
+
 from local_runtime.template import FunctionSpec, Resolver
 
 # Template variables whose user value wins over the template's (most follow template parameters anyway).
@@ -96,26 +98,7 @@ RUNNER_PASSTHROUGH = (
     "SENTRY_API_URL",
     "SENTRY_AUTH_TOKEN",
     "GH_TOKEN",
-    "BEDROCK_ROLE_ARN",
-    "DISABLE_AUTOUPDATER",
-    "DISABLE_TELEMETRY",
-    "DISABLE_ERROR_REPORTING",
-    "DISABLE_BUG_COMMAND",
-    "DISABLE_COST_WARNINGS",
-    "DISABLE_NON_ESSENTIAL_MODEL_CALLS",
-    "IS_SANDBOX",
-    "API_TIMEOUT_MS",
-    "BASH_DEFAULT_TIMEOUT_MS",
-    "BASH_MAX_TIMEOUT_MS",
-    "BASH_MAX_OUTPUT_LENGTH",
-    "MCP_TIMEOUT",
-    "MCP_TOOL_TIMEOUT",
-    "MAX_THINKING_TOKENS",
-    "MAX_MCP_OUTPUT_TOKENS",
-    "GIT_AUTHOR_NAME",
-    "GIT_AUTHOR_EMAIL",
-    "GIT_COMMITTER_NAME",
-    "GIT_COMMITTER_EMAIL",
+    *sorted(cli.PASS_NAMES),
 )
 RUNNER_PASSTHROUGH_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_", "REPORT_")
 # With --aws the functions use the user's own AWS configuration.
