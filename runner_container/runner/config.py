@@ -18,6 +18,13 @@ STOP_GRACE_SECONDS = 5.0  # SIGINT -> SIGKILL of the CLI's process group
 DRAIN_SECONDS = 2.0  # after the CLI exits, how long its stdout/stderr may still be read
 LAMBDA_SAFETY_MARGIN_SECONDS = 30.0  # Lambda time kept back for SIGINT, grace, booking and upload
 SESSION_BUSY_DELAY_SECONDS = 4  # another task of the session runs: look again this much later
+# The session's lease (one running task per session): it expires this long after its last renewal (a dead
+# runner's lease lets go by itself), and a live runner renews it with its heartbeat every RENEW seconds.
+SESSION_LEASE_SECONDS = 15.0
+SESSION_LEASE_RENEW_SECONDS = 5.0
+# Messages of a session run in the order their tasks were created: a task waits for older queued ones of its
+# session, but not for one created this much earlier (a queued task whose message was lost must not block it).
+SESSION_ORDER_WINDOW_SECONDS = 900.0
 FARGATE_WATCHDOG_SECONDS = 900  # a delayed copy of a dispatched task's message re-checks its run
 
 # Output pipeline.

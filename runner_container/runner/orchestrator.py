@@ -6,7 +6,10 @@ running, heartbeat fresh .......... nothing: its runner is alive (a duplicate de
 running, heartbeat stale .......... its runner died: take it over and run it again (the message came back
                                     after the visibility timeout), or fail it after MAX_TASK_ATTEMPTS runs
 another task of the session runs .. come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
-                                    answered one at a time: each resumes the conversation of the previous)
+(or an older one is queued)         answered one at a time, in the order they were created: each resumes the
+                                    conversation of the previous). The guarantee is the session's lease, taken
+                                    atomically with the claim (any path: Lambda, Fargate, a redelivery), renewed
+                                    by the heartbeat, released after booking, expiring if its runner dies
 long-running agent ................ hand it to Fargate (+ a delayed watchdog copy of the message)
 over the daily budget ............. failed, error_kind "budget", with the reason (checked first on what is
                                     booked, then atomically by the claim: its cap must fit beside what running
@@ -36,7 +39,7 @@ from agent_machine.domain import budgets, lifecycle
 from agent_machine.models import AgentSpec, EventType, Task, TaskStatus, utcnow
 from agent_machine.observability import get_logger, get_metrics
 from agent_machine.settings import get_settings
-from agent_machine.store import tasks
+from agent_machine.store import sessions, tasks
 from aws_lambda_powertools.metrics import MetricUnit
 
 from runner import config, fargate
@@ -117,9 +120,24 @@ def fail_unstarted(task: Task, error: str, error_kind: str, *, runner_id: str | 
 
 
 def session_busy(task: Task) -> bool:
-    """Another task of the same session is running (and alive)."""
-    page = tasks.list_tasks(session_id=task.session_id, status=TaskStatus.RUNNING, limit=10)
-    return any(other.task_id != task.task_id and not is_stale(other) for other in page.items)
+    """Another task of the same session is running (and alive), or an older one waits for its turn (a quick
+    look that saves a claim or a Fargate start; the claim's lease is what guarantees one run at a time)."""
+    page = tasks.list_tasks(session_id=task.session_id, limit=50, max_pages=2)
+    for other in page.items:
+        if other.task_id == task.task_id:
+            continue
+        if other.status == TaskStatus.RUNNING and not is_stale(other):
+            return True
+        if other.status == TaskStatus.QUEUED and _comes_first(other, task):
+            return True
+    return False
+
+
+def _comes_first(other: Task, task: Task) -> bool:
+    """`other` was created before `task` (ties broken by id), recently enough to be waited for."""
+    if (other.created_at, other.task_id) >= (task.created_at, task.task_id):
+        return False
+    return (task.created_at - other.created_at).total_seconds() <= config.SESSION_ORDER_WINDOW_SECONDS
 
 
 def put_back(msg: Message) -> Disposition:
@@ -157,15 +175,24 @@ def budget_refusal() -> str | None:
     return None if check.allowed else check.reason
 
 
-def claim(task: Task, runner_id: str, run_mode: str, agent: AgentSpec) -> Task | None:
+def claim(task: Task, runner_id: str, run_mode: str, agent: AgentSpec) -> Task | lifecycle.SessionBusy | None:
+    """The task for this runner with its session's lease; None when another runner has it (or it was refused);
+    SessionBusy when another task of the session holds the lease."""
+    lease = config.SESSION_LEASE_SECONDS
     if task.status == TaskStatus.QUEUED:
-        claimed = lifecycle.claim(task, runner_id, run_mode, agent_cap_usd=agent.max_budget_usd)
+        claimed = lifecycle.claim(task, runner_id, run_mode, agent_cap_usd=agent.max_budget_usd, lease_seconds=lease)
         if isinstance(claimed, lifecycle.Refused):  # its cap does not fit in what is left of today's budget
             fail_unstarted(task, claimed.reason, "budget")
             return None
         return claimed
+    # A takeover: the lease first (the dead runner's has expired, unless another task of the session took it).
+    if not sessions.take_lease(task.session_id, task.task_id, runner_id, seconds=lease):
+        return lifecycle.SessionBusy()
     stale_before = utcnow() - timedelta(seconds=config.STALE_AFTER_SECONDS)
-    return tasks.take_over_stale(task.task_id, runner_id, run_mode, stale_before)
+    taken = tasks.take_over_stale(task.task_id, runner_id, run_mode, stale_before)
+    if taken is None:
+        sessions.release_lease(task.session_id, task.task_id, runner_id)
+    return taken
 
 
 def resolve_agent(task: Task) -> AgentSpec | None:
@@ -300,6 +327,9 @@ def handle(
         if claimed is None:
             log.info("another runner claimed the task first")
             return Disposition.DONE
+        if isinstance(claimed, lifecycle.SessionBusy):
+            log.info("another task of this session holds its lease: trying again shortly")
+            return put_back(msg)
         if not run_claimed(
             claimed, agent, runner_id=runner_id, run_mode=run_mode, seconds=seconds, timeout_detail=detail
         ):
@@ -337,6 +367,11 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
         claimed = claim(task, runner_id, run_mode, agent)
         if claimed is None:
             log.info("another runner claimed the task first")
+            return 0
+        if isinstance(claimed, lifecycle.SessionBusy):
+            # Back to the queue: its handler starts it (here or on Fargate again) once the session is free.
+            log.info("another task of this session holds its lease: queued again")
+            queue.send(task.task_id, delay_seconds=config.SESSION_BUSY_DELAY_SECONDS)
             return 0
         settled = run_claimed(
             claimed,

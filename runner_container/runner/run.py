@@ -111,6 +111,7 @@ class Controller:
         self.interruption_requested_at: float | None = None
         self.killed = False
         self.heartbeats = 0
+        self.lease_renew_at = time.monotonic()  # the first beat renews it (a takeover takes it there too)
         # What the CLI's environment carries (cli.RUN_MARKER): how what it left behind is recognised.
         self.run_marker = f"{cli.RUN_MARKER}={task.task_id}.{uuid.uuid4().hex[:12]}"
         self.seen_descendants: set[cli.ProcessId] = set()
@@ -189,8 +190,29 @@ class Controller:
         if current is None:
             get_logger().warning("the task is no longer ours (finished or taken over elsewhere)")
             self.interrupt("lost")
-        elif current.stop_requested:
+            return
+        if current.stop_requested:
             self.interrupt("stop")
+        if time.monotonic() >= self.lease_renew_at:
+            await self.renew_lease()
+
+    async def renew_lease(self) -> None:
+        """Keep the session's lease (one running task per session) a few beats ahead of its expiry."""
+        try:
+            kept = await asyncio.to_thread(
+                sessions.take_lease,
+                self.task.session_id,
+                self.task.task_id,
+                self.opts.runner_id,
+                seconds=config.SESSION_LEASE_SECONDS,
+            )
+        except Exception as exc:  # the next beat tries again, well before the lease expires
+            get_logger().warning("could not renew the session's lease", extra={"error": repr(exc)})
+            return
+        self.lease_renew_at = time.monotonic() + config.SESSION_LEASE_RENEW_SECONDS
+        if not kept:
+            # Only after beats failed for the whole lease: another task of the session may be running now.
+            get_logger().error("the session's lease passed to another task while this one ran")
 
 
 # --------------------------------------------------------------------------------------------------- streaming

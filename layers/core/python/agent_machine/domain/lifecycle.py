@@ -25,7 +25,7 @@ from agent_machine.store.tasks import is_condition_failure
 FINISH_ATTEMPTS = 5
 CLAIM_ATTEMPTS = 8  # tasks started together all add to one day's item: more conflicts than at the end
 CONFLICT_BACKOFF_SECONDS = 0.05
-TASK_PART, HOLD_PART = 0, 1  # the claim transaction's parts
+TASK_PART, HOLD_PART, LEASE_PART = 0, 1, 2  # the claim transaction's parts
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,13 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True)
+class SessionBusy:
+    """Another task of the session holds its lease (it is running): this one waits its turn."""
+
+    holder: str | None = None
+
+
 def held(task: Task) -> costs.Held | None:
     """What the task holds of a day's budget, as recorded by its claim."""
     if task.reserved_usd is None or task.reserved_day is None:
@@ -42,15 +49,24 @@ def held(task: Task) -> costs.Held | None:
     return costs.Held(usd=task.reserved_usd, day=task.reserved_day)
 
 
-def claim(task: Task, runner_id: str, run_mode: str, *, agent_cap_usd: float | None) -> Task | Refused | None:
-    """queued -> running, holding the task's cap of today's budget in the same transaction. None when the task
-    is not queued any more (another runner claimed it, it was stopped); Refused when the cap does not fit."""
+def claim(
+    task: Task,
+    runner_id: str,
+    run_mode: str,
+    *,
+    agent_cap_usd: float | None,
+    lease_seconds: float = sessions.LEASE_SECONDS,
+) -> Task | Refused | SessionBusy | None:
+    """queued -> running, holding the task's cap of today's budget and its session's lease in the same
+    transaction. None when the task is not queued any more (another runner claimed it, it was stopped);
+    SessionBusy when another task of the session holds the lease; Refused when the cap does not fit."""
     since = time.monotonic()
     hold = budgets.hold_for(budgets.task_cap(task.max_budget_usd, agent_cap_usd))
     day = costs.today()
     parts = [
         tasks.start_item(task.task_id, runner_id, run_mode, reserved_usd=hold, day=day),
         costs.reserve_item(day, hold, get_settings().daily_budget_usd),
+        sessions.take_lease_item(task.session_id, task.task_id, runner_id, seconds=lease_seconds),
     ]
     for attempt in range(1, CLAIM_ATTEMPTS + 1):
         try:
@@ -59,6 +75,8 @@ def claim(task: Task, runner_id: str, run_mode: str, *, agent_cap_usd: float | N
             failed = _failed_parts(exc)
             if TASK_PART in failed:
                 return None
+            if LEASE_PART in failed:  # checked before the budget: once the session is free, the cap may fit
+                return SessionBusy()
             if HOLD_PART in failed:
                 return Refused(budgets.refusal(day, hold))
             if not is_transaction_conflict(exc) or attempt == CLAIM_ATTEMPTS:
@@ -157,8 +175,20 @@ def finish(
             # transaction did nothing, so it can simply run again, a little later.
             time.sleep(random.uniform(0.5, 1.5) * CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
             continue
+        release_session_lease(task)
         return True
     return False  # (not reached: the last attempt returns or raises)
+
+
+def release_session_lease(task: Task) -> None:
+    """Let the session's next task run once this one is booked (or requeued). Not part of the booking: the lease
+    may have passed to another task (it expired), whose lease must stay; a release lost here expires by itself."""
+    try:
+        sessions.release_lease(task.session_id, task.task_id)
+    except ClientError:
+        from agent_machine.observability import get_logger  # (as in submission: logging set up on use)
+
+        get_logger().exception("could not release the session's lease; it expires by itself")
 
 
 def is_transaction_conflict(exc: ClientError) -> bool:

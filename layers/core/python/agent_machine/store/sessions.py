@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
 
 from agent_machine import aws
 from agent_machine.models import Session, iso, utcnow
@@ -110,3 +113,72 @@ def count() -> int:
         if "LastEvaluatedKey" not in resp:
             return total
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+# The session's lease (issue 13): at most one running task per session, whatever started it. Three attributes on
+# the session item: the task holding it, its runner, and when it expires (epoch seconds: a holder that died lets
+# go by itself). Taken by the claim's transaction, renewed by the runner's heartbeat, released after booking.
+LEASE_SECONDS = 15.0  # default expiry; the runner passes its own (a few heartbeat intervals)
+_LEASE_FREE = "attribute_not_exists(lease_task_id) OR lease_task_id = :task OR lease_expires_at < :now"
+
+
+def take_lease_item(session_id: str, task_id: str, runner_id: str, *, seconds: float) -> TransactWriteItemTypeDef:
+    """Take the session's lease for `task_id` as a transaction part: fails while another task holds a live one."""
+    now = time.time()
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"session_id": {"S": session_id}},
+            "UpdateExpression": "SET lease_task_id = :task, lease_runner_id = :runner, lease_expires_at = :exp",
+            "ConditionExpression": _LEASE_FREE,
+            "ExpressionAttributeValues": values(task=task_id, runner=runner_id, now=now, exp=now + seconds),
+        }
+    }
+
+
+def take_lease(session_id: str, task_id: str, runner_id: str, *, seconds: float) -> bool:
+    """Take (or renew) the lease outside a transaction; False while another task holds a live one."""
+    part = take_lease_item(session_id, task_id, runner_id, seconds=seconds)["Update"]
+    try:
+        aws.dynamodb().update_item(**part)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def release_lease(session_id: str, task_id: str, runner_id: str | None = None) -> bool:
+    """Give the lease back if `task_id` (and `runner_id`, when given) still holds it; False if it did not."""
+    condition = "lease_task_id = :task"
+    vals: dict[str, Any] = {"task": task_id}
+    if runner_id is not None:
+        condition += " AND lease_runner_id = :runner"
+        vals["runner"] = runner_id
+    try:
+        aws.dynamodb().update_item(
+            TableName=table(),
+            Key={"session_id": {"S": session_id}},
+            UpdateExpression="REMOVE lease_task_id, lease_runner_id, lease_expires_at",
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values(**vals),
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def lease_holder(session_id: str) -> tuple[str, float] | None:
+    """(task id, expiry in epoch seconds) of the session's lease, or None when nobody holds one."""
+    resp = aws.dynamodb().get_item(
+        TableName=table(),
+        Key={"session_id": {"S": session_id}},
+        ConsistentRead=True,
+        ProjectionExpression="lease_task_id, lease_expires_at",
+    )
+    item = resp.get("Item") or {}
+    if "lease_task_id" not in item:
+        return None
+    return item["lease_task_id"]["S"], float(item["lease_expires_at"]["N"])
