@@ -145,10 +145,13 @@ class Delivery:
             return texts
         try:
             if size_hint is not None and size_hint < _ONE_CHUNK_BYTES:
-                output.put_chunk(self.task.task_id, events, texts)
+                written = output.put_chunk(self.task.task_id, events, texts)
             else:
-                for chunk, chunk_texts in output.chunk_events(events, texts):
-                    output.put_chunk(self.task.task_id, chunk, chunk_texts)
+                written = all(
+                    [output.put_chunk(self.task.task_id, c, t) for c, t in output.chunk_events(events, texts)]
+                )
+            if not written:  # seqs already taken: the task went to another runner (or a retry had landed)
+                get_logger().warning("task output already stored at these seqs", extra={"first_seq": events[0].seq})
             self.stored_seq = events[-1].seq
         except Exception:
             self.failures += 1

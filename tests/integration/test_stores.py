@@ -115,3 +115,20 @@ def test_output_reads_a_page_at_a_time(stack: Provisioned) -> None:
     page, more = output.read_page("t1", 0, max_bytes=1000)
     assert 1 <= len(page) < 10 and more
     assert [e.seq for e in output.read_events("t1", 20)] == [21, 22, 23, 24, 25]
+
+
+def test_a_chunk_never_overwrites_stored_seqs(stack: Provisioned) -> None:
+    """A runner that lost its task (stale heartbeat, requeued by the sweeper) may still flush: its chunk cannot
+    replace what the new run stored at the same seqs."""
+    from agent_machine.models import EventType, TaskEvent
+    from agent_machine.store import output
+
+    def chunk(first: int, text: str) -> list[TaskEvent]:
+        return [
+            TaskEvent(type=EventType.OUTPUT, task_id="t2", session_id="s", seq=i, payload={"text": text})
+            for i in range(first, first + 3)
+        ]
+
+    assert output.put_chunk("t2", chunk(1, "new run"))
+    assert not output.put_chunk("t2", chunk(1, "lost run"))
+    assert [(e.seq, e.payload["text"]) for e in output.read_events("t2")] == [(i, "new run") for i in (1, 2, 3)]

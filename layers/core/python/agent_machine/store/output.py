@@ -11,10 +11,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from agent_machine import aws
 from agent_machine.models import TaskEvent
 from agent_machine.settings import get_settings
 from agent_machine.store._dynamo import values
+from agent_machine.store.tasks import is_condition_failure
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -64,9 +67,23 @@ def chunk_item(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] |
     }
 
 
-def put_chunk(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | None = None) -> None:
-    if events:
-        aws.dynamodb().put_item(TableName=table(), Item=chunk_item(task_id, events, texts))
+def put_chunk(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | None = None) -> bool:
+    """Store a chunk under its first seq, never over one already stored: a runner that lost its task (its
+    heartbeat went stale and the sweeper gave the task to another) cannot write into the new run's numbering.
+    False when a chunk with that first seq exists (that runner's, or this write's own retry that had landed)."""
+    if not events:
+        return True
+    try:
+        aws.dynamodb().put_item(
+            TableName=table(),
+            Item=chunk_item(task_id, events, texts),
+            ConditionExpression="attribute_not_exists(seq)",
+        )
+    except ClientError as exc:
+        if is_condition_failure(exc):
+            return False
+        raise
+    return True
 
 
 def put_chunk_part(task_id: str, events: Sequence[TaskEvent]) -> TransactWriteItemTypeDef:
