@@ -26,6 +26,9 @@ SESSION_LEASE_RENEW_SECONDS = 5.0
 # session, but not for one created this much earlier (a queued task whose message was lost must not block it).
 SESSION_ORDER_WINDOW_SECONDS = 900.0
 FARGATE_WATCHDOG_SECONDS = 900  # a delayed copy of a dispatched task's message re-checks its run
+# A queued task handed to Fargate this long ago and still not claimed: that run was lost (it never started, or
+# died before its claim), counted as an attempt. Less than the watchdog's delay, so the watchdog copy acts on it.
+FARGATE_CLAIM_WAIT_SECONDS = 600.0
 
 # Output pipeline.
 # Coalescing window: at most one flush (one write, one post per watcher) per interval while output keeps coming.

@@ -170,6 +170,32 @@ def arm_watchdog(task: Task) -> None:
     queue.send(task.task_id, delay_seconds=config.FARGATE_WATCHDOG_SECONDS)
 
 
+def unclaimed_dispatch_counted(task: Task) -> bool:
+    """Before handing a queued task to Fargate (again): a Fargate run it was handed to and that never claimed it
+    (never started, died before its claim) counts as an attempt, and past MAX_TASK_ATTEMPTS the task fails. False
+    when nothing is to be started now: a hand-over is still in progress (a duplicate delivery), or it failed."""
+    since = tasks.dispatched_at(task.task_id)
+    if since is None:
+        return True
+    if (utcnow() - since).total_seconds() < config.FARGATE_CLAIM_WAIT_SECONDS:
+        get_logger().info("a Fargate run is starting for this task: nothing to do")
+        return False
+    counted = tasks.count_unclaimed_dispatch(task.task_id, since)
+    if counted is None:  # claimed, stopped or counted meanwhile: the next delivery looks again
+        return False
+    settings = get_settings()
+    get_logger().warning("the Fargate run never claimed the task", extra={"attempt": counted.attempt})
+    if counted.attempt >= settings.max_task_attempts:
+        fail_unstarted(
+            counted,
+            f"{counted.attempt} Fargate runs were started for the task and none claimed it (the last one at "
+            f"{since.isoformat()}); giving up",
+            "fargate_never_started",
+        )
+        return False
+    return True
+
+
 def budget_refusal() -> str | None:
     check = budgets.check_daily()
     return None if check.allowed else check.reason
@@ -301,11 +327,14 @@ def handle(
                 fail_unstarted(task, refusal, "budget")
                 return Disposition.DONE
         if fargate.should_dispatch(agent):
+            if task.status == TaskStatus.QUEUED and not unclaimed_dispatch_counted(task):
+                return Disposition.DONE
             try:
                 where = fargate.dispatch(task)
             except Exception:
                 log.exception("could not start the Fargate run")
                 return retry_soon(msg, 30)
+            tasks.mark_dispatched(task.task_id)
             arm_watchdog(task)
             log.info("handed to Fargate", extra={"mode": where.mode, "ref": where.ref})
             return Disposition.DONE
@@ -371,6 +400,7 @@ def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> i
         if isinstance(claimed, lifecycle.SessionBusy):
             # Back to the queue: its handler starts it (here or on Fargate again) once the session is free.
             log.info("another task of this session holds its lease: queued again")
+            tasks.clear_dispatched(task.task_id)  # given back on purpose: not a Fargate run lost before its claim
             queue.send(task.task_id, delay_seconds=config.SESSION_BUSY_DELAY_SECONDS)
             return 0
         settled = run_claimed(

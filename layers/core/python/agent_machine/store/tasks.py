@@ -162,12 +162,70 @@ def start_item(
         "Update": {
             "TableName": table(),
             "Key": {"task_id": {"S": task_id}},
-            "UpdateExpression": "SET " + ", ".join(f"#{k} = :v_{k}" for k in fields) + " ADD attempt :one",
+            # dispatched_at: a Fargate hand-over that did claim it (not a lost attempt).
+            "UpdateExpression": "SET "
+            + ", ".join(f"#{k} = :v_{k}" for k in fields)
+            + " REMOVE dispatched_at ADD attempt :one",
             "ConditionExpression": "#status = :queued",
             "ExpressionAttributeNames": {f"#{k}": k for k in fields},
             "ExpressionAttributeValues": expr_values,
         }
     }
+
+
+def mark_dispatched(task_id: str) -> bool:
+    """A queued task handed to a Fargate run: when (`dispatched_at`), so a run that never claims it is noticed.
+    The claim removes it (start_item)."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression="SET dispatched_at = :now",
+            ConditionExpression="#status = :queued",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values(now=iso(utcnow()), queued="queued"),
+        )
+    except ClientError as exc:
+        if is_condition_failure(exc):
+            return False
+        raise
+    return True
+
+
+def dispatched_at(task_id: str) -> datetime | None:
+    """When the queued task was last handed to a Fargate run that has not claimed it (None: not handed over)."""
+    resp = aws.dynamodb().get_item(
+        TableName=table(), Key={"task_id": {"S": task_id}}, ConsistentRead=True, ProjectionExpression="dispatched_at"
+    )
+    raw = (resp.get("Item") or {}).get("dispatched_at")
+    return datetime.fromisoformat(raw["S"]) if raw and "S" in raw else None
+
+
+def count_unclaimed_dispatch(task_id: str, when: datetime) -> Task | None:
+    """The Fargate run handed the task at `when` never claimed it: count that as an attempt (once: the condition
+    names that hand-over). None if the task moved meanwhile (claimed, stopped, counted by another delivery)."""
+    try:
+        resp = aws.dynamodb().update_item(
+            TableName=table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression="SET updated_at = :now REMOVE dispatched_at ADD attempt :one",
+            ConditionExpression="#status = :queued AND dispatched_at = :when",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues=values(now=iso(utcnow()), queued="queued", when=iso(when), one=1),
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as exc:
+        if is_condition_failure(exc):
+            return None
+        raise
+    return Task.model_validate(from_item(resp["Attributes"]))
+
+
+def clear_dispatched(task_id: str) -> None:
+    """The Fargate run gave the task back unclaimed on purpose (its session was busy): not a lost attempt."""
+    aws.dynamodb().update_item(
+        TableName=table(), Key={"task_id": {"S": task_id}}, UpdateExpression="REMOVE dispatched_at"
+    )
 
 
 def take_over_stale(task_id: str, runner_id: str, run_mode: str, stale_before: datetime) -> Task | None:
