@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -41,6 +42,18 @@ os.environ.update(
         "LOG_JSON": "true",
     }
 )
+
+
+@pytest.fixture(autouse=True)
+def main_thread_event_loop() -> None:
+    """Every test starts with a current event loop in the main thread, as Lambda's Python runtime has one: Mangum
+    (the API handler) needs it, and an earlier test's asyncio.run() leaves the thread without any."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 @pytest.fixture(scope="session")
