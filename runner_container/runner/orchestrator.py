@@ -140,6 +140,19 @@ def _comes_first(other: Task, task: Task) -> bool:
     return (task.created_at - other.created_at).total_seconds() <= config.SESSION_ORDER_WINDOW_SECONDS
 
 
+def at_capacity(task: Task) -> bool:
+    """MAX_CONCURRENT_TASKS live runs, on Lambda and Fargate together (a dead runner's task, its heartbeat stale,
+    does not count). A look before starting, not a lock: runs started at the same instant may pass it together,
+    and the Lambda event source's own MaximumConcurrency bounds those. A delegated child does not wait: its parent
+    holds a slot while it waits for its children (bounded by MAX_CHILDREN_PER_TASK and the depth)."""
+    if task.parent_task_id:
+        return False
+    limit = get_settings().max_concurrent_tasks
+    page = tasks.list_tasks(status=TaskStatus.RUNNING, limit=limit + 50, max_pages=4)
+    live = [t for t in page.items if t.task_id != task.task_id and not is_stale(t)]
+    return len(live) >= limit
+
+
 def put_back(msg: Message) -> Disposition:
     """Look at the message again shortly. Changing its visibility is one call but counts a receive (the DLQ
     takes it after MAX_TASK_ATTEMPTS receives), so near that limit a fresh delayed copy replaces it."""
@@ -320,6 +333,9 @@ def handle(
             return Disposition.DONE
         if session_busy(task):
             log.info("another task of this session is running: trying again shortly")
+            return put_back(msg)
+        if at_capacity(task):
+            log.info("MAX_CONCURRENT_TASKS runs are going on (Lambda and Fargate): trying again shortly")
             return put_back(msg)
         if task.status == TaskStatus.QUEUED:
             refusal = budget_refusal()

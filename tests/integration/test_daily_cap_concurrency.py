@@ -34,6 +34,7 @@ ANSWER_COST = 0.01  # what each fake CLI run spends before it is stopped
 @pytest.fixture
 def three_caps_a_day(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("DAILY_BUDGET_USD", str(3 * CAP))
+    monkeypatch.setenv("MAX_CONCURRENT_TASKS", "10")  # the day's budget, not the run slots, is what limits here
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -13,7 +13,7 @@ from runner import config, orchestrator
 
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
 from tests.integration.fargate_support import Ecs
-from tests.integration.runner_support import invoke, receive, submit
+from tests.integration.runner_support import invoke, receive, submit, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -72,3 +72,25 @@ def test_fargate_runs_that_never_claim_fail_the_task_after_max_attempts(
     assert output.read_events(task.task_id)[-1].type.value == "task.failed"
     assert deliver(task.task_id) is orchestrator.Disposition.DONE  # finished: nothing more is started
     assert len(ecs_runs(ecs, task.task_id)) == attempts
+
+
+def test_max_concurrent_tasks_counts_fargate_and_lambda_runs_together(
+    stack: Provisioned, ecs: Ecs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_CONCURRENT_TASKS", "1")
+    get_settings.cache_clear()
+    long_run = submit("[[hang]] on fargate", agent="executor")
+    invoke(stack, receive(long_run.task_id))
+    fargate = ecs.run_started(long_run.task_id)
+    wait_until(lambda: (t := tasks.get(long_run.task_id)) and t.status == TaskStatus.RUNNING, timeout=60)
+    # A chat message for Lambda waits while the Fargate run takes the one slot: its message comes back later.
+    chat = submit("[[text:hello]] hi")
+    message = receive(chat.task_id)
+    assert invoke(stack, message) == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    waiting = tasks.get(chat.task_id)
+    assert waiting is not None and waiting.status == TaskStatus.QUEUED and waiting.attempt == 0
+    fargate.terminate()
+    assert fargate.wait(60) == 0
+    assert deliver(chat.task_id) is orchestrator.Disposition.DONE
+    done = tasks.get(chat.task_id)
+    assert done is not None and done.status == TaskStatus.COMPLETED and done.result == "hello", done
