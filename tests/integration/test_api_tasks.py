@@ -96,15 +96,16 @@ def test_task_with_output_and_children(stack: Provisioned) -> None:
                 seq=i,
                 payload={"text": f"line {i}"},
             )
-            for i in (1, 2, 3)
+            for i in (2, 3, 4)  # seq 1 is the task.created event submit stored
         ],
     )
     status, detail = get(f"/api/tasks/{parent.task_id}")
     assert status == 200
     assert detail["task"]["task_id"] == parent.task_id
-    assert [e["payload"]["text"] for e in detail["output"]] == ["line 1", "line 2", "line 3"]
-    assert detail["last_seq"] == 3
-    assert [e["seq"] for e in get(f"/api/tasks/{parent.task_id}", "after_seq=2")[1]["output"]] == [3]
+    assert [e["type"] for e in detail["output"]] == ["task.created", "task.output", "task.output", "task.output"]
+    assert [e["payload"]["text"] for e in detail["output"][1:]] == ["line 2", "line 3", "line 4"]
+    assert detail["last_seq"] == 4
+    assert [e["seq"] for e in get(f"/api/tasks/{parent.task_id}", "after_seq=2")[1]["output"]] == [3, 4]
     status, children = get(f"/api/tasks/{parent.task_id}/children")
     assert [t["task_id"] for t in children["items"]] == [child.task_id]
 
