@@ -66,6 +66,20 @@ class RunningMachine:
 def start_machine(
     tmp: Path, *, port: int | None = None, extra_env: dict[str, str] | None = None, persist: bool = True
 ) -> RunningMachine:
+    try:
+        return _start_machine(tmp, port=port, extra_env=extra_env, persist=persist)
+    except PortTaken:
+        if port is not None:
+            raise
+        # Another process took the free port between the check and the bind: a new port, once.
+        return _start_machine(tmp, port=None, extra_env=extra_env, persist=persist)
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def _start_machine(tmp: Path, *, port: int | None, extra_env: dict[str, str] | None, persist: bool) -> RunningMachine:
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(TEST_SECRETS)
@@ -101,7 +115,10 @@ def start_machine(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"local runtime exited early:\n{machine.logs()}")
+            logs = machine.logs()
+            if "could not listen on port" in logs:
+                raise PortTaken(f"port {port} was taken:\n{logs}")
+            raise RuntimeError(f"local runtime exited early:\n{logs}")
         try:
             with urllib.request.urlopen(f"{machine.base_url}/api/health", timeout=2) as resp:
                 if resp.status == 200:
