@@ -2,8 +2,9 @@
 
 1. Size: a Content-Length over MAX_BODY_BYTES is refused with 413 before a byte of the body is read; without a
    Content-Length the body is counted as it is read and refused once past the cap (BodyTooLarge).
-2. Auth for /api/* (except the open paths): `Authorization: Bearer <API_TOKEN>`, constant time. Missing -> 401,
-   wrong -> 403 (as API Gateway's authorizer answers). Defence in depth: on AWS the authorizer checked it first.
+2. Auth for /api/* (except the open paths): `Authorization: Bearer <API_TOKEN>`, checked by
+   agent_machine.api_token (the authorizer's and WebSocket $connect's check too). Missing -> 401, wrong -> 403 (as
+   API Gateway's authorizer answers). Defence in depth: on AWS the authorizer checked it first.
 3. Media type for /api/* bodies: JSON only (415 otherwise).
 """
 
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_machine.api_token import TokenCheck, check_bearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from machine_api.auth import TokenCheck, check_bearer
 from machine_api.docs import ASSETS as DOCS_ASSETS
 from machine_api.errors import BodyTooLarge, error_response
 

@@ -29,16 +29,15 @@ Import-light on purpose: no web framework, and the chat domain is imported only 
 from __future__ import annotations
 
 import base64
-import hmac
 import json
-from collections.abc import Mapping
 from typing import Any, Literal
 
-from agent_machine import secrets
+from agent_machine.api_token import TokenCheck, bearer_token, check_token
 from agent_machine.models import ALL_TASKS_TOPIC, Subscription, TaskEvent, TaskStatus
 from agent_machine.observability import get_logger, quiet_noisy_loggers
 from agent_machine.push import Pusher
 from agent_machine.store import connections, output, tasks
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 from botocore.exceptions import BotoCoreError
 from botocore.exceptions import ClientError as AwsError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
@@ -128,25 +127,20 @@ def _validation_message(exc: ValidationError) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Routes
 # ---------------------------------------------------------------------------------------------------------------
-def _token_from(event: Mapping[str, Any]) -> str | None:
-    query = event.get("queryStringParameters") or {}
-    token = query.get("token")
+def _token_from(event: APIGatewayWebSocketEvent) -> str | None:
+    # Browsers cannot set headers on a WebSocket: the dashboard sends `?token=`; other clients may use the header.
+    token = event.query_string_parameters.get("token")
     if token:
         return str(token)
-    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return None
+    return bearer_token(event.headers.get("authorization"))
 
 
-def connect(event: Mapping[str, Any], connection_id: str) -> Response:
-    given = _token_from(event)
-    if not given:
+def connect(event: APIGatewayWebSocketEvent, connection_id: str) -> Response:
+    result = check_token(_token_from(event))
+    if result is TokenCheck.MISSING:
         logger.info("websocket connect refused: no token", extra={"connection_id": connection_id})
         return {"statusCode": 401, "body": "token required"}
-    expected = secrets.get_secret("api_token")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+    if result is not TokenCheck.OK:
         logger.info("websocket connect refused: wrong token", extra={"connection_id": connection_id})
         return {"statusCode": 403, "body": "forbidden"}
     connections.add(connection_id)
@@ -431,19 +425,22 @@ def message(connection_id: str, body: str | None) -> Response:
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> Response:
-    request = event.get("requestContext") or {}
-    route = request.get("routeKey")
-    connection_id = request.get("connectionId")
+    ws_event = APIGatewayWebSocketEvent(event)
+    try:
+        request = ws_event.request_context
+        route, connection_id = request.route_key, request.connection_id
+    except (KeyError, TypeError):  # not an API Gateway WebSocket event: there is no one to answer
+        return {"statusCode": 400, "body": "no connection id"}
     if not isinstance(connection_id, str) or not connection_id:
         return {"statusCode": 400, "body": "no connection id"}
     logger.append_keys(connection_id=connection_id, route=route)
     if route == "$connect":
-        return connect(event, connection_id)
+        return connect(ws_event, connection_id)
     if route == "$disconnect":
         return disconnect(connection_id)
-    _touch(connection_id, request.get("connectedAt"))
-    body = event.get("body")
-    if event.get("isBase64Encoded") and isinstance(body, str):
+    _touch(connection_id, request.connected_at)
+    body = ws_event.body
+    if ws_event.is_base64_encoded and isinstance(body, str):
         body = _decode_binary(body)
     return message(connection_id, body)
 
