@@ -1,15 +1,22 @@
-"""Secret values: from the environment when set there, else from the SECRETS_NAME Secrets Manager JSON."""
+"""Secret values: from the environment when set there, else from the SECRETS_NAME Secrets Manager JSON.
+
+Secrets Manager is read through Powertools Parameters (`SecretsProvider.get(..., transform="json", max_age=...)`),
+which caches the parsed answer for CACHE_SECONDS. Its provider is built on our own Secrets Manager client
+(aws.secretsmanager(): the endpoint, region and timeouts of every other client, so moto and LocalStack work too).
+"""
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
-import threading
-import time
-from typing import Literal, get_args
+from functools import cache
+from typing import TYPE_CHECKING, Literal, get_args
 
 from agent_machine import aws
 from agent_machine.settings import get_settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 SecretName = Literal[
     "api_token",
@@ -32,24 +39,33 @@ ENV_SECRET_NAMES = (
     "AWS_SESSION_TOKEN",
 )
 
-_CACHE_SECONDS = 300.0
-_lock = threading.Lock()
-_cached: tuple[float, dict[str, str]] | None = None
+CACHE_SECONDS = 300  # a rotated value is seen within this long
+
+_last: dict[str, str] | None = None  # the last answer read, for known_values(fetch=False); swapped whole, never edited
+_generations = itertools.count(1)
 _generation = 0  # bumped by clear_cache: whoever derives something from the values knows to derive it again
 
 
+@cache
+def _provider() -> SecretsProvider:
+    # Imported here, not at the top: it imports boto3, and a function whose secrets are all in its environment
+    # (the authorizer's usual cold start) never needs it.
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+    return SecretsProvider(boto3_client=aws.secretsmanager())
+
+
 def _from_secrets_manager() -> dict[str, str]:
-    global _cached
+    global _last
     name = get_settings().secrets_name
     if not name:
         return {}
-    with _lock:
-        now = time.monotonic()
-        if _cached is None or now - _cached[0] > _CACHE_SECONDS:
-            raw = aws.secretsmanager().get_secret_value(SecretId=name)["SecretString"]
-            parsed = json.loads(raw)
-            _cached = (now, {str(k): str(v) for k, v in parsed.items() if v not in (None, "")})
-        return _cached[1]
+    parsed = _provider().get(name, transform="json", max_age=CACHE_SECONDS)
+    if not isinstance(parsed, dict):
+        raise ValueError(f"the secret {name} is not a JSON object")
+    values = {str(k): str(v) for k, v in parsed.items() if v not in (None, "")}
+    _last = values
+    return values
 
 
 def get_secret(name: SecretName) -> str | None:
@@ -75,9 +91,9 @@ def known_values(*, fetch: bool = True) -> list[str]:
     if fetch:
         values.extend(_from_secrets_manager().values())
     else:
-        cached = _cached  # one read of the reference: a concurrent refresh swaps the whole tuple
-        if cached is not None:
-            values.extend(cached[1].values())
+        last = _last  # one read of the reference: a concurrent fetch swaps the whole dict
+        if last is not None:
+            values.extend(last.values())
     return values
 
 
@@ -87,7 +103,8 @@ def generation() -> int:
 
 
 def clear_cache() -> None:
-    global _cached, _generation
-    with _lock:
-        _cached = None
-        _generation += 1
+    """Forget the values read (and the provider: it holds the Secrets Manager client aws.reset_clients dropped)."""
+    global _last, _generation
+    _provider.cache_clear()
+    _last = None
+    _generation = next(_generations)  # atomic under the GIL, unlike `+= 1`
