@@ -9,7 +9,7 @@ CLAUDE_CODE_VERSION ?= 2.1.197
 SAM_ENV ?= default
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: help uv sync init run-local test test-unit test-cov lint format typecheck build deploy local-deploy logs \
+.PHONY: help uv sync init run-local test test-unit test-cov lint requirements requirements-check format typecheck build deploy local-deploy logs \
         db-shell bench real-cli browser clean
 
 help: ## this list
@@ -30,9 +30,29 @@ init: ## write .env from .env.example (kept if it exists)
 run-local: sync ## the whole machine on http://localhost:$${PORT:-8000} over a moto server (no Docker, no AWS)
 	@$(PY) python -m local_runtime
 
-lint: sync ## ruff (lint + format check)
+lint: sync requirements-check ## ruff (lint + format check), import-linter contracts, requirements drift
 	@$(PY) ruff check .
 	@$(PY) ruff format --check --quiet . || { echo "run: make format"; exit 1; }
+	@$(PY) lint-imports --no-logo --no-cache
+
+# What each deployed unit pip-installs, exported from uv.lock so it ships exactly what the tests ran against:
+# <file>:<extra of pyproject.toml, or nothing for the core set>. CoreLayer itself ships no dependencies.
+REQUIREMENTS := functions/api/requirements.txt:api functions/ws/requirements.txt: functions/sweeper/requirements.txt: \
+                runner_container/requirements.txt:
+REQUIREMENTS_NOTE := \# Do not edit: `make requirements` writes this from uv.lock, and `make lint` fails when it drifts.
+# One unit's file on stdout; the shell variable `extra` picks the extra.
+EXPORT_REQUIREMENTS = { echo '$(REQUIREMENTS_NOTE)'; $(UV) export --frozen --no-hashes --no-dev --no-emit-project \
+                      $${extra:+--extra $$extra}; }
+
+requirements: uv ## write functions/*/requirements.txt and the runner's from uv.lock
+	@for spec in $(REQUIREMENTS); do file=$${spec%%:*}; extra=$${spec#*:}; \
+	    $(EXPORT_REQUIREMENTS) > $$file.tmp && mv $$file.tmp $$file && echo "wrote $$file" || exit 1; done
+
+requirements-check: uv ## fail when uv.lock is stale or a requirements.txt differs from a fresh export
+	@$(UV) lock --check --quiet || { echo "uv.lock does not match pyproject.toml: run uv lock, then make requirements"; exit 1; }
+	@rc=0; for spec in $(REQUIREMENTS); do file=$${spec%%:*}; extra=$${spec#*:}; \
+	    diff -u --label "$$file (committed)" --label "$$file (from uv.lock)" $$file <($(EXPORT_REQUIREMENTS)) \
+	    || { echo "$$file drifted from uv.lock: run make requirements"; rc=1; }; done; exit $$rc
 
 format: sync ## ruff format + autofix
 	@$(PY) ruff format .
