@@ -9,8 +9,8 @@ CLAUDE_CODE_VERSION ?= 2.1.197
 SAM_ENV ?= default
 export SAM_CLI_TELEMETRY = 0
 
-.PHONY: help uv sync init run-local test test-unit test-cov lint requirements requirements-check format typecheck build deploy local-deploy logs \
-        db-shell bench real-cli browser clean
+.PHONY: help uv sync init run-local test test-unit test-cov lint requirements requirements-check format typecheck build \
+        deploy local-deploy logs db-shell bench real-cli browser clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'

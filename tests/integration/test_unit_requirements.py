@@ -6,13 +6,14 @@ the Dockerfile pip-install it. An isolated interpreter (`-I -S`: no site-package
 path holds only that folder, the unit's code and CoreLayer then imports every module of the unit and resolves every
 import statement in its source, function-level ones included (they run only when called). So a file missing a
 dependency fails here, not on Lambda; and the WebSocket function, the sweeper and the runner are shown to ship,
-load and need no FastAPI, Mangum or Starlette.
+load and need no FastAPI, Mangum or Starlette. Last, `make requirements-check` is shown to catch drift.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,50 @@ def test_unit_runs_on_its_requirements_alone(unit: Unit, tmp_path: Path) -> None
         assert shipped.isdisjoint(WEB_STACK), shipped & WEB_STACK
         assert WEB_STACK.isdisjoint(report["names"]), "its source imports the web stack"
         assert WEB_STACK.isdisjoint(report["loaded"])
+
+
+def make(target: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    found = shutil.which("make")
+    assert found, "make runs the checks in CI (.ci/run -> make test)"
+    return subprocess.run(
+        [found, "--no-print-directory", target, f"UV={uv()}"], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_requirements_check_fails_on_drift_and_on_a_stale_lock(tmp_path: Path) -> None:
+    """`make requirements-check` (run by `make lint`) on a copy of the files it reads: clean, then each drift."""
+    files = [
+        "Makefile",
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        *(str(u.requirements.relative_to(ROOT)) for u in UNITS),
+    ]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+
+    clean = make("requirements-check", tmp_path)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+    # A hand edit (a pin changed) in one unit's file: named, with the diff.
+    sweeper = tmp_path / "functions/sweeper/requirements.txt"
+    sweeper.write_text(re.sub(r"^urllib3==.*$", "urllib3==1.0.0", sweeper.read_text(), count=1, flags=re.MULTILINE))
+    drift = make("requirements-check", tmp_path)
+    assert drift.returncode != 0
+    assert "functions/sweeper/requirements.txt drifted from uv.lock" in drift.stdout
+    assert "-urllib3==1.0.0" in drift.stdout
+    assert "functions/ws/requirements.txt drifted" not in drift.stdout
+
+    # `make requirements` puts it back, byte for byte what is committed.
+    regenerate = make("requirements", tmp_path)
+    assert regenerate.returncode == 0, regenerate.stderr
+    assert sweeper.read_text() == (ROOT / "functions/sweeper/requirements.txt").read_text()
+    assert make("requirements-check", tmp_path).returncode == 0
+
+    # A dependency added to pyproject.toml without `uv lock`: the exports would silently miss it.
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"boto3>=1.35",', '"boto3>=1.35",\n    "httpx>=0.27",', 1))
+    stale = make("requirements-check", tmp_path)
+    assert stale.returncode != 0
+    assert "uv.lock does not match pyproject.toml" in stale.stdout
