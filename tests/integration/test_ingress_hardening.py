@@ -382,7 +382,8 @@ def test_api_clients_have_short_timeouts_and_the_runner_long_ones(
 ) -> None:
     from agent_machine import aws
 
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "api")
+    monkeypatch.delenv("AWS_TIMEOUT_PROFILE", raising=False)  # the default: short
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "runner")  # the service name no longer picks the profile
     reset()
     config: Any = aws.dynamodb().meta.config  # against the emulator: slow under load is not down
     assert (config.connect_timeout, config.read_timeout) == (10, 30)
@@ -392,7 +393,7 @@ def test_api_clients_have_short_timeouts_and_the_runner_long_ones(
     config = aws.dynamodb().meta.config
     assert (config.connect_timeout, config.read_timeout) == (2, 5)
     assert config.retries == {"mode": "standard", "total_max_attempts": 3}
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "runner")
+    monkeypatch.setenv("AWS_TIMEOUT_PROFILE", "long")  # the template's, for the runner
     reset()
     config = aws.dynamodb().meta.config
     assert config.read_timeout == 60 and config.retries["total_max_attempts"] == 5

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from agent_machine.observability import SERVICE, get_logger
+from agent_machine.observability import get_logger
 from local_runtime.events import LambdaContext, http_event, sqs_event, websocket_event
 from local_runtime.invoker import Invoker
 from local_runtime.provision import Provisioned
@@ -36,9 +36,9 @@ class Lines(logging.Handler):
 def lines() -> Iterator[Lines]:
     handler = Lines()
     handler.setFormatter(get_logger().registered_formatter)
-    logging.getLogger(SERVICE).addHandler(handler)
+    logging.getLogger(get_logger().name).addHandler(handler)
     yield handler
-    logging.getLogger(SERVICE).removeHandler(handler)
+    logging.getLogger(get_logger().name).removeHandler(handler)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 from agent_machine import aws, secrets
 from agent_machine.domain import registry_service, submission
 from agent_machine.models import RepoContext, Subscription, TaskSource, TaskStatus
-from agent_machine.observability import SERVICE, get_logger
+from agent_machine.observability import get_logger
 from agent_machine.settings import get_settings
 from agent_machine.store import connections, output, tasks
 from local_runtime.provision import Provisioned
@@ -72,7 +72,7 @@ class Lines(logging.Handler):
 def log_lines() -> Iterator[Lines]:
     handler = Lines()
     handler.setFormatter(get_logger().registered_formatter)
-    target = logging.getLogger(SERVICE)
+    target = logging.getLogger(get_logger().name)
     target.addHandler(handler)
     yield handler
     target.removeHandler(handler)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -27,16 +26,9 @@ def _session() -> Any:
     return boto3.session.Session()
 
 
-LONG_RUNNING_SERVICES = ("runner",)  # runner, runner-fargate
-
-
 def timeout_profile() -> str:
-    """ "short" for the request/response functions (API, authorizer, WebSocket), "long" for the runner."""
-    explicit = get_settings().aws_timeout_profile
-    if explicit is not None:
-        return explicit
-    service = os.environ.get("POWERTOOLS_SERVICE_NAME", "")
-    return "long" if service.startswith(LONG_RUNNING_SERVICES) else "short"
+    """AWS_TIMEOUT_PROFILE: "short" for the request/response functions, "long" for the runner (the template's)."""
+    return get_settings().aws_timeout_profile
 
 
 def client_config(profile: str | None = None) -> Any:

@@ -1,4 +1,6 @@
-"""Powertools Logger and Metrics, configured once from settings (JSON logs unless LOG_JSON=false).
+"""Powertools Logger and Metrics, configured once from settings (JSON logs unless LOG_JSON=false). The service is
+the function's own POWERTOOLS_SERVICE_NAME (template.yaml: api, authorizer, ws, runner, dlq, sweeper,
+runner-fargate), the metrics namespace POWERTOOLS_METRICS_NAMESPACE.
 
 Two things differ from a plain Powertools Logger, both in the formatter:
 - Every line is redacted (agent_machine.redaction): no secret value reaches a log, whatever a message or an
@@ -22,9 +24,6 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from agent_machine import redaction
 from agent_machine.settings import get_settings
-
-SERVICE = "agent-machine"
-NAMESPACE = "AgentMachine"
 
 
 class _Formatter(LambdaPowertoolsFormatter):
@@ -64,14 +63,17 @@ class _TextFormatter(_Formatter):
 @cache
 def get_logger() -> Logger:
     settings = get_settings()
-    # The service is a constructor key of the formatter: process-wide, on every thread's lines.
-    formatter = _Formatter(service=SERVICE) if settings.log_json else _TextFormatter(service=SERVICE)
-    return Logger(service=SERVICE, level=settings.log_level.upper(), logger_formatter=formatter)
+    service = settings.service_name
+    # The service is a constructor key of the formatter: process-wide, on every thread's lines. (It also names the
+    # Python logger: logging.getLogger(get_logger().name).)
+    formatter = _Formatter(service=service) if settings.log_json else _TextFormatter(service=service)
+    return Logger(service=service, level=settings.log_level.upper(), logger_formatter=formatter)
 
 
 @cache
 def get_metrics() -> Metrics:
-    return Metrics(namespace=NAMESPACE, service=SERVICE)
+    settings = get_settings()
+    return Metrics(namespace=settings.metrics_namespace, service=settings.service_name)
 
 
 def quiet_noisy_loggers() -> None:

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     machine_id: str = "local"
     log_level: str = "INFO"
     log_json: bool = True
+    # Powertools' own variables, set per function by the template: the service names that function's logs and
+    # metrics (unset: Powertools' own default).
+    service_name: str = Field("service_undefined", validation_alias="POWERTOOLS_SERVICE_NAME")
+    metrics_namespace: str = Field("AgentMachine", validation_alias="POWERTOOLS_METRICS_NAMESPACE")
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_endpoint_url: str | None = None
 
@@ -108,9 +112,9 @@ class Settings(BaseSettings):
     # Against an emulator (AWS_ENDPOINT_URL set: moto, LocalStack) on a busy machine, the short profile waits this
     # long for an answer instead (connect: a third of it): a local emulator under load is no DynamoDB.
     aws_emulator_read_timeout_seconds: float = Field(30.0, gt=0)
-    # "short" (the timeouts above) or "long" (botocore's 60 s, 4 attempts); unset: "long" for the runner
-    # (POWERTOOLS_SERVICE_NAME runner, runner-fargate), "short" everywhere else.
-    aws_timeout_profile: Literal["short", "long"] | None = None
+    # "short" (the timeouts above) or "long" (botocore's 60 s, 4 attempts): the template sets "long" for the runner
+    # (RunnerFunction and the Fargate task).
+    aws_timeout_profile: Literal["short", "long"] = "short"
 
     # Long runs: "ecs" hands them to a Fargate task (ecs:RunTask), "off" keeps them on Lambda. ECS_SECURITY_GROUPS
     # may be empty (the subnets' default security group).
