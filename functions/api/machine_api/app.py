@@ -23,10 +23,7 @@ from machine_api import (
     sessions,
     status,
     tasks,
-    webhooks_dynamic,
-    webhooks_github,
-    webhooks_jira,
-    webhooks_sentry,
+    webhooks,
 )
 from machine_api.middleware import GuardMiddleware
 from machine_api.security import SecurityHeadersMiddleware
@@ -47,10 +44,7 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     for module in (
-        webhooks_github,
-        webhooks_jira,
-        webhooks_sentry,
-        webhooks_dynamic,
+        webhooks,
         config,
         status,
         tasks,

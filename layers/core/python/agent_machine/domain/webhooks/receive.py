@@ -2,6 +2,10 @@
 parse, decide, record (deduped by delivery id and by the event's source key, see `dedupe`). The HTTP layer only
 reads the (size-capped) body and maps errors to status codes.
 
+`receive(sender, ...)` serves every sender: what differs between them (media types, signature scheme, delivery id
+header, what their payload means) is one `accept` function per built-in sender in SENDERS, or the registry's spec
+for a webhook defined through /api/webhooks; deciding, recording and logging are the same for all.
+
 Signature first: nothing from an unauthenticated body is parsed (the exceptions: the legacy unsigned Sentry plugin,
 accepted only when SENTRY_ALLOW_LEGACY_UNSIGNED is set, and Jira without a secret, only when JIRA_ALLOW_UNSIGNED is
 set). A refusal tells the sender only that the signature is missing or invalid; the detail is logged.
@@ -14,13 +18,15 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
-from agent_machine.domain.webhooks import github, jira, sentry
+from agent_machine import secrets
+from agent_machine.domain.webhooks import dynamic, github, jira, sentry
 from agent_machine.domain.webhooks.common import PlanLookup
 from agent_machine.domain.webhooks.decisions import Decision, Delivery
 from agent_machine.domain.webhooks.errors import (
@@ -31,6 +37,7 @@ from agent_machine.domain.webhooks.errors import (
     UnsupportedMediaType,
 )
 from agent_machine.domain.webhooks.ingest import Outcome, record
+from agent_machine.domain.webhooks.plans import latest_plan
 from agent_machine.domain.webhooks.signatures import (
     SignatureError,
     verify_generic,
@@ -39,8 +46,10 @@ from agent_machine.domain.webhooks.signatures import (
     verify_sentry,
 )
 from agent_machine.domain.webhooks.text import one_line
-from agent_machine.models import NAME_PATTERN, TaskSource
+from agent_machine.models import NAME_PATTERN, TaskSource, WebhookSpec
+from agent_machine.observability import get_logger
 from agent_machine.settings import get_settings
+from agent_machine.store import registry
 
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 JSON_TYPES = ("application/json",)
@@ -53,8 +62,6 @@ REFUSED = "the webhook signature is missing or invalid"
 
 
 def refuse(sender: str, detail: str) -> BadSignature:
-    from agent_machine.observability import get_logger
-
     get_logger().warning("webhook refused", extra={"sender": sender, "detail": detail})
     return BadSignature(REFUSED)
 
@@ -103,9 +110,10 @@ def delivery_id(header: str | None, body: bytes) -> str:
     return "sha256-" + hashlib.sha256(body).hexdigest()
 
 
-def _decide(fn: Any, *args: Any) -> Decision:
+def _decide(decide: Callable[[], Decision]) -> Decision:
+    """Run a sender's decision; its payload models' validation errors are the sender's fault (422)."""
     try:
-        decision: Decision = fn(*args)
+        decision = decide()
     except ValidationError as exc:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -114,8 +122,6 @@ def _decide(fn: Any, *args: Any) -> Decision:
 
 
 def _log(delivery: Delivery, outcome: Outcome) -> None:
-    from agent_machine.observability import get_logger
-
     get_logger().info(
         "webhook delivery",
         extra={
@@ -130,20 +136,23 @@ def _log(delivery: Delivery, outcome: Outcome) -> None:
     )
 
 
-def _default_plan_lookup() -> PlanLookup:
-    from agent_machine.domain.webhooks.plans import latest_plan
+@dataclass(frozen=True)
+class Accepted:
+    """A delivery whose signature checked out and whose payload parsed: what every sender hands the shared tail."""
 
-    return latest_plan
+    delivery: Delivery
+    decide: Callable[[], Decision]
 
 
-def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup | None = None) -> Outcome:
-    from agent_machine.secrets import get_secret
+Accept = Callable[[bytes, Mapping[str, str], PlanLookup], Accepted]
 
+
+def _github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup) -> Accepted:
     kind = media_type(headers)
     if kind not in JSON_TYPES and kind != FORM_TYPE:
         raise UnsupportedMediaType(f"expected application/json or {FORM_TYPE}, got {one_line(kind, 80) or 'none'}")
     try:
-        verify_github(body, headers.get("x-hub-signature-256"), get_secret("github_webhook_secret"))
+        verify_github(body, headers.get("x-hub-signature-256"), secrets.get_secret("github_webhook_secret"))
     except SignatureError as exc:
         raise refuse("github", str(exc)) from exc
     if kind == FORM_TYPE:
@@ -168,17 +177,12 @@ def receive_github(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLoo
         TaskSource.GITHUB,
         github.source_key(event, payload),
     )
-    decision = _decide(github.decide, event, payload, get_settings(), plan_lookup or _default_plan_lookup())
-    outcome = record(delivery, decision)
-    _log(delivery, outcome)
-    return outcome
+    return Accepted(delivery, lambda: github.decide(event, payload, get_settings(), plan_lookup))
 
 
-def receive_jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup | None = None) -> Outcome:
-    from agent_machine.secrets import get_secret
-
+def _jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup) -> Accepted:
     _require_json(headers)
-    secret = get_secret("jira_webhook_secret")
+    secret = secrets.get_secret("jira_webhook_secret")
     if secret:  # with a secret configured, unsigned deliveries are refused
         try:
             verify_jira(body, headers.get("x-hub-signature"), secret)
@@ -196,21 +200,16 @@ def receive_jira(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLooku
         TaskSource.JIRA,
         jira.source_key(payload),
     )
-    decision = _decide(jira.decide, payload, get_settings(), plan_lookup or _default_plan_lookup())
-    outcome = record(delivery, decision)
-    _log(delivery, outcome)
-    return outcome
+    return Accepted(delivery, lambda: jira.decide(payload, get_settings(), plan_lookup))
 
 
-def receive_sentry(body: bytes, headers: Mapping[str, str]) -> Outcome:
-    from agent_machine.secrets import get_secret
-
+def _sentry(body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup) -> Accepted:
     _require_json(headers)
     resource = headers.get("sentry-hook-resource") or None
     signature = headers.get("sentry-hook-signature")
     if signature or resource or not get_settings().sentry_allow_legacy_unsigned:
         try:
-            verify_sentry(body, signature, get_secret("sentry_webhook_secret"))
+            verify_sentry(body, signature, secrets.get_secret("sentry_webhook_secret"))
         except SignatureError as exc:
             raise refuse("sentry", str(exc)) from exc
         payload = parse_json(body)
@@ -227,10 +226,7 @@ def receive_sentry(body: bytes, headers: Mapping[str, str]) -> Outcome:
         TaskSource.SENTRY,
         sentry.source_key(resource, payload),
     )
-    decision = _decide(sentry.decide, resource, payload)
-    outcome = record(delivery, decision)
-    _log(delivery, outcome)
-    return outcome
+    return Accepted(delivery, lambda: sentry.decide(resource, payload))
 
 
 DYNAMIC_DELIVERY_HEADERS = (
@@ -243,11 +239,7 @@ DYNAMIC_DELIVERY_HEADERS = (
 )
 
 
-def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outcome:
-    from agent_machine.domain.webhooks import dynamic
-    from agent_machine.models import WebhookSpec
-    from agent_machine.store import registry
-
+def _dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Accepted:
     valid = NAME_PATTERN.fullmatch(name) is not None and name not in dynamic.RESERVED_NAMES
     spec = registry.get("webhook", name, WebhookSpec) if valid else None
     if spec is None:
@@ -269,7 +261,19 @@ def receive_dynamic(name: str, body: bytes, headers: Mapping[str, str]) -> Outco
         one_line(action, 80) if isinstance(action, str) else None,
         TaskSource.WEBHOOK,
     )
-    decision = _decide(dynamic.decide, spec, payload)
-    outcome = record(delivery, decision)
+    return Accepted(delivery, lambda: dynamic.decide(spec, payload))
+
+
+# The built-in senders, by the name in their path (/webhooks/<name>). Any other name is a webhook defined
+# through /api/webhooks (its spec in the registry). The API documents each of these names (machine_api.webhooks).
+SENDERS: Mapping[str, Accept] = {"github": _github, "jira": _jira, "sentry": _sentry}
+
+
+def receive(sender: str, body: bytes, headers: Mapping[str, str], plan_lookup: PlanLookup | None = None) -> Outcome:
+    """POST /webhooks/<sender>: the sender's checks and parse, then decide, record and log the same for all."""
+    accept = SENDERS.get(sender)
+    accepted = accept(body, headers, plan_lookup or latest_plan) if accept else _dynamic(sender, body, headers)
+    delivery = accepted.delivery
+    outcome = record(delivery, _decide(accepted.decide))
     _log(delivery, outcome)
     return outcome
