@@ -1,18 +1,21 @@
-"""A task's events: numbered, coalesced, stored for replay, then pushed to the WebSocket clients subscribed.
+"""A task's events: numbered, coalesced, stored for replay and pushed to the WebSocket clients subscribed.
 
 A chatty CLI must not become thousands of API calls: after an idle spell the first event goes out at once (a
 chat's first words are not held back); while output keeps coming, flushes are at most one per
 FLUSH_INTERVAL_SECONDS (sooner when FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting, and never more than those in
-one flush). A flush is one PutItem per chunk (`store.output.put_chunk`) and then one frame (or a few, each under
+one flush). A flush is one PutItem per chunk (`store.output.put_chunk`) and one frame (or a few, each under
 128 KB) per subscribed connection.
 
 Each event is encoded once, when emitted: a CLI line's event carries the line's own JSON text (read, redacted,
 parsed: stream.Parsed.json) inside its envelope (OutputEnvelope), other events are encoded by the model. The
 store and every push use that text.
 
-Two stages, each in its own worker thread: a batch is stored FIRST (so a replay has everything a client was
-sent), then pushed; while batch k is being pushed, batch k+1 is already being stored, so a burst is not paced
-by the sum of both round trips. Subscribers of `session#<id>` and `task#<id>` get everything; subscribers of
+Two stages, each in its own worker thread, get every batch at the same time: one stores it (the copy a replay
+reads), the other pushes it; the next batch is taken once both are done with this one. A line's frame does not
+wait for its PutItem (nor the PutItem for the frame): a burst is paced by the slower round trip, not their sum.
+(A store that fails is logged and the batch is pushed anyway, as before; a reconnecting client holding more
+than was stored keeps what it has.) The terminal event is the exception: stored before the task is booked,
+pushed only after. Subscribers of `session#<id>` and `task#<id>` get everything; subscribers of
 `all` (dashboards' task lists) get the lifecycle events only. The subscriber list is cached for at most
 SUBSCRIBER_CACHE_SECONDS and read only when there is something to push. Connections that answer 410 are dropped
 (push.Pusher). Reading the CLI never waits on AWS, unless MAX_PENDING_BYTES are waiting (then the CLI's pipe
@@ -99,8 +102,8 @@ class Clock:
 
 @dataclass
 class Delivery:
-    """Stores and pushes batches of one task's events (blocking calls; `store` and `push` may run in two threads
-    at once, each called in order)."""
+    """Stores and pushes batches of one task's events (blocking calls; `store` and `push` run in two threads at
+    once, each called in order)."""
 
     task: Task
     pusher: Pusher = field(default_factory=Pusher)
@@ -190,7 +193,7 @@ class Delivery:
 
 class EventStream:
     """The per-run event pipeline: `emit` numbers events; a flusher coalesces them into batches, which a store
-    stage and then a push stage deliver, in order."""
+    stage and a push stage deliver side by side, each in order."""
 
     def __init__(self, task: Task, *, start_seq: int, delivery: Delivery | None = None) -> None:
         self.task = task
@@ -220,8 +223,12 @@ class EventStream:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
-        self._stored: asyncio.Queue[tuple[list[TaskEvent], list[str]] | None] = asyncio.Queue()
-        self._store_task = asyncio.create_task(self._flusher(), name=f"store-{task.task_id}")
+        self._progress = asyncio.Event()  # set whenever a stage finishes a batch (or holds the terminal one)
+        self._push_held = False  # the push stage waits for `release` (the terminal event's batch)
+        self._to_store: asyncio.Queue[tuple[list[TaskEvent], list[str], int] | None] = asyncio.Queue()
+        self._to_push: asyncio.Queue[tuple[list[TaskEvent], list[str]] | None] = asyncio.Queue()
+        self._flush_task = asyncio.create_task(self._flusher(), name=f"flush-{task.task_id}")
+        self._store_task = asyncio.create_task(self._storer(), name=f"store-{task.task_id}")
         self._push_task = asyncio.create_task(self._pusher(), name=f"push-{task.task_id}")
 
     @property
@@ -324,42 +331,70 @@ class EventStream:
         return events, texts, size
 
     async def _flusher(self) -> None:
-        """Stage 1: take a batch when it is due, store it, hand it to the push stage. Due: at once after an idle
-        spell, else FLUSH_INTERVAL_SECONDS after the previous take (at once if that store took longer), or as
+        """Take a batch when it is due and hand it to both stages at once; the next batch is taken once both are
+        done with this one (so batches grow while a round trip is slow: few calls). Due: at once after an idle
+        spell, else FLUSH_INTERVAL_SECONDS after the previous take (at once if the stages took longer), or as
         soon as a full batch is waiting."""
         last = -1.0e9
-        while True:
-            await self._wake.wait()
-            delay = config.FLUSH_INTERVAL_SECONDS - (time.monotonic() - last)
-            if delay > 0 and not self._closing and not self._urgent.is_set():
-                # Output keeps coming: wait out the window (less if a batch fills up or the stream closes).
-                urgent = asyncio.create_task(self._urgent.wait())
-                await asyncio.wait([urgent], timeout=delay)
-                urgent.cancel()
-            events, texts, size = self._take()
-            last = time.monotonic()
-            if events:
-                self.flushes += 1
-                stored, _ = await asyncio.gather(
-                    asyncio.to_thread(self.delivery.store, events, size, texts),
-                    asyncio.to_thread(self.delivery.refresh_subscribers, ahead=4 * config.FLUSH_INTERVAL_SECONDS),
-                )
-                self.store_handled_seq = events[-1].seq
-                self._store_progress.set()
-                self._stored.put_nowait((events, stored))
-            if self._closing and not self._pending:
-                self._stored.put_nowait(None)
-                return
+        try:
+            while True:
+                await self._wake.wait()
+                delay = config.FLUSH_INTERVAL_SECONDS - (time.monotonic() - last)
+                if delay > 0 and not self._closing and not self._urgent.is_set():
+                    # Output keeps coming: wait out the window (less if a batch fills up or the stream closes).
+                    urgent = asyncio.create_task(self._urgent.wait())
+                    await asyncio.wait([urgent], timeout=delay)
+                    urgent.cancel()
+                events, texts, size = self._take()
+                last = time.monotonic()
+                if events:
+                    self.flushes += 1
+                    self._to_store.put_nowait((events, texts, size))
+                    self._to_push.put_nowait((events, texts))
+                    await self._stages_done(events[-1].seq)
+                if self._closing and not self._pending:
+                    return
+        finally:
+            self._to_store.put_nowait(None)
+            self._to_push.put_nowait(None)
+
+    async def _stages_done(self, seq: int) -> None:
+        """Until the store stage has `seq` and the push stage has pushed it (or holds it for `release`)."""
+        while not (
+            (self.store_handled_seq >= seq or self._store_task.done())
+            and (self.handled_seq >= seq or self._push_held or self._push_task.done())
+        ):
+            self._progress.clear()
+            await self._progress.wait()
+
+    async def _storer(self) -> None:
+        """Store batches, in order (the replay copy), while the push stage sends the same batch."""
+        while (batch := await self._to_store.get()) is not None:
+            events, texts, size = batch
+            await asyncio.to_thread(self._store, events, texts, size)
+            self.store_handled_seq = events[-1].seq
+            self._store_progress.set()
+            self._progress.set()
+
+    def _store(self, events: list[TaskEvent], texts: list[str], size: int) -> None:
+        self.delivery.store(events, size, texts)
+        # Re-read the watchers now if they expire before the next push would (off the push's path).
+        self.delivery.refresh_subscribers(ahead=4 * config.FLUSH_INTERVAL_SECONDS)
 
     async def _pusher(self) -> None:
-        """Stage 2: push stored batches, in order."""
-        while (stored := await self._stored.get()) is not None:
-            batch, texts = stored
-            final = self._held_seq is not None and batch[-1].seq >= self._held_seq
-            if final:
+        """Push batches, in order. The terminal event's batch waits for `release` (the task booked), and then
+        looks the subscribers up afresh."""
+        while (batch := await self._to_push.get()) is not None:
+            events, texts = batch
+            final = self._held_seq is not None and events[-1].seq >= self._held_seq
+            if final and not self._released.is_set():
+                self._push_held = True
+                self._progress.set()
                 await self._released.wait()
-            await asyncio.to_thread(self.delivery.push, batch, texts, fresh=final)
-            self.handled_seq = batch[-1].seq
+                self._push_held = False
+            await asyncio.to_thread(self.delivery.push, events, texts, fresh=final)
+            self.handled_seq = events[-1].seq
+            self._progress.set()
 
     async def flush(self) -> None:
         """Deliver everything emitted so far (and keep the stages running)."""
@@ -375,6 +410,7 @@ class EventStream:
         self._released.set()
         self._wake.set()
         self._urgent.set()
+        await self._flush_task
         await self._store_task
         await self._push_task
 
