@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import types
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
+import machine_ws.handler
 import pytest
 from agent_machine.models import EventType, Task, TaskEvent, TaskStatus
 from agent_machine.settings import get_settings
@@ -383,9 +383,7 @@ def fake_chat(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
             raise RuntimeError("queue down")
         return types.SimpleNamespace(task_id="t-1", session_id=session_id or "s-new")
 
-    module = types.ModuleType("agent_machine.domain.chat")
-    module.start_chat = start_chat  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agent_machine.domain.chat", module)
+    monkeypatch.setattr(machine_ws.handler, "start_chat", start_chat)
     return calls
 
 
