@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Security
 from pydantic import BaseModel
 
 from machine_api.deps import bearer_scheme
-from machine_api.paging import check_cursor
+from machine_api.paging import cursor_checked
 
 router = APIRouter(prefix="/api", tags=["events"], dependencies=[Security(bearer_scheme)])
 
@@ -25,6 +25,6 @@ def recent(
 ) -> DeliveryList:
     from agent_machine.store import events
 
-    check_cursor(cursor, {"delivery_key": None, "list_pk": "event", "received_at": None})
-    items, next_cursor = events.recent(limit=limit, cursor=cursor)
+    with cursor_checked():
+        items, next_cursor = events.recent(limit=limit, cursor=cursor)
     return DeliveryList(items=items, cursor=next_cursor)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from machine_api.deps import bearer_scheme
 from machine_api.errors import ApiError
-from machine_api.paging import check_cursor, task_cursor_key
+from machine_api.paging import cursor_checked
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"], dependencies=[Security(bearer_scheme)])
 
@@ -40,8 +40,8 @@ def list_sessions(
 ) -> SessionList:
     from agent_machine.store import sessions
 
-    check_cursor(cursor, {"session_id": None, "list_pk": "session", "updated_at": None})
-    items, next_cursor = sessions.list_sessions(limit=limit, cursor=cursor)
+    with cursor_checked():
+        items, next_cursor = sessions.list_sessions(limit=limit, cursor=cursor)
     return SessionList(items=items, cursor=next_cursor)
 
 
@@ -56,8 +56,8 @@ def get_session(
     session = sessions.get(session_id) if 0 < len(session_id) <= 128 else None
     if session is None:
         raise ApiError(404, "not_found", f"no session {session_id[:128]}")
-    check_cursor(cursor, task_cursor_key(session_id=session_id))
-    page = tasks.list_tasks(session_id=session_id, limit=limit, cursor=cursor)
+    with cursor_checked():
+        page = tasks.list_tasks(session_id=session_id, limit=limit, cursor=cursor)
     totals = SessionTotals(
         tasks=session.task_count,
         cost_usd=session.total_cost_usd,

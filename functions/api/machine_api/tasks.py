@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from machine_api.deps import actor, bearer_scheme
 from machine_api.errors import ApiError
-from machine_api.paging import check_cursor, task_cursor_key
+from machine_api.paging import cursor_checked
 
 router = APIRouter(prefix="/api/tasks", tags=["tasks"], dependencies=[Security(bearer_scheme)])
 
@@ -54,16 +54,8 @@ MAX_PAGES_PER_REQUEST = 5
 def _page(**kwargs: Any) -> TaskList:
     from agent_machine.store import tasks
 
-    status = kwargs.get("status")
-    check_cursor(
-        kwargs.get("cursor"),
-        task_cursor_key(
-            session_id=kwargs.get("session_id"),
-            parent_task_id=kwargs.get("parent_task_id"),
-            status=status.value if status else None,
-        ),
-    )
-    page = tasks.list_tasks(**kwargs, max_pages=MAX_PAGES_PER_REQUEST)
+    with cursor_checked():
+        page = tasks.list_tasks(**kwargs, max_pages=MAX_PAGES_PER_REQUEST)
     return TaskList(items=page.items, cursor=page.cursor)
 
 

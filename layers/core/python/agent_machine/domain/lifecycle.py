@@ -15,17 +15,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from agent_machine import aws
 from agent_machine.domain import budgets
 from agent_machine.models import Task, TaskStatus, TokenUsage, utcnow
+from agent_machine.observability import get_logger
 from agent_machine.settings import get_settings
-from agent_machine.store import costs, sessions, tasks
-from agent_machine.store.tasks import is_condition_failure
+from agent_machine.store import costs, errors, sessions, tasks
 
 FINISH_ATTEMPTS = 5
 CLAIM_ATTEMPTS = 8  # tasks started together all add to one day's item: more conflicts than at the end
 CONFLICT_BACKOFF_SECONDS = 0.05
-TASK_PART, HOLD_PART, LEASE_PART = 0, 1, 2  # the claim transaction's parts
 
 
 @dataclass(frozen=True)
@@ -63,25 +61,29 @@ def claim(
     since = time.monotonic()
     hold = budgets.hold_for(budgets.task_cap(task.max_budget_usd, agent_cap_usd))
     day = costs.today()
-    parts = [
-        tasks.start_item(task.task_id, runner_id, run_mode, reserved_usd=hold, day=day),
-        costs.reserve_item(day, hold, get_settings().daily_budget_usd),
-        sessions.take_lease_item(task.session_id, task.task_id, runner_id, seconds=lease_seconds),
-    ]
     for attempt in range(1, CLAIM_ATTEMPTS + 1):
         try:
-            aws.dynamodb().transact_write_items(TransactItems=parts)
-        except ClientError as exc:
-            failed = _failed_parts(exc)
-            if TASK_PART in failed:
+            tasks.claim(
+                task,
+                runner_id,
+                run_mode,
+                hold=costs.Held(usd=hold, day=day),
+                daily_cap_usd=get_settings().daily_budget_usd,
+                lease_seconds=lease_seconds,
+            )
+        except errors.Refused as exc:
+            if errors.Guard.TASK_MOVED in exc.failed:
                 return None
-            if LEASE_PART in failed:  # checked before the budget: once the session is free, the cap may fit
+            # The lease before the budget: once the session is free, the cap may fit.
+            if errors.Guard.SESSION_LEASED in exc.failed:
                 return SessionBusy()
-            if HOLD_PART in failed:
+            if errors.Guard.OVER_BUDGET in exc.failed:
                 return Refused(budgets.refusal(day, hold))
-            if not is_transaction_conflict(exc) or attempt == CLAIM_ATTEMPTS:
+            raise
+        except errors.WriteConflict:
+            if attempt == CLAIM_ATTEMPTS:
                 raise
-            time.sleep(random.uniform(0.5, 1.5) * CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            backoff(attempt)
             continue
         budgets.note_held(day, hold, since=since)
         now = utcnow()
@@ -101,12 +103,9 @@ def claim(
     return None  # (not reached: the last attempt returns or raises)
 
 
-def _failed_parts(exc: ClientError) -> set[int]:
-    """The parts of a cancelled transaction whose condition failed."""
-    if exc.response.get("Error", {}).get("Code", "") != "TransactionCanceledException":
-        return set()
-    reasons = exc.response.get("CancellationReasons", [])
-    return {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
+def backoff(attempt: int) -> None:
+    """Wait before trying a transaction again that another one got in the way of (it did nothing)."""
+    time.sleep(random.uniform(0.5, 1.5) * CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
 
 
 def finish(
@@ -136,44 +135,29 @@ def finish(
     if cli_session_id:
         fields["cli_session_id"] = cli_session_id
     holding = held(task)
-    parts = [
-        tasks.finish_transaction_item(
-            task.task_id, status, fields, runner_id=runner_id, reserved_day=holding.day if holding else None
-        )
-    ]
-    parts.append(
-        sessions.add_run_item(
-            task.session_id,
-            cost_usd=cost_usd,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cli_session_id=cli_session_id,
-            cli_total_cost_usd=cli_total_cost_usd,
-        )
-    )
-    parts.extend(
-        costs.add_cost_items(
-            day=costs.today(),
-            agent=task.agent,
-            source=task.source.value,
-            session_id=task.session_id,
-            cost_usd=cost_usd,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            release=holding,
-        )
-    )
+    day = costs.today()
     for attempt in range(1, FINISH_ATTEMPTS + 1):
         try:
-            aws.dynamodb().transact_write_items(TransactItems=parts)
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                return False
-            if not is_transaction_conflict(exc) or attempt == FINISH_ATTEMPTS:
+            tasks.book_finish(
+                task,
+                status,
+                fields,
+                runner_id=runner_id,
+                day=day,
+                cost_usd=cost_usd,
+                usage=usage,
+                cli_session_id=cli_session_id,
+                cli_total_cost_usd=cli_total_cost_usd,
+                held=holding,
+            )
+        except errors.Refused:
+            return False
+        except errors.WriteConflict:
+            if attempt == FINISH_ATTEMPTS:
                 raise
             # Another booking touched the same counters (two tasks ending at once add to one day's cost): the
             # transaction did nothing, so it can simply run again, a little later.
-            time.sleep(random.uniform(0.5, 1.5) * CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            backoff(attempt)
             continue
         release_session_lease(task)
         return True
@@ -186,15 +170,7 @@ def release_session_lease(task: Task) -> None:
     try:
         sessions.release_lease(task.session_id, task.task_id)
     except ClientError:
-        from agent_machine.observability import get_logger  # (as in submission: logging set up on use)
-
         get_logger().exception("could not release the session's lease; it expires by itself")
-
-
-def is_transaction_conflict(exc: ClientError) -> bool:
-    if exc.response.get("Error", {}).get("Code", "") != "TransactionCanceledException":
-        return False
-    return any(r.get("Code") == "TransactionConflict" for r in exc.response.get("CancellationReasons", []))
 
 
 def fail_unfinished(task_id: str, error: str, error_kind: str) -> bool:

@@ -8,26 +8,46 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent_machine import aws, queue
-from agent_machine.models import ALL_TASKS_TOPIC, EventType, Session, Task, TaskEvent, TaskSource, TaskStatus
-from agent_machine.store import output, sessions, tasks
-from agent_machine.store.tasks import is_condition_failure
+from agent_machine import queue
+from agent_machine.models import (
+    ALL_TASKS_TOPIC,
+    EventType,
+    Session,
+    Task,
+    TaskEvent,
+    TaskSource,
+    TaskStatus,
+    WebhookDelivery,
+)
+from agent_machine.observability import get_logger
+from agent_machine.push import Pusher, frames
+from agent_machine.store import connections, output, tasks
+from agent_machine.store.errors import Guard, Refused
+from agent_machine.store.events import SourceClaim
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 TITLE_LENGTH = 80
 CREATED_SEQ = 1  # task.created is always a task's first event
-# The parts of submit's transaction, in order (callers' `extra` parts follow).
-TASK_PART, CREATED_PART, SESSION_PART, FIRST_EXTRA_PART = 0, 1, 2, 3
 
 
-class UnknownSession(LookupError):
-    pass
+class NotSubmitted(Exception):
+    """Nothing was recorded: `failed` names every guard of the transaction that failed (empty: DynamoDB did not
+    say which)."""
+
+    def __init__(self, message: str, failed: frozenset[Guard] = frozenset()) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
-class AlreadyRecorded(Exception):
-    """The transaction's guard failed: the delivery (or task id) was recorded before."""
+class UnknownSession(NotSubmitted, LookupError):
+    """The session to add the task to does not exist."""
+
+
+class AlreadyRecorded(NotSubmitted):
+    """A guard of the transaction failed: the task id, the session to create, the delivery or its source event (or
+    a caller's own part) was recorded before."""
 
 
 class EnqueueFailed(RuntimeError):
@@ -94,35 +114,34 @@ def created_event(task: Task) -> TaskEvent:
     )
 
 
-def submit(task: Task, session: Session | None, extra: list[TransactWriteItemTypeDef] | None = None) -> Submitted:
+def submit(
+    task: Task,
+    session: Session | None,
+    extra: list[TransactWriteItemTypeDef] | None = None,
+    *,
+    delivery: WebhookDelivery | None = None,
+    source_claim: SourceClaim | None = None,
+) -> Submitted:
     """Record and enqueue. Raises UnknownSession, AlreadyRecorded or EnqueueFailed (nothing half-done).
 
-    The task.created event is part of the same transaction (no extra round trip on a webhook's ack path); it is
-    pushed only by callers someone is watching (`announce_created`)."""
+    One transaction records the task, its session (`session`: a new one; None: the task's existing one), the
+    task.created event (no extra round trip on a webhook's ack path; pushed only by callers someone is watching,
+    `announce_created`), a webhook's `delivery` record and `source_claim` when given, and `extra` (a caller's own
+    guarded parts: a parent's child reservation)."""
     task.last_seq = CREATED_SEQ
-    parts: list[TransactWriteItemTypeDef] = [
-        tasks.put_new_task_item(task),
-        output.put_chunk_part(task.task_id, [created_event(task)]),
-    ]
-    if session is not None:
-        parts.append(sessions.put_new_session_item(session.model_copy(update={"task_count": 1})))
-    else:
-        parts.append(sessions.touch_session_item(task.session_id))
-    parts.extend(extra or [])
     try:
-        aws.dynamodb().transact_write_items(TransactItems=parts)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-            reasons = exc.response.get("CancellationReasons", [])
-            if (
-                session is None
-                and len(reasons) > SESSION_PART
-                and reasons[SESSION_PART].get("Code") == "ConditionalCheckFailed"
-            ):
-                raise UnknownSession(task.session_id) from exc
-            if is_condition_failure(exc):
-                raise AlreadyRecorded(task.task_id) from exc
-        raise
+        tasks.record_submission(
+            task,
+            [created_event(task)],
+            new_session=session.model_copy(update={"task_count": 1}) if session is not None else None,
+            delivery=delivery,
+            source_claim=source_claim,
+            extra=extra or (),
+        )
+    except Refused as exc:
+        if Guard.SESSION_MISSING in exc.failed:
+            raise UnknownSession(task.session_id, exc.failed) from exc
+        raise AlreadyRecorded(task.task_id, exc.failed) from exc
     return enqueue(task, session)
 
 
@@ -143,47 +162,10 @@ def enqueue(task: Task, session: Session | None) -> Submitted:
 def _unsubmit(task: Task, session: Session | None) -> None:
     """Undo a submit whose enqueue failed: delete the task while it is still queued (a runner may have got the
     message after all, when only the response was lost), and the session it created or the count it added."""
-    from agent_machine.observability import get_logger
-
-    parts: list[TransactWriteItemTypeDef] = [
-        {
-            "Delete": {
-                "TableName": tasks.table(),
-                "Key": {"task_id": {"S": task.task_id}},
-                "ConditionExpression": "#status = :queued",
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": {":queued": {"S": TaskStatus.QUEUED.value}},
-            }
-        },
-        output.delete_chunk_part(task.task_id, CREATED_SEQ),
-    ]
-    if session is not None:
-        parts.append(
-            {
-                "Delete": {
-                    "TableName": sessions.table(),
-                    "Key": {"session_id": {"S": session.session_id}},
-                    "ConditionExpression": "task_count = :one",
-                    "ExpressionAttributeValues": {":one": {"N": "1"}},
-                }
-            }
-        )
-    else:
-        parts.append(
-            {
-                "Update": {
-                    "TableName": sessions.table(),
-                    "Key": {"session_id": {"S": task.session_id}},
-                    "UpdateExpression": "ADD task_count :minus",
-                    "ConditionExpression": "attribute_exists(session_id) AND task_count > :zero",
-                    "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":zero": {"N": "0"}},
-                }
-            }
-        )
     try:
-        aws.dynamodb().transact_write_items(TransactItems=parts)
+        tasks.take_back_submission(task, CREATED_SEQ, new_session=session)
         return
-    except (ClientError, BotoCoreError) as exc:
+    except (Refused, ClientError, BotoCoreError) as exc:
         get_logger().warning(
             "could not delete a task that was not enqueued", extra={"task_id": task.task_id, "error": str(exc)}
         )
@@ -194,28 +176,7 @@ def _unsubmit(task: Task, session: Session | None) -> None:
 
 
 def _mark_failed(task_id: str) -> None:
-    from agent_machine.models import iso, utcnow
-
-    now = iso(utcnow())
-    try:
-        aws.dynamodb().update_item(
-            TableName=tasks.table(),
-            Key={"task_id": {"S": task_id}},
-            UpdateExpression="SET #status = :failed, #error = :error, error_kind = :kind, updated_at = :now, "
-            "finished_at = :now",
-            ConditionExpression="#status = :queued",
-            ExpressionAttributeNames={"#status": "status", "#error": "error"},
-            ExpressionAttributeValues={
-                ":failed": {"S": TaskStatus.FAILED.value},
-                ":queued": {"S": TaskStatus.QUEUED.value},
-                ":error": {"S": "could not enqueue the task"},
-                ":kind": {"S": "enqueue_failed"},
-                ":now": {"S": now},
-            },
-        )
-    except ClientError as exc:
-        if not is_condition_failure(exc):
-            raise
+    tasks.fail_unenqueued(task_id)
 
 
 def announce_created(task: Task) -> None:
@@ -228,8 +189,6 @@ def publish_stopped(task: Task) -> None:
     """The task.stopped event of a task stopped while still queued (no runner will ever emit it): stored after
     whatever is stored, booked as the task's last_seq, and pushed to its watchers and to dashboards watching all
     tasks. Best effort: a stop never fails on it."""
-    from agent_machine.observability import get_logger
-
     try:
         stored = output.read_events(task.task_id, after_seq=task.last_seq)
         seq = max([task.last_seq, *(e.seq for e in stored)]) + 1
@@ -255,10 +214,6 @@ def publish_stopped(task: Task) -> None:
 
 def _push_lifecycle(task: Task, event: TaskEvent) -> None:
     """Push one lifecycle event (only when a WebSocket API is configured and someone watches)."""
-    from agent_machine.observability import get_logger
-    from agent_machine.push import Pusher, frames
-    from agent_machine.store import connections
-
     pusher = Pusher()
     if not pusher.endpoint_url:
         return

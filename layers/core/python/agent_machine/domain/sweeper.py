@@ -17,22 +17,18 @@ run's own message still comes back after its visibility timeout and claims the q
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from agent_machine import aws, queue
+from agent_machine import queue
 from agent_machine.domain import lifecycle
 from agent_machine.models import EventType, Task, TaskEvent, TaskStatus, utcnow
 from agent_machine.observability import get_logger
 from agent_machine.push import Pusher
 from agent_machine.settings import get_settings
-from agent_machine.store import connections, costs, output, tasks
+from agent_machine.store import connections, errors, output, tasks
 
 REQUEUE_ATTEMPTS = 4  # a transaction conflict (another sweeper, a booking on the day's item) is tried again
 RUNNER_LOST = "runner_lost"
@@ -95,20 +91,16 @@ def recover(task: Task, cutoff: datetime, *, stop_run: StopRun | None = None) ->
 def requeue(task: Task, cutoff: datetime) -> bool:
     """running -> queued, giving back the task's hold on the day's budget, in one transaction. False when the
     task moved meanwhile (its runner beat again, it finished, another sweeper requeued it)."""
-    parts = [tasks.requeue_item(task.task_id, task.runner_id, cutoff)]
-    holding = lifecycle.held(task)
-    if holding is not None:
-        parts.append(costs.release_item(holding))
     for attempt in range(1, REQUEUE_ATTEMPTS + 1):
         try:
-            aws.dynamodb().transact_write_items(TransactItems=parts)
-        except ClientError as exc:
-            if lifecycle.is_transaction_conflict(exc) and attempt < REQUEUE_ATTEMPTS:
-                time.sleep(random.uniform(0.5, 1.5) * lifecycle.CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
-                continue
-            if tasks.is_condition_failure(exc):
-                return False
-            raise
+            tasks.requeue(task, cutoff, lifecycle.held(task))
+        except errors.WriteConflict:
+            if attempt == REQUEUE_ATTEMPTS:
+                raise
+            lifecycle.backoff(attempt)
+            continue
+        except errors.Refused:
+            return False
         return True
     return False  # (not reached: the last attempt returns or raises)
 

@@ -16,7 +16,7 @@ from typing import Any
 from agent_machine import aws
 from agent_machine.models import Subscription
 from agent_machine.settings import get_settings
-from agent_machine.store._dynamo import values
+from agent_machine.store._dynamo import query_pages, values
 
 CONNECTION_TTL_SECONDS = 2 * 3600
 IDLE_TTL_SECONDS = 10 * 60
@@ -103,22 +103,18 @@ def unsubscribe(connection_id: str, sub: Subscription) -> None:
 def remove(connection_id: str) -> None:
     """Delete the connection and all its subscriptions."""
     client = aws.dynamodb()
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "KeyConditionExpression": "connection_id = :c",
-        "ExpressionAttributeValues": values(c=connection_id),
-        "ProjectionExpression": "connection_id, sk",
-    }
-    while True:
-        resp = client.query(**kwargs)
-        keys = [{"connection_id": i["connection_id"], "sk": i["sk"]} for i in resp.get("Items", [])]
+    pages = query_pages(
+        TableName=table(),
+        KeyConditionExpression="connection_id = :c",
+        ExpressionAttributeValues=values(c=connection_id),
+        ProjectionExpression="connection_id, sk",
+    )
+    for page in pages:
+        keys = [{"connection_id": i["connection_id"], "sk": i["sk"]} for i in page.get("Items", [])]
         for start in range(0, len(keys), 25):
             client.batch_write_item(
                 RequestItems={table(): [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]}
             )
-        if "LastEvaluatedKey" not in resp:
-            return
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def subscribers(topics: list[str]) -> set[str]:
@@ -126,20 +122,16 @@ def subscribers(topics: list[str]) -> set[str]:
     now = int(time.time())
     found: set[str] = set()
     for topic in topics:
-        kwargs: dict[str, Any] = {
-            "TableName": table(),
-            "IndexName": "by_topic",
-            "KeyConditionExpression": "topic = :t",
-            "ExpressionAttributeValues": values(t=topic),
-        }
-        while True:
-            resp = aws.dynamodb().query(**kwargs)
-            for item in resp.get("Items", []):
+        pages = query_pages(
+            TableName=table(),
+            IndexName="by_topic",
+            KeyConditionExpression="topic = :t",
+            ExpressionAttributeValues=values(t=topic),
+        )
+        for page in pages:
+            for item in page.get("Items", []):
                 if int(item.get("expires_at", {"N": "0"})["N"]) >= now:
                     found.add(item["connection_id"]["S"])
-            if "LastEvaluatedKey" not in resp:
-                break
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
     return found
 
 

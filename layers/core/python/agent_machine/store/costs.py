@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agent_machine import aws
 from agent_machine.models import CostRecord, utcnow
 from agent_machine.settings import get_settings
-from agent_machine.store._dynamo import from_item, values
+from agent_machine.store._dynamo import from_item, query_pages, values
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
@@ -140,14 +140,11 @@ class DayTotal:
 
 def day_records(day: str) -> list[CostRecord]:
     records: list[CostRecord] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "KeyConditionExpression": "pk = :pk",
-        "ExpressionAttributeValues": values(pk=f"DAY#{day}"),
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        for raw in resp.get("Items", []):
+    pages = query_pages(
+        TableName=table(), KeyConditionExpression="pk = :pk", ExpressionAttributeValues=values(pk=f"DAY#{day}")
+    )
+    for page in pages:
+        for raw in page.get("Items", []):
             item = from_item(raw)
             records.append(
                 CostRecord(
@@ -156,9 +153,7 @@ def day_records(day: str) -> list[CostRecord]:
                     **{k: item.get(k, 0) for k in ("cost_usd", "tasks", "input_tokens", "output_tokens")},
                 )
             )
-        if "LastEvaluatedKey" not in resp:
-            return records
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return records
 
 
 def day_total(day: str) -> float:

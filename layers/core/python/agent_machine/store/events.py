@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent_machine import aws
 from agent_machine.models import Timestamp, WebhookDelivery, utcnow
 from agent_machine.settings import get_settings
-from agent_machine.store._dynamo import decode_cursor, encode_cursor, from_item, model_to_item, values
-from agent_machine.store.tasks import is_condition_failure
+from agent_machine.store._dynamo import condition_failed, decode_cursor, encode_cursor, from_item, model_to_item, values
+from agent_machine.store.errors import DuplicateDelivery
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -36,16 +36,39 @@ def table() -> str:
     return get_settings().events_table
 
 
-def put_new_delivery_item(delivery: WebhookDelivery) -> TransactWriteItemTypeDef:
+def _delivery_item(delivery: WebhookDelivery) -> dict[str, Any]:
     if not delivery.expires_at:
         delivery = delivery.model_copy(update={"expires_at": int(time.time()) + RETENTION_SECONDS})
+    return model_to_item(delivery, list_pk=LIST_PK)
+
+
+def put_new_delivery_item(delivery: WebhookDelivery) -> TransactWriteItemTypeDef:
+    """The redelivery guard as a transaction part: fails when the delivery was recorded before."""
     return {
         "Put": {
             "TableName": table(),
-            "Item": model_to_item(delivery, list_pk=LIST_PK),
+            "Item": _delivery_item(delivery),
             "ConditionExpression": "attribute_not_exists(delivery_key)",
         }
     }
+
+
+def record_delivery(delivery: WebhookDelivery) -> None:
+    """ONE conditional PutItem of a delivery's record. Raises DuplicateDelivery when it was recorded before (its
+    record may be past its TTL but not yet swept: `get` tells)."""
+    try:
+        aws.dynamodb().put_item(
+            TableName=table(), Item=_delivery_item(delivery), ConditionExpression="attribute_not_exists(delivery_key)"
+        )
+    except ClientError as exc:
+        if condition_failed(exc):
+            raise DuplicateDelivery() from exc
+        raise
+
+
+def replace_expired_delivery(delivery: WebhookDelivery) -> None:
+    """Record a delivery over its own record that is past its TTL (not yet swept): a new delivery to us."""
+    aws.dynamodb().put_item(TableName=table(), Item=_delivery_item(delivery))
 
 
 class SourceClaim(BaseModel):
@@ -99,7 +122,7 @@ def release_claim(source_key: str, delivery_key: str) -> None:
             ExpressionAttributeValues=values(mine=delivery_key),
         )
     except ClientError as exc:
-        if not is_condition_failure(exc):
+        if not condition_failed(exc):
             raise
 
 
@@ -118,6 +141,8 @@ def delete(delivery_key: str) -> None:
 
 
 def recent(limit: int = 50, cursor: str | None = None) -> tuple[list[WebhookDelivery], str | None]:
+    """Newest first. Raises BadCursor for a cursor this listing did not produce."""
+    start = decode_cursor(cursor, {"delivery_key": None, "list_pk": LIST_PK, "received_at": None})
     kwargs: dict[str, Any] = {
         "TableName": table(),
         "IndexName": "by_time",
@@ -126,7 +151,6 @@ def recent(limit: int = 50, cursor: str | None = None) -> tuple[list[WebhookDeli
         "ScanIndexForward": False,
         "Limit": limit,
     }
-    start = decode_cursor(cursor)
     if start:
         kwargs["ExclusiveStartKey"] = start
     resp = aws.dynamodb().query(**kwargs)

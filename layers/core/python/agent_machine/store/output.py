@@ -16,8 +16,7 @@ from botocore.exceptions import ClientError
 from agent_machine import aws
 from agent_machine.models import TaskEvent
 from agent_machine.settings import get_settings
-from agent_machine.store._dynamo import values
-from agent_machine.store.tasks import is_condition_failure
+from agent_machine.store._dynamo import condition_failed, query_pages, values
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -80,7 +79,7 @@ def put_chunk(task_id: str, events: Sequence[TaskEvent], texts: Sequence[str] | 
             ConditionExpression="attribute_not_exists(seq)",
         )
     except ClientError as exc:
-        if is_condition_failure(exc):
+        if condition_failed(exc):
             return False
         raise
     return True
@@ -106,15 +105,14 @@ def read_page(
     """Stored events with seq > after_seq, in order, up to the limits; and whether more remain."""
     events: list[TaskEvent] = []
     size = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "KeyConditionExpression": "task_id = :t",
-        "ExpressionAttributeValues": values(t=task_id),
-        "ConsistentRead": True,
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        for item in resp.get("Items", []):
+    pages = query_pages(
+        TableName=table(),
+        KeyConditionExpression="task_id = :t",
+        ExpressionAttributeValues=values(t=task_id),
+        ConsistentRead=True,
+    )
+    for page in pages:  # (read lazily: a full page stops here, reading no further chunk)
+        for item in page.get("Items", []):
             if int(item["last_seq"]["N"]) <= after_seq:
                 continue
             for raw in json.loads(item["events"]["S"]):
@@ -125,6 +123,4 @@ def read_page(
                 if events and ((max_events and len(events) >= max_events) or (max_bytes and size > max_bytes)):
                     return events, True
                 events.append(TaskEvent.model_validate(raw))
-        if "LastEvaluatedKey" not in resp:
-            return events, False
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return events, False

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from agent_machine import aws
 from agent_machine.models import iso, utcnow
 from agent_machine.settings import get_settings
-from agent_machine.store._dynamo import from_item, model_to_item, values
+from agent_machine.store._dynamo import from_item, model_to_item, query_pages, values
 
 Kind = Literal["agent", "skill", "webhook"]
 M = TypeVar("M", bound=BaseModel)
@@ -33,19 +33,13 @@ def get(kind: Kind, name: str, model: type[M]) -> M | None:
 
 
 def list_kind(kind: Kind, model: type[M]) -> list[M]:
-    out: list[M] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "KeyConditionExpression": "kind = :k",
-        "ExpressionAttributeValues": values(k=kind),
-        "ConsistentRead": True,
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        out.extend(model.model_validate(from_item(i)) for i in resp.get("Items", []))
-        if "LastEvaluatedKey" not in resp:
-            return out
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    pages = query_pages(
+        TableName=table(),
+        KeyConditionExpression="kind = :k",
+        ExpressionAttributeValues=values(k=kind),
+        ConsistentRead=True,
+    )
+    return [model.model_validate(from_item(i)) for page in pages for i in page.get("Items", [])]
 
 
 def put(kind: Kind, entry: BaseModel, *, actor: str, create_only: bool = False) -> bool:

@@ -10,7 +10,15 @@ from botocore.exceptions import ClientError
 from agent_machine import aws
 from agent_machine.models import Session, iso, utcnow
 from agent_machine.settings import get_settings
-from agent_machine.store._dynamo import decode_cursor, encode_cursor, from_item, model_to_item, values
+from agent_machine.store._dynamo import (
+    condition_failed,
+    decode_cursor,
+    encode_cursor,
+    from_item,
+    model_to_item,
+    query_pages,
+    values,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
@@ -41,6 +49,31 @@ def touch_session_item(session_id: str) -> TransactWriteItemTypeDef:
             "UpdateExpression": "SET updated_at = :now ADD task_count :one",
             "ConditionExpression": "attribute_exists(session_id)",
             "ExpressionAttributeValues": values(now=iso(utcnow()), one=1),
+        }
+    }
+
+
+def delete_new_session_item(session_id: str) -> TransactWriteItemTypeDef:
+    """Take back a session a submission created, only while it counts that one task."""
+    return {
+        "Delete": {
+            "TableName": table(),
+            "Key": {"session_id": {"S": session_id}},
+            "ConditionExpression": "task_count = :one",
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+    }
+
+
+def uncount_task_item(session_id: str) -> TransactWriteItemTypeDef:
+    """Take back the count a submission added to an existing session."""
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"session_id": {"S": session_id}},
+            "UpdateExpression": "ADD task_count :minus",
+            "ConditionExpression": "attribute_exists(session_id) AND task_count > :zero",
+            "ExpressionAttributeValues": {":minus": {"N": "-1"}, ":zero": {"N": "0"}},
         }
     }
 
@@ -82,6 +115,8 @@ def get(session_id: str) -> Session | None:
 
 
 def list_sessions(limit: int = 50, cursor: str | None = None) -> tuple[list[Session], str | None]:
+    """Most recently active first. Raises BadCursor for a cursor this listing did not produce."""
+    start = decode_cursor(cursor, {"session_id": None, "list_pk": LIST_PK, "updated_at": None})
     kwargs: dict[str, Any] = {
         "TableName": table(),
         "IndexName": "by_time",
@@ -90,7 +125,6 @@ def list_sessions(limit: int = 50, cursor: str | None = None) -> tuple[list[Sess
         "ScanIndexForward": False,
         "Limit": limit,
     }
-    start = decode_cursor(cursor)
     if start:
         kwargs["ExclusiveStartKey"] = start
     resp = aws.dynamodb().query(**kwargs)
@@ -99,20 +133,14 @@ def list_sessions(limit: int = 50, cursor: str | None = None) -> tuple[list[Sess
 
 
 def count() -> int:
-    total = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "IndexName": "by_time",
-        "KeyConditionExpression": "list_pk = :k",
-        "ExpressionAttributeValues": values(k=LIST_PK),
-        "Select": "COUNT",
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        total += resp.get("Count", 0)
-        if "LastEvaluatedKey" not in resp:
-            return total
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    pages = query_pages(
+        TableName=table(),
+        IndexName="by_time",
+        KeyConditionExpression="list_pk = :k",
+        ExpressionAttributeValues=values(k=LIST_PK),
+        Select="COUNT",
+    )
+    return sum(page.get("Count", 0) for page in pages)
 
 
 # The session's lease (issue 13): at most one running task per session, whatever started it. Three attributes on
@@ -142,7 +170,7 @@ def take_lease(session_id: str, task_id: str, runner_id: str, *, seconds: float)
     try:
         aws.dynamodb().update_item(**part)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code", "") == "ConditionalCheckFailedException":
+        if condition_failed(exc):
             return False
         raise
     return True
@@ -164,7 +192,7 @@ def release_lease(session_id: str, task_id: str, runner_id: str | None = None) -
             ExpressionAttributeValues=values(**vals),
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code", "") == "ConditionalCheckFailedException":
+        if condition_failed(exc):
             return False
         raise
     return True

@@ -2,11 +2,15 @@
 
 Keys: PK task_id. GSIs: by_status (status, created_at), by_session (session_id, created_at),
 by_time (list_pk="task", created_at) for newest-first listing, by_parent (parent_task_id, created_at).
+
+The task's transactions live here too (they also write the session, the day's costs, the first output chunk, the
+webhook delivery): the domain says what to write, these write it and raise `errors.Refused` naming the guards that
+failed (or WriteConflict, when another transaction got in the way and trying again may work).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,31 +18,41 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from agent_machine import aws
-from agent_machine.models import Task, TaskSource, TaskStatus, iso, utcnow
+from agent_machine.models import (
+    Session,
+    Task,
+    TaskEvent,
+    TaskSource,
+    TaskStatus,
+    TokenUsage,
+    WebhookDelivery,
+    iso,
+    utcnow,
+)
 from agent_machine.settings import get_settings
+from agent_machine.store import costs, events, output, sessions
 from agent_machine.store._dynamo import (
+    condition_failed,
     decode_cursor,
     encode_cursor,
     from_item,
     model_to_item,
+    query_pages,
     to_attr,
+    transact,
     values,
 )
+from agent_machine.store.errors import Guard, TaskExists
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        QueryOutputTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateItemInputTypeDef,
+    )
 
 LIST_PK = "task"
-
-
-def is_condition_failure(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons", [])
-        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons) or not reasons
-    return False
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,7 @@ def task_item(task: Task) -> dict[str, Any]:
     return model_to_item(task, list_pk=LIST_PK)
 
 
-def put_new_task_item(task: Task) -> TransactWriteItemTypeDef:
+def _put_new_task_item(task: Task) -> TransactWriteItemTypeDef:
     """A transaction part that creates the task only if its id is new."""
     return {
         "Put": {
@@ -67,9 +81,15 @@ def put_new_task_item(task: Task) -> TransactWriteItemTypeDef:
 
 
 def create(task: Task) -> Task:
-    aws.dynamodb().put_item(
-        TableName=table(), Item=task_item(task), ConditionExpression="attribute_not_exists(task_id)"
-    )
+    """The task alone (no session, no first event: see `record_submission`). Raises TaskExists."""
+    try:
+        aws.dynamodb().put_item(
+            TableName=table(), Item=task_item(task), ConditionExpression="attribute_not_exists(task_id)"
+        )
+    except ClientError as exc:
+        if condition_failed(exc):
+            raise TaskExists() from exc
+        raise
     return task
 
 
@@ -92,6 +112,18 @@ def get_many(task_ids: Sequence[str]) -> list[Task]:
     return found
 
 
+def _conditional_update(request: UpdateItemInputTypeDef) -> Task | None:
+    """One conditional UpdateItem of a task (`request` asks for ALL_NEW), answering its new state; None when the
+    condition does not hold (someone else moved the task)."""
+    try:
+        resp = aws.dynamodb().update_item(**request)
+    except ClientError as exc:
+        if condition_failed(exc):
+            return None
+        raise
+    return Task.model_validate(from_item(resp["Attributes"]))
+
+
 def _update(
     task_id: str, set_fields: dict[str, Any], condition: str, cond_values: dict[str, Any], *, add: str = ""
 ) -> Task | None:
@@ -104,21 +136,17 @@ def _update(
     expression = "SET " + ", ".join(f"#{k} = :v_{k}" for k in set_fields)
     if add:
         expression += f" ADD {add}"
-    try:
-        resp = aws.dynamodb().update_item(
-            TableName=table(),
-            Key={"task_id": {"S": task_id}},
-            UpdateExpression=expression,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=expr_values,
-            ReturnValues="ALL_NEW",
-        )
-    except ClientError as exc:
-        if is_condition_failure(exc):
-            return None
-        raise
-    return Task.model_validate(from_item(resp["Attributes"]))
+    return _conditional_update(
+        {
+            "TableName": table(),
+            "Key": {"task_id": {"S": task_id}},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": expr_values,
+            "ReturnValues": "ALL_NEW",
+        }
+    )
 
 
 def start(task_id: str, runner_id: str, run_mode: str) -> Task | None:
@@ -140,7 +168,7 @@ def start(task_id: str, runner_id: str, run_mode: str) -> Task | None:
     )
 
 
-def start_item(
+def _start_item(
     task_id: str, runner_id: str, run_mode: str, *, reserved_usd: float, day: str
 ) -> TransactWriteItemTypeDef:
     """queued -> running as a transaction part (the claim that also holds the task's cap of `day`'s budget: the
@@ -175,21 +203,21 @@ def start_item(
 
 def mark_dispatched(task_id: str) -> bool:
     """A queued task handed to a Fargate run: when (`dispatched_at`), so a run that never claims it is noticed.
-    The claim removes it (start_item)."""
-    try:
-        aws.dynamodb().update_item(
-            TableName=table(),
-            Key={"task_id": {"S": task_id}},
-            UpdateExpression="SET dispatched_at = :now",
-            ConditionExpression="#status = :queued",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=values(now=iso(utcnow()), queued="queued"),
+    The claim removes it (`claim`)."""
+    return (
+        _conditional_update(
+            {
+                "TableName": table(),
+                "Key": {"task_id": {"S": task_id}},
+                "UpdateExpression": "SET dispatched_at = :now",
+                "ConditionExpression": "#status = :queued",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": values(now=iso(utcnow()), queued="queued"),
+                "ReturnValues": "ALL_NEW",
+            }
         )
-    except ClientError as exc:
-        if is_condition_failure(exc):
-            return False
-        raise
-    return True
+        is not None
+    )
 
 
 def dispatched_at(task_id: str) -> datetime | None:
@@ -204,21 +232,17 @@ def dispatched_at(task_id: str) -> datetime | None:
 def count_unclaimed_dispatch(task_id: str, when: datetime) -> Task | None:
     """The Fargate run handed the task at `when` never claimed it: count that as an attempt (once: the condition
     names that hand-over). None if the task moved meanwhile (claimed, stopped, counted by another delivery)."""
-    try:
-        resp = aws.dynamodb().update_item(
-            TableName=table(),
-            Key={"task_id": {"S": task_id}},
-            UpdateExpression="SET updated_at = :now REMOVE dispatched_at ADD attempt :one",
-            ConditionExpression="#status = :queued AND dispatched_at = :when",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=values(now=iso(utcnow()), queued="queued", when=iso(when), one=1),
-            ReturnValues="ALL_NEW",
-        )
-    except ClientError as exc:
-        if is_condition_failure(exc):
-            return None
-        raise
-    return Task.model_validate(from_item(resp["Attributes"]))
+    return _conditional_update(
+        {
+            "TableName": table(),
+            "Key": {"task_id": {"S": task_id}},
+            "UpdateExpression": "SET updated_at = :now REMOVE dispatched_at ADD attempt :one",
+            "ConditionExpression": "#status = :queued AND dispatched_at = :when",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": values(now=iso(utcnow()), queued="queued", when=iso(when), one=1),
+            "ReturnValues": "ALL_NEW",
+        }
+    )
 
 
 def clear_dispatched(task_id: str) -> None:
@@ -278,7 +302,7 @@ def request_stop(task_id: str) -> Task | None:
     return _update(task_id, {"stop_requested": True, "updated_at": now}, "#status = :running", {"running": "running"})
 
 
-def finish_transaction_item(
+def _finish_item(
     task_id: str, status: TaskStatus, fields: dict[str, Any], *, runner_id: str | None, reserved_day: str | None = None
 ) -> TransactWriteItemTypeDef:
     """running -> terminal, as one part of the transaction that also books the cost (never twice).
@@ -326,7 +350,8 @@ def list_tasks(
     """Newest first, through the narrowest index; agent/source narrow further with a filter.
 
     A filter can match few items of an index: with `max_pages`, at most that many index pages are read, and the
-    page answered may be short (even empty) yet carry a cursor to go on from."""
+    page answered may be short (even empty) yet carry a cursor to go on from. Raises BadCursor for a cursor this
+    listing (these filters) did not produce."""
     if session_id:
         index, key_name, key_value = "by_session", "session_id", session_id
     elif parent_task_id:
@@ -335,6 +360,8 @@ def list_tasks(
         index, key_name, key_value = "by_status", "status", status.value
     else:
         index, key_name, key_value = "by_time", "list_pk", LIST_PK
+    # The index's key and the table's: what a page's LastEvaluatedKey holds, so what a cursor must hold.
+    start_key = decode_cursor(cursor, {"task_id": None, "created_at": None, key_name: key_value})
     filters: list[str] = []
     names = {"#k": key_name}
     expr_values = values(k=key_value)
@@ -348,7 +375,6 @@ def list_tasks(
             expr_values[f":f_{attr}"] = to_attr(wanted)
             filters.append(f"#{attr} = :f_{attr}")
     items: list[Task] = []
-    start_key = decode_cursor(cursor)
     last_key: dict[str, Any] | None = None
     # A filter can leave a page short: keep reading until the page is full, the index ends or max_pages are read.
     pages = 0
@@ -385,61 +411,41 @@ def list_tasks(
     return TaskPage(items=items, cursor=next_cursor)
 
 
+def _by_status(
+    status: str, extra_values: dict[str, AttributeValueTypeDef] | None = None, **kwargs: Any
+) -> Iterator[QueryOutputTypeDef]:
+    return query_pages(
+        TableName=table(),
+        IndexName="by_status",
+        KeyConditionExpression="#s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={**values(s=status), **(extra_values or {})},
+        **kwargs,
+    )
+
+
 def count_by_status(status: TaskStatus) -> int:
-    total = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "IndexName": "by_status",
-        "KeyConditionExpression": "#s = :s",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": values(s=status.value),
-        "Select": "COUNT",
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        total += resp.get("Count", 0)
-        if "LastEvaluatedKey" not in resp:
-            return total
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return sum(page.get("Count", 0) for page in _by_status(status.value, Select="COUNT"))
 
 
 def ids_with_status(status: TaskStatus) -> Sequence[str]:
-    ids: list[str] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "IndexName": "by_status",
-        "KeyConditionExpression": "#s = :s",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": values(s=status.value),
-        "ProjectionExpression": "task_id",
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        ids.extend(item["task_id"]["S"] for item in resp.get("Items", []))
-        if "LastEvaluatedKey" not in resp:
-            return ids
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    return [
+        item["task_id"]["S"]
+        for page in _by_status(status.value, ProjectionExpression="task_id")
+        for item in page.get("Items", [])
+    ]
 
 
 def stale_running(stale_before: datetime) -> list[Task]:
     """Running tasks whose heartbeat is older than `stale_before` (or missing), read consistently (the index's
     copy may lag a heartbeat or a finish; what the index says is only a candidate)."""
-    ids: list[str] = []
-    kwargs: dict[str, Any] = {
-        "TableName": table(),
-        "IndexName": "by_status",
-        "KeyConditionExpression": "#s = :s",
-        "FilterExpression": "attribute_not_exists(heartbeat_at) OR heartbeat_at < :stale",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": values(s="running", stale=iso(stale_before)),
-        "ProjectionExpression": "task_id",
-    }
-    while True:
-        resp = aws.dynamodb().query(**kwargs)
-        ids.extend(item["task_id"]["S"] for item in resp.get("Items", []))
-        if "LastEvaluatedKey" not in resp:
-            break
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+    pages = _by_status(
+        "running",
+        FilterExpression="attribute_not_exists(heartbeat_at) OR heartbeat_at < :stale",
+        extra_values=values(stale=iso(stale_before)),
+        ProjectionExpression="task_id",
+    )
+    ids = [item["task_id"]["S"] for page in pages for item in page.get("Items", [])]
     found: list[Task] = []
     for start in range(0, len(ids), 100):
         found.extend(get_many(ids[start : start + 100]))
@@ -448,7 +454,7 @@ def stale_running(stale_before: datetime) -> list[Task]:
     ]
 
 
-def requeue_item(task_id: str, runner_id: str | None, stale_before: datetime) -> TransactWriteItemTypeDef:
+def _requeue_item(task_id: str, runner_id: str | None, stale_before: datetime) -> TransactWriteItemTypeDef:
     """running -> queued for a run whose runner died, as one part of the transaction that gives back its hold:
     only while the same runner still holds it and its heartbeat is still older than `stale_before` (a runner that
     came back, a takeover or a second sweeper makes the condition fail). The attempt was counted by its claim."""
@@ -472,3 +478,154 @@ def requeue_item(task_id: str, runner_id: str | None, stale_before: datetime) ->
             "ExpressionAttributeValues": expr_values,
         }
     }
+
+
+# --- the task's transactions ----------------------------------------------------------------------------------
+
+
+def record_submission(
+    task: Task,
+    first_events: Sequence[TaskEvent],
+    *,
+    new_session: Session | None,
+    delivery: WebhookDelivery | None = None,
+    source_claim: events.SourceClaim | None = None,
+    extra: Sequence[TransactWriteItemTypeDef] = (),
+) -> None:
+    """ONE transaction: the task (its id new), its first events, its session (`new_session` created, or else the
+    task's session counted in: it must exist), the webhook delivery's record (new) and its source event's claim
+    (unclaimed) when given, then the caller's own parts (`extra`). Raises Refused naming each guard that failed
+    (TASK_EXISTS, SESSION_EXISTS / SESSION_MISSING, DUPLICATE_DELIVERY, SOURCE_CLAIMED, CALLER_GUARD); a
+    conflicting transaction is botocore's error (delegation reads it so)."""
+    parts = [_put_new_task_item(task), output.put_chunk_part(task.task_id, first_events)]
+    guards: list[Guard | None] = [Guard.TASK_EXISTS, None]
+    if new_session is not None:
+        parts.append(sessions.put_new_session_item(new_session))
+        guards.append(Guard.SESSION_EXISTS)
+    else:
+        parts.append(sessions.touch_session_item(task.session_id))
+        guards.append(Guard.SESSION_MISSING)
+    if delivery is not None:
+        parts.append(events.put_new_delivery_item(delivery))
+        guards.append(Guard.DUPLICATE_DELIVERY)
+    if source_claim is not None:
+        parts.append(events.claim_source_item(source_claim))
+        guards.append(Guard.SOURCE_CLAIMED)
+    parts.extend(extra)
+    guards.extend([Guard.CALLER_GUARD] * len(extra))
+    transact(parts, guards, conflicts=False)
+
+
+def take_back_submission(task: Task, first_seq: int, *, new_session: Session | None) -> None:
+    """Undo `record_submission` (its message was never sent), in one transaction: the task while it is still
+    queued (a runner may have got the message after all), its first chunk, and the session it created (while that
+    counts only this task) or the count it added. Raises Refused (the task moved) or botocore's error."""
+    parts: list[TransactWriteItemTypeDef] = [
+        {
+            "Delete": {
+                "TableName": table(),
+                "Key": {"task_id": {"S": task.task_id}},
+                "ConditionExpression": "#status = :queued",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": {":queued": {"S": TaskStatus.QUEUED.value}},
+            }
+        },
+        output.delete_chunk_part(task.task_id, first_seq),
+    ]
+    if new_session is not None:
+        parts.append(sessions.delete_new_session_item(new_session.session_id))
+    else:
+        parts.append(sessions.uncount_task_item(task.session_id))
+    transact(parts, [Guard.TASK_MOVED, None, None], conflicts=False)
+
+
+def fail_unenqueued(task_id: str) -> bool:
+    """Mark a task failed whose message could not be sent, only while it is still queued (never overwrite a task a
+    runner has started). False when it is not queued."""
+    now = iso(utcnow())
+    try:
+        aws.dynamodb().update_item(
+            TableName=table(),
+            Key={"task_id": {"S": task_id}},
+            UpdateExpression="SET #status = :failed, #error = :error, error_kind = :kind, updated_at = :now, "
+            "finished_at = :now",
+            ConditionExpression="#status = :queued",
+            ExpressionAttributeNames={"#status": "status", "#error": "error"},
+            ExpressionAttributeValues={
+                ":failed": {"S": TaskStatus.FAILED.value},
+                ":queued": {"S": TaskStatus.QUEUED.value},
+                ":error": {"S": "could not enqueue the task"},
+                ":kind": {"S": "enqueue_failed"},
+                ":now": {"S": now},
+            },
+        )
+    except ClientError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
+
+
+def claim(
+    task: Task, runner_id: str, run_mode: str, *, hold: costs.Held, daily_cap_usd: float, lease_seconds: float
+) -> None:
+    """ONE transaction: queued -> running for `runner_id`, holding `hold` of its day's budget (only if booked +
+    held leaves room under `daily_cap_usd`) and taking the session's lease. Raises Refused (TASK_MOVED,
+    OVER_BUDGET, SESSION_LEASED) or WriteConflict."""
+    transact(
+        [
+            _start_item(task.task_id, runner_id, run_mode, reserved_usd=hold.usd, day=hold.day),
+            costs.reserve_item(hold.day, hold.usd, daily_cap_usd),
+            sessions.take_lease_item(task.session_id, task.task_id, runner_id, seconds=lease_seconds),
+        ],
+        [Guard.TASK_MOVED, Guard.OVER_BUDGET, Guard.SESSION_LEASED],
+    )
+
+
+def book_finish(
+    task: Task,
+    status: TaskStatus,
+    fields: dict[str, Any],
+    *,
+    runner_id: str | None,
+    day: str,
+    cost_usd: float,
+    usage: TokenUsage,
+    cli_session_id: str | None,
+    cli_total_cost_usd: float | None,
+    held: costs.Held | None,
+) -> None:
+    """ONE transaction: the task to `status` with `fields` (see `_finish_item` for whose it must be), the run's
+    totals on its session, its cost booked on `day` and what it `held` given back. Raises Refused (TASK_MOVED:
+    not ours to finish) or WriteConflict."""
+    parts = [
+        _finish_item(task.task_id, status, fields, runner_id=runner_id, reserved_day=held.day if held else None),
+        sessions.add_run_item(
+            task.session_id,
+            cost_usd=cost_usd,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cli_session_id=cli_session_id,
+            cli_total_cost_usd=cli_total_cost_usd,
+        ),
+        *costs.add_cost_items(
+            day=day,
+            agent=task.agent,
+            source=task.source.value,
+            session_id=task.session_id,
+            cost_usd=cost_usd,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            release=held,
+        ),
+    ]
+    transact(parts, [Guard.TASK_MOVED])
+
+
+def requeue(task: Task, stale_before: datetime, held: costs.Held | None) -> None:
+    """ONE transaction: running -> queued (see `_requeue_item`), giving back what it `held` of a day's budget.
+    Raises Refused (TASK_MOVED) or WriteConflict."""
+    parts = [_requeue_item(task.task_id, task.runner_id, stale_before)]
+    if held is not None:
+        parts.append(costs.release_item(held))
+    transact(parts, [Guard.TASK_MOVED])

@@ -22,10 +22,10 @@ gives its claim back, then answers 503 (the sender's retry, or the other webhook
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent_machine.domain import submission
 from agent_machine.domain.agents import PLANNING
-from agent_machine.domain.submission import FIRST_EXTRA_PART, TASK_PART
 from agent_machine.domain.webhooks import context
 from agent_machine.domain.webhooks.decisions import (
     Answer,
@@ -38,12 +38,9 @@ from agent_machine.domain.webhooks.decisions import (
     thread_session_id,
 )
 from agent_machine.models import DeliveryDecision, Session, Task, TaskStatus, WebhookDelivery
+from agent_machine.store import events, tasks
+from agent_machine.store.errors import DuplicateDelivery, Guard
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
-
-DELIVERY_PART = FIRST_EXTRA_PART  # the delivery guard is the first part after submit's own
-SOURCE_PART = DELIVERY_PART + 1  # then the source claim, when the delivery has a source key
 DUPLICATE = "duplicate"
 
 
@@ -86,8 +83,6 @@ def _body(delivery: Delivery, status: str, reason: str, **extra: Any) -> dict[st
 
 
 def _stored(delivery: Delivery) -> Outcome | None:
-    from agent_machine.store import events
-
     stored = events.get(delivery.key)
     if stored is None:
         return None
@@ -103,24 +98,14 @@ def record_only(
 
 
 def _put_record(delivery: Delivery, mine: WebhookDelivery) -> Outcome:
-    from botocore.exceptions import ClientError
-
-    from agent_machine import aws
-    from agent_machine.store import events
-    from agent_machine.store.tasks import is_condition_failure
-
-    item = events.put_new_delivery_item(mine)["Put"]
     try:
-        aws.dynamodb().put_item(**item)
-    except ClientError as exc:
-        if not is_condition_failure(exc):
-            raise
+        events.record_delivery(mine)
+    except DuplicateDelivery:
         stored = _stored(delivery)
         if stored is not None:
             return stored
         # The record is past its TTL but not yet swept: this is a new delivery as far as we are concerned.
-        unconditional = {k: v for k, v in item.items() if k != "ConditionExpression"}
-        aws.dynamodb().put_item(**unconditional)  # type: ignore[arg-type]
+        events.replace_expired_delivery(mine)
     return Outcome(mine.status_code, mine.response)
 
 
@@ -128,8 +113,6 @@ def _duplicate(delivery: Delivery) -> Outcome | None:
     """The delivery's event made a task already, under another delivery id: answer as that delivery was answered
     (status "duplicate", pointing at it), and record this one as ignored so its own redeliveries get the same
     answer. None when the claim is gone (its task was taken back, or it expired): the caller tries again."""
-    from agent_machine.store import events
-
     if delivery.source_key is None:
         return None
     claim = events.get_claim(delivery.source_key)
@@ -151,8 +134,6 @@ def _duplicate(delivery: Delivery) -> Outcome | None:
 
 def _forget(delivery: Delivery) -> None:
     """A task that was not enqueued: forget its delivery and give its claim back, so a retry starts over."""
-    from agent_machine.store import events
-
     events.delete(delivery.key)
     if delivery.source_key is not None:
         events.release_claim(delivery.source_key, delivery.key)
@@ -169,9 +150,6 @@ def record(delivery: Delivery, decision: Decision) -> Outcome:
 
 
 def _stop(delivery: Delivery, decision: StopThread) -> Outcome:
-    from agent_machine.domain import submission
-    from agent_machine.store import tasks
-
     stored = _stored(delivery)  # stopping twice is harmless, but answer a redelivery as the first time
     if stored is not None:
         return stored
@@ -192,22 +170,7 @@ def _stop(delivery: Delivery, decision: StopThread) -> Outcome:
     return record_only(delivery, DeliveryDecision.ANSWERED, reason, extra={"stopped_task_ids": stopped})
 
 
-def _failed_parts(exc: BaseException) -> set[int] | None:
-    """Which transaction parts failed their condition (None when the error does not say)."""
-    from botocore.exceptions import ClientError
-
-    cause = exc.__cause__
-    if not isinstance(cause, ClientError):
-        return None
-    reasons = cause.response.get("CancellationReasons")
-    if not reasons:
-        return None
-    return {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
-
-
 def _create(delivery: Delivery, decision: CreateTask) -> Outcome:
-    from agent_machine.domain import submission
-
     session_id = thread_session_id(decision.thread_key) if decision.thread_key else None
     task, new_session = submission.new_task(
         decision.prompt,
@@ -237,8 +200,6 @@ def _create_task(
     *,
     session_exists: bool = False,
 ) -> Outcome:
-    from agent_machine.store import events
-
     body = _body(
         delivery,
         DeliveryDecision.TASK_CREATED.value,
@@ -248,7 +209,7 @@ def _create_task(
         agent=task.agent,
     )
     mine = _record(delivery, DeliveryDecision.TASK_CREATED, decision.reason, 202, body, task.task_id)
-    guards = [events.put_new_delivery_item(mine)]
+    claim = None
     if delivery.source_key is not None:
         claim = events.SourceClaim(
             source_key=delivery.source_key,
@@ -258,7 +219,6 @@ def _create_task(
             status_code=mine.status_code,
             response=body,
         )
-        guards.append(events.claim_source_item(claim))
     thread_session = None
     if session_id is not None:
         thread_session = Session(
@@ -274,7 +234,7 @@ def _create_task(
     guesses = [thread_session if first_try_new else None, None if first_try_new else thread_session]
     attempts = [*guesses, guesses[0]] if thread_session is not None else [new_session]
     for session in attempts:
-        outcome = _submit(delivery, decision, task, session, guards, body, mine)
+        outcome = _submit(delivery, decision, task, session, claim, body, mine)
         if outcome is not None:
             return outcome
     # Nothing was recorded: answer 503 so the sender retries the delivery, rather than a 2xx that loses it.
@@ -287,9 +247,6 @@ def _stored_or_own(
     """The stored answer of a redelivery; or, when the stored record is this request's own (botocore retried a
     transaction whose first attempt committed but whose answer was lost: its retry then fails every guard), the
     task is ours and recorded but not yet enqueued: enqueue it and answer as a first delivery."""
-    from agent_machine.domain import submission
-    from agent_machine.store import events
-
     stored = events.get(delivery.key)
     if stored is None:
         return None
@@ -310,8 +267,6 @@ def _next_planning_attempt(decision: CreateTask, task: Task) -> Task | None:
     """A thread's planning task exists already (its derived id is taken). When every earlier attempt ended without
     completing (failed, stopped, timed out), the next attempt gets the next derived id; None when one is queued,
     running or completed (the delivery is then a duplicate). Costs one Query, only on this path."""
-    from agent_machine.store import tasks
-
     key = decision.thread_key
     if decision.agent != PLANNING or decision.parent is not None or key is None:
         return None
@@ -338,34 +293,31 @@ def _submit(
     decision: CreateTask,
     task: Task,
     session: Session | None,
-    guards: list[TransactWriteItemTypeDef],
+    claim: events.SourceClaim | None,
     body: dict[str, Any],
     mine: WebhookDelivery,
 ) -> Outcome | None:
     """One attempt; None when the session guess was wrong and the other guess should be tried (or the claim that
     refused this delivery as a duplicate was taken back meanwhile: trying again may now create the task)."""
-    from agent_machine.domain import submission
-
     try:
-        submission.submit(task, session, extra=guards)
+        submission.submit(task, session, delivery=mine, source_claim=claim)
     except submission.UnknownSession as exc:
-        failed = _failed_parts(exc)
-        if failed is not None and DELIVERY_PART in failed:
+        if Guard.DUPLICATE_DELIVERY in exc.failed:
             stored = _stored_or_own(delivery, mine, task, session, body)
             if stored is not None:
                 return stored
-        if failed is not None and SOURCE_PART in failed:
+        if Guard.SOURCE_CLAIMED in exc.failed:
             return _duplicate(delivery)
         return None
     except submission.AlreadyRecorded as exc:
-        failed = _failed_parts(exc)
-        if failed is None or DELIVERY_PART in failed:
+        # (DynamoDB not saying which guard failed: maybe the delivery's, so look for its record first)
+        if not exc.failed or Guard.DUPLICATE_DELIVERY in exc.failed:
             stored = _stored_or_own(delivery, mine, task, session, body)
             if stored is not None:
                 return stored
-        if failed is not None and SOURCE_PART in failed:  # before the task id: the event is the better answer
+        if Guard.SOURCE_CLAIMED in exc.failed:  # before the task id: the event is the better answer
             return _duplicate(delivery)
-        if failed is not None and TASK_PART in failed:
+        if Guard.TASK_EXISTS in exc.failed:
             retry = _next_planning_attempt(decision, task)
             if retry is not None:
                 return _create_task(delivery, decision, retry, None, task.session_id, session_exists=True)
