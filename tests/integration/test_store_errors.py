@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -177,3 +178,29 @@ def test_taking_a_submission_back_never_touches_a_started_task(stack: Provisione
         tasks.take_back_submission(started, submission.CREATED_SEQ, new_session=new)
     assert Guard.TASK_MOVED in refused.value.failed
     assert tasks.get(started.task_id) is not None and sessions.get(started.session_id) is not None
+
+
+def test_a_child_slot_is_taken_with_the_child_and_only_as_read(stack: Provisioned) -> None:
+    parent, session = submission.new_task("parent")
+    submission.submit(parent, session)
+    assert tasks.children_reserved(parent.task_id) == (0, Decimal(0))
+
+    def child(prompt: str, seen: Decimal, max_children: int = 2) -> submission.Submitted:
+        task, new = submission.new_task(prompt, parent=parent, max_budget_usd=0.5)
+        slot = tasks.ChildSlot(
+            parent_task_id=parent.task_id, cap_usd=0.5, seen_reserved_usd=seen, max_children=max_children
+        )
+        return submission.submit(task, new, child_slot=slot)
+
+    child("one", Decimal(0))
+    assert tasks.children_reserved(parent.task_id) == (1, Decimal("0.5"))
+    with pytest.raises(submission.AlreadyRecorded) as stale:  # read before the first child took its slot
+        child("two", Decimal(0))
+    assert stale.value.failed == {Guard.CHILD_SLOT_TAKEN}
+    with pytest.raises(submission.AlreadyRecorded) as full:
+        child("two", Decimal("0.5"), max_children=1)
+    assert full.value.failed == {Guard.CHILD_SLOT_TAKEN}
+    assert tasks.children_reserved(parent.task_id) == (1, Decimal("0.5"))  # the refused children took nothing
+    assert tasks.release_child_slot(parent.task_id, 0.5)
+    assert tasks.children_reserved(parent.task_id) == (0, Decimal(0))
+    assert not tasks.release_child_slot(parent.task_id, 0.5)  # none left to give back

@@ -121,13 +121,14 @@ def submit(
     *,
     delivery: WebhookDelivery | None = None,
     source_claim: SourceClaim | None = None,
+    child_slot: tasks.ChildSlot | None = None,
 ) -> Submitted:
     """Record and enqueue. Raises UnknownSession, AlreadyRecorded or EnqueueFailed (nothing half-done).
 
     One transaction records the task, its session (`session`: a new one; None: the task's existing one), the
     task.created event (no extra round trip on a webhook's ack path; pushed only by callers someone is watching,
-    `announce_created`), a webhook's `delivery` record and `source_claim` when given, and `extra` (a caller's own
-    guarded parts: a parent's child reservation)."""
+    `announce_created`), a webhook's `delivery` record and `source_claim`, a delegated child's `child_slot` on its
+    parent, when given, and `extra` (a caller's own guarded parts)."""
     task.last_seq = CREATED_SEQ
     try:
         tasks.record_submission(
@@ -136,6 +137,7 @@ def submit(
             new_session=session.model_copy(update={"task_count": 1}) if session is not None else None,
             delivery=delivery,
             source_claim=source_claim,
+            child_slot=child_slot,
             extra=extra or (),
         )
     except Refused as exc:

@@ -17,6 +17,7 @@ class Guard(StrEnum):
     OVER_BUDGET = "over_budget"  # the day's budget has no room for the hold
     DUPLICATE_DELIVERY = "duplicate_delivery"  # the webhook delivery was recorded before
     SOURCE_CLAIMED = "source_claimed"  # another delivery of the same source event made a task
+    CHILD_SLOT_TAKEN = "child_slot_taken"  # the parent's children changed since it was read (or it has no room)
     CALLER_GUARD = "caller_guard"  # a part the caller added to the transaction (a parent's child reservation)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -53,6 +54,17 @@ if TYPE_CHECKING:
     )
 
 LIST_PK = "task"
+
+
+@dataclass(frozen=True)
+class ChildSlot:
+    """One child's share of a parent task's cap: taken only while the parent has fewer than `max_children`
+    children and has reserved exactly `seen_reserved_usd` (what the caller read) for them."""
+
+    parent_task_id: str
+    cap_usd: float
+    seen_reserved_usd: Decimal
+    max_children: int
 
 
 @dataclass(frozen=True)
@@ -490,13 +502,15 @@ def record_submission(
     new_session: Session | None,
     delivery: WebhookDelivery | None = None,
     source_claim: events.SourceClaim | None = None,
+    child_slot: ChildSlot | None = None,
     extra: Sequence[TransactWriteItemTypeDef] = (),
 ) -> None:
     """ONE transaction: the task (its id new), its first events, its session (`new_session` created, or else the
     task's session counted in: it must exist), the webhook delivery's record (new) and its source event's claim
-    (unclaimed) when given, then the caller's own parts (`extra`). Raises Refused naming each guard that failed
-    (TASK_EXISTS, SESSION_EXISTS / SESSION_MISSING, DUPLICATE_DELIVERY, SOURCE_CLAIMED, CALLER_GUARD); a
-    conflicting transaction is botocore's error (delegation reads it so)."""
+    (unclaimed) when given, the parent's `child_slot` when given, then the caller's own parts (`extra`). Raises
+    Refused naming each guard that failed (TASK_EXISTS, SESSION_EXISTS / SESSION_MISSING, DUPLICATE_DELIVERY,
+    SOURCE_CLAIMED, CHILD_SLOT_TAKEN, CALLER_GUARD); a conflicting transaction is botocore's error (delegation
+    reads it so)."""
     parts = [_put_new_task_item(task), output.put_chunk_part(task.task_id, first_events)]
     guards: list[Guard | None] = [Guard.TASK_EXISTS, None]
     if new_session is not None:
@@ -511,6 +525,9 @@ def record_submission(
     if source_claim is not None:
         parts.append(events.claim_source_item(source_claim))
         guards.append(Guard.SOURCE_CLAIMED)
+    if child_slot is not None:
+        parts.append(_take_child_slot_item(child_slot))
+        guards.append(Guard.CHILD_SLOT_TAKEN)
     parts.extend(extra)
     guards.extend([Guard.CALLER_GUARD] * len(extra))
     transact(parts, guards, conflicts=False)
@@ -629,3 +646,58 @@ def requeue(task: Task, stale_before: datetime, held: costs.Held | None) -> None
     if held is not None:
         parts.append(costs.release_item(held))
     transact(parts, [Guard.TASK_MOVED])
+
+
+# --- a parent task's children: how many, and how much of its cap they hold --------------------------------------
+
+
+def children_reserved(task_id: str) -> tuple[int, Decimal]:
+    """What a task has reserved for its children: how many, and how much of its cap (read consistently)."""
+    resp = aws.dynamodb().get_item(
+        TableName=table(),
+        Key={"task_id": {"S": task_id}},
+        ConsistentRead=True,
+        ProjectionExpression="children_count, children_budget_usd",
+    )
+    item = resp.get("Item") or {}
+    count = int(item.get("children_count", {}).get("N", "0"))
+    reserved = Decimal(item.get("children_budget_usd", {}).get("N", "0"))
+    return count, reserved
+
+
+def _take_child_slot_item(slot: ChildSlot) -> TransactWriteItemTypeDef:
+    """One child slot and its cap on the parent's item, as a part of the child's `record_submission`."""
+    return {
+        "Update": {
+            "TableName": table(),
+            "Key": {"task_id": {"S": slot.parent_task_id}},
+            "UpdateExpression": "ADD children_count :one, children_budget_usd :cap",
+            "ConditionExpression": "attribute_exists(task_id)"
+            " AND (attribute_not_exists(children_count) OR children_count < :max)"
+            " AND (attribute_not_exists(children_budget_usd) OR children_budget_usd = :seen)",
+            "ExpressionAttributeValues": {
+                ":one": {"N": "1"},
+                ":cap": {"N": f"{slot.cap_usd:.6f}"},
+                ":max": {"N": str(slot.max_children)},
+                ":seen": {"N": str(slot.seen_reserved_usd)},
+            },
+        }
+    }
+
+
+def release_child_slot(parent_task_id: str, cap_usd: float) -> bool:
+    """Give back one child slot and its cap (a child whose creation was undone). False when the parent has no
+    child to give back."""
+    try:
+        aws.dynamodb().update_item(
+            TableName=table(),
+            Key={"task_id": {"S": parent_task_id}},
+            UpdateExpression="ADD children_count :minus, children_budget_usd :cap",
+            ConditionExpression="children_count > :zero",
+            ExpressionAttributeValues={":minus": {"N": "-1"}, ":cap": {"N": f"{-cap_usd:.6f}"}, ":zero": {"N": "0"}},
+        )
+    except ClientError as exc:
+        if condition_failed(exc):
+            return False
+        raise
+    return True
