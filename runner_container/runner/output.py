@@ -3,23 +3,24 @@
 A chatty CLI must not become thousands of API calls: after an idle spell the first event goes out at once (a
 chat's first words are not held back); while output keeps coming, flushes are at most one per
 FLUSH_INTERVAL_SECONDS (sooner when FLUSH_MAX_EVENTS / FLUSH_MAX_BYTES are waiting, and never more than those in
-one flush). A flush is one PutItem per chunk (`store.output.put_chunk`) and one frame (or a few, each under
-128 KB) per subscribed connection.
+one flush). A flush is one frame (or a few, each under 128 KB) per subscribed connection; the output is written
+in one PutItem per chunk (`store.output.put_chunk`), a write taking everything flushed since the previous one.
 
 Each event is encoded once, when emitted: a CLI line's event carries the line's own JSON text (read, redacted,
 parsed: stream.Parsed.json) inside its envelope (OutputEnvelope), other events are encoded by the model. The
 store and every push use that text.
 
-Two stages, each in its own worker thread, get every batch at the same time: one stores it (the copy a replay
-reads), the other pushes it; the next batch is taken once both are done with this one. A line's frame does not
-wait for its PutItem (nor the PutItem for the frame): a burst is paced by the slower round trip, not their sum.
-(A store that fails is logged and the batch is pushed anyway, as before; a reconnecting client holding more
-than was stored keeps what it has.) The terminal event is the exception: stored before the task is booked,
-pushed only after. Subscribers of `session#<id>` and `task#<id>` get everything; subscribers of
-`all` (dashboards' task lists) get the lifecycle events only. The subscriber list is cached for at most
-SUBSCRIBER_CACHE_SECONDS and read only when there is something to push. Connections that answer 410 are dropped
-(push.Pusher). Reading the CLI never waits on AWS, unless MAX_PENDING_BYTES are waiting (then the CLI's pipe
-fills and it waits: memory stays bounded).
+Two stages, each in its own worker thread. The push stage takes a batch when it is due and pushes it; the next
+batch is taken once that push is done. The store stage writes, in order, everything taken since its last write
+(the copy a replay reads), beside the pushes: a line's frame never waits for a PutItem, and a slow write
+makes fewer, bigger writes instead of slowing the pushes. (A store that fails is logged and the batch is pushed
+anyway, as before; a reconnecting client holding more than was stored keeps what it has.) The terminal event is
+the exception: stored before the task is booked, pushed only after. Subscribers of `session#<id>` and
+`task#<id>` get everything; subscribers of `all` (dashboards' task lists) get the lifecycle events only. The
+subscriber list is cached for at most SUBSCRIBER_CACHE_SECONDS and read only when there is something to push.
+Connections that answer 410 are dropped (push.Pusher). Reading the CLI never waits on AWS, unless
+MAX_PENDING_BYTES are waiting (not taken yet, or not stored yet: then the CLI's pipe fills and it waits: memory
+stays bounded).
 """
 
 from __future__ import annotations
@@ -192,8 +193,8 @@ class Delivery:
 
 
 class EventStream:
-    """The per-run event pipeline: `emit` numbers events; a flusher coalesces them into batches, which a store
-    stage and a push stage deliver side by side, each in order."""
+    """The per-run event pipeline: `emit` numbers events; the push stage coalesces them into batches and pushes
+    them, the store stage writes them beside it; each in order."""
 
     def __init__(self, task: Task, *, start_seq: int, delivery: Delivery | None = None) -> None:
         self.task = task
@@ -223,13 +224,13 @@ class EventStream:
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
-        self._progress = asyncio.Event()  # set whenever a stage finishes a batch (or holds the terminal one)
-        self._push_held = False  # the push stage waits for `release` (the terminal event's batch)
-        self._to_store: asyncio.Queue[tuple[list[TaskEvent], list[str], int] | None] = asyncio.Queue()
-        self._to_push: asyncio.Queue[tuple[list[TaskEvent], list[str]] | None] = asyncio.Queue()
-        self._flush_task = asyncio.create_task(self._flusher(), name=f"flush-{task.task_id}")
+        # Taken and pushed (or being pushed), not yet stored: the store stage writes them all at its next turn.
+        self._to_store: list[tuple[list[TaskEvent], list[str], int]] = []
+        self._unstored_bytes = 0
+        self._store_wake = asyncio.Event()
+        self._store_closed = False
+        self._push_task = asyncio.create_task(self._flusher(), name=f"push-{task.task_id}")
         self._store_task = asyncio.create_task(self._storer(), name=f"store-{task.task_id}")
-        self._push_task = asyncio.create_task(self._pusher(), name=f"push-{task.task_id}")
 
     @property
     def stored_seq(self) -> int:
@@ -261,7 +262,7 @@ class EventStream:
         self._wake.set()
         if len(self._pending) >= config.FLUSH_MAX_EVENTS or self._pending_bytes >= config.FLUSH_MAX_BYTES:
             self._urgent.set()
-        if self._pending_bytes >= config.MAX_PENDING_BYTES:
+        if self._pending_bytes + self._unstored_bytes >= config.MAX_PENDING_BYTES:
             self._room.clear()
         return event
 
@@ -326,15 +327,20 @@ class EventStream:
         else:
             self._wake.clear()
             self._urgent.clear()
-        if self._pending_bytes < config.MAX_PENDING_BYTES:
-            self._room.set()
+        self._unstored_bytes += size
+        self._update_room()
         return events, texts, size
 
+    def _update_room(self) -> None:
+        if self._pending_bytes + self._unstored_bytes < config.MAX_PENDING_BYTES:
+            self._room.set()
+
     async def _flusher(self) -> None:
-        """Take a batch when it is due and hand it to both stages at once; the next batch is taken once both are
-        done with this one (so batches grow while a round trip is slow: few calls). Due: at once after an idle
-        spell, else FLUSH_INTERVAL_SECONDS after the previous take (at once if the stages took longer), or as
-        soon as a full batch is waiting."""
+        """The push stage: take a batch when it is due, hand it to the store stage and push it; the next batch is
+        taken once this push is done (batches grow while a round trip is slow: few calls). Due: at once after an
+        idle spell, else FLUSH_INTERVAL_SECONDS after the previous take (at once if the push took longer), or as
+        soon as a full batch is waiting. The terminal event's batch is pushed once released (the task booked),
+        to the subscribers looked up afresh."""
         last = -1.0e9
         try:
             while True:
@@ -349,52 +355,47 @@ class EventStream:
                 last = time.monotonic()
                 if events:
                     self.flushes += 1
-                    self._to_store.put_nowait((events, texts, size))
-                    self._to_push.put_nowait((events, texts))
-                    await self._stages_done(events[-1].seq)
+                    self._to_store.append((events, texts, size))
+                    self._store_wake.set()
+                    final = self._held_seq is not None and events[-1].seq >= self._held_seq
+                    if final:
+                        await self._released.wait()
+                    # Submitted to a worker thread in this step: no other turn of the loop before the push starts.
+                    await asyncio.to_thread(self.delivery.push, events, texts, fresh=final)
+                    self.handled_seq = events[-1].seq
                 if self._closing and not self._pending:
                     return
         finally:
-            self._to_store.put_nowait(None)
-            self._to_push.put_nowait(None)
-
-    async def _stages_done(self, seq: int) -> None:
-        """Until the store stage has `seq` and the push stage has pushed it (or holds it for `release`)."""
-        while not (
-            (self.store_handled_seq >= seq or self._store_task.done())
-            and (self.handled_seq >= seq or self._push_held or self._push_task.done())
-        ):
-            self._progress.clear()
-            await self._progress.wait()
+            self._store_closed = True
+            self._store_wake.set()
 
     async def _storer(self) -> None:
-        """Store batches, in order (the replay copy), while the push stage sends the same batch."""
-        while (batch := await self._to_store.get()) is not None:
-            events, texts, size = batch
+        """The store stage: writes everything taken since its last write (in order, beside the pushes: the
+        copy a replay reads). A write slower than the pushes is not waited for by the next push; what waits for
+        it is bounded by MAX_PENDING_BYTES with what was not taken yet."""
+        while True:
+            while not self._to_store:
+                if self._store_closed:
+                    return
+                self._store_wake.clear()
+                await self._store_wake.wait()
+            batches, self._to_store = self._to_store, []
+            if len(batches) == 1:
+                events, texts, size = batches[0]
+            else:
+                events = [e for batch in batches for e in batch[0]]
+                texts = [t for batch in batches for t in batch[1]]
+                size = sum(batch[2] for batch in batches)
             await asyncio.to_thread(self._store, events, texts, size)
             self.store_handled_seq = events[-1].seq
+            self._unstored_bytes -= size
+            self._update_room()
             self._store_progress.set()
-            self._progress.set()
 
     def _store(self, events: list[TaskEvent], texts: list[str], size: int) -> None:
         self.delivery.store(events, size, texts)
         # Re-read the watchers now if they expire before the next push would (off the push's path).
         self.delivery.refresh_subscribers(ahead=4 * config.FLUSH_INTERVAL_SECONDS)
-
-    async def _pusher(self) -> None:
-        """Push batches, in order. The terminal event's batch waits for `release` (the task booked), and then
-        looks the subscribers up afresh."""
-        while (batch := await self._to_push.get()) is not None:
-            events, texts = batch
-            final = self._held_seq is not None and events[-1].seq >= self._held_seq
-            if final and not self._released.is_set():
-                self._push_held = True
-                self._progress.set()
-                await self._released.wait()
-                self._push_held = False
-            await asyncio.to_thread(self.delivery.push, events, texts, fresh=final)
-            self.handled_seq = events[-1].seq
-            self._progress.set()
 
     async def flush(self) -> None:
         """Deliver everything emitted so far (and keep the stages running)."""
@@ -410,9 +411,8 @@ class EventStream:
         self._released.set()
         self._wake.set()
         self._urgent.set()
-        await self._flush_task
-        await self._store_task
         await self._push_task
+        await self._store_task
 
 
 def publish(task: Task, events: list[TaskEvent]) -> None:

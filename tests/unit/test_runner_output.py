@@ -23,16 +23,25 @@ from runner.run import pump_stdout
 
 class Recorder(Delivery):
     """A Delivery that records batches instead of calling AWS (slow on purpose, like a real write). `gate`, when
-    given, holds every store until it is set (a store that takes as long as the test wants)."""
+    given, holds every store until it is set (a store that takes as long as the test wants); `push_gate` the
+    same for every push."""
 
-    def __init__(self, task: Task, delay: float = 0.01, gate: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        delay: float = 0.01,
+        gate: threading.Event | None = None,
+        push_gate: threading.Event | None = None,
+    ) -> None:
         super().__init__(task, pusher=None)  # type: ignore[arg-type]
         self.batches: list[list[TaskEvent]] = []
         self.pushed: list[list[TaskEvent]] = []
         self.texts: list[str] = []
         self.delay = delay
         self.gate = gate
+        self.push_gate = push_gate
         self.storing = threading.Event()  # set once a store has started
+        self.pushing = threading.Event()  # set once a push has started
         self.order: list[tuple[str, int]] = []  # ("store" | "push", first seq of the batch), as they finished
 
     def store(self, events: list[TaskEvent], size_hint: int | None = None, texts: list[str] | None = None) -> list[str]:
@@ -52,16 +61,25 @@ class Recorder(Delivery):
 
     def push(self, events: list[TaskEvent], texts: list[str] | None = None, *, fresh: bool = False) -> None:
         assert texts is not None and [json.loads(t) for t in texts] == [json.loads(encode_event(e)) for e in events]
+        self.pushing.set()
+        if self.push_gate is not None:
+            assert self.push_gate.wait(60)
         time.sleep(self.delay)
         self.pushed.append(events)
         self.order.append(("push", events[0].seq))
 
 
 def run_stream(
-    fn: Any, *, start_seq: int = 0, delay: float = 0.01, gate: threading.Event | None = None, task: Task | None = None
+    fn: Any,
+    *,
+    start_seq: int = 0,
+    delay: float = 0.01,
+    gate: threading.Event | None = None,
+    push_gate: threading.Event | None = None,
+    task: Task | None = None,
 ) -> Recorder:
     task = task or Task(session_id="s", prompt="p")
-    recorder = Recorder(task, delay, gate)
+    recorder = Recorder(task, delay, gate, push_gate)
 
     async def go() -> None:
         stream = EventStream(task, start_seq=start_seq, delivery=recorder)
@@ -82,11 +100,12 @@ def test_a_burst_becomes_a_few_ordered_batches() -> None:
         stream.emit(EventType.COMPLETED, {})
 
     recorder = run_stream(burst, start_seq=7)
-    seqs = [e.seq for batch in recorder.batches for e in batch]
-    assert seqs == list(range(8, 8 + 2002))
-    assert recorder.pushed == recorder.batches  # every batch pushed, in order, after it was stored
-    assert len(recorder.batches) <= 2002 // config.FLUSH_MAX_EVENTS + 3
-    assert max(len(batch) for batch in recorder.batches) <= config.FLUSH_MAX_EVENTS
+    # Every event stored and pushed once, in order (the store may write several pushes' batches at once).
+    assert [e.seq for batch in recorder.batches for e in batch] == list(range(8, 8 + 2002))
+    assert [e.seq for batch in recorder.pushed for e in batch] == list(range(8, 8 + 2002))
+    assert len(recorder.pushed) <= 2002 // config.FLUSH_MAX_EVENTS + 3
+    assert len(recorder.batches) <= len(recorder.pushed)
+    assert max(len(batch) for batch in recorder.pushed) <= config.FLUSH_MAX_EVENTS
 
 
 async def wait_for(event: threading.Event) -> None:
@@ -94,23 +113,46 @@ async def wait_for(event: threading.Event) -> None:
     assert await asyncio.to_thread(event.wait, 60)
 
 
-def test_output_emitted_during_a_store_goes_out_as_one_batch_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Coalescing: while a write is in flight, what the CLI prints waits for it and then goes in one write."""
-    gate = threading.Event()
+def test_output_emitted_during_a_push_goes_out_as_one_batch_after_it() -> None:
+    """Coalescing: while a push is in flight, what the CLI prints waits for it and then goes in one push."""
+    push_gate = threading.Event()
 
-    async def during_a_slow_store(stream: EventStream) -> None:
+    async def during_a_slow_push(stream: EventStream) -> None:
         stream.emit_output({"kind": "text", "text": "first"}, 5)  # after an idle spell: taken at once
-        await wait_for(recorder_of(stream).storing)
+        await wait_for(recorder_of(stream).pushing)
         for i in range(50):
             stream.emit_output({"kind": "text", "text": f"line {i}"}, 6)
-        gate.set()
+        push_gate.set()
 
-    recorder = run_stream(during_a_slow_store, gate=gate)
+    recorder = run_stream(during_a_slow_push, push_gate=push_gate)
+    assert [len(batch) for batch in recorder.pushed] == [1, 50]
     assert [len(batch) for batch in recorder.batches] == [1, 50]
-    assert recorder.pushed == recorder.batches
-    # The next batch is taken once both stages are done with the previous one.
-    assert set(recorder.order[:2]) == {("store", 1), ("push", 1)}
-    assert set(recorder.order[2:]) == {("store", 2), ("push", 2)}
+
+
+def test_what_is_taken_during_a_slow_store_is_pushed_and_then_stored_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow write paces neither the pushes nor its own calls: the batches pushed meanwhile go in one write."""
+    monkeypatch.setattr(config, "FLUSH_MAX_EVENTS", 20)
+    gate = threading.Event()
+
+    async def slow_store(stream: EventStream) -> None:
+        recorder = recorder_of(stream)
+        stream.emit_output({"kind": "text", "text": "first"}, 5)
+        await wait_for(recorder.storing)
+        try:
+            for i in range(60):
+                stream.emit_output({"kind": "text", "text": f"line {i}"}, 6)
+            async with asyncio.timeout(30):
+                while len(recorder.pushed) < 4:  # all pushed while the first write is still held
+                    await asyncio.sleep(0.001)
+        finally:
+            gate.set()
+
+    recorder = run_stream(slow_store, gate=gate, delay=0)
+    assert [len(batch) for batch in recorder.pushed] == [1, 20, 20, 20]
+    assert [len(batch) for batch in recorder.batches] == [1, 60]
+    assert [e.seq for batch in recorder.batches for e in batch] == list(range(1, 62))
 
 
 def test_a_batch_is_pushed_without_waiting_for_its_store() -> None:
@@ -141,7 +183,7 @@ def recorder_of(stream: EventStream) -> Recorder:
 
 
 def test_a_backlog_goes_out_in_capped_batches_without_waiting_out_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full batches are taken as soon as the store stage is free: with a window far longer than the test's
+    """Full batches are taken as soon as the push stage is free: with a window far longer than the test's
     timeout, the backlog still goes out (the window only paces batches that are not full)."""
     monkeypatch.setattr(config, "FLUSH_INTERVAL_SECONDS", 3600.0)
     monkeypatch.setattr(config, "FLUSH_MAX_EVENTS", 20)
@@ -156,8 +198,8 @@ def test_a_backlog_goes_out_in_capped_batches_without_waiting_out_the_window(mon
         await asyncio.wait_for(stream.flush(), 60)  # the 60 backlog events, in three full batches
 
     recorder = run_stream(backlog, gate=gate, delay=0)
-    assert [len(batch) for batch in recorder.batches] == [1, 20, 20, 20]
-    assert [e.seq for batch in recorder.pushed for e in batch] == list(range(1, 62))
+    assert [len(batch) for batch in recorder.pushed] == [1, 20, 20, 20]
+    assert [e.seq for batch in recorder.batches for e in batch] == list(range(1, 62))
 
 
 def test_a_batch_is_capped_by_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +216,7 @@ def test_a_batch_is_capped_by_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None
         await asyncio.wait_for(stream.flush(), 60)
 
     recorder = run_stream(big_lines, gate=gate, delay=0)
-    assert [len(batch) for batch in recorder.batches] == [1, 3, 3, 1]
+    assert [len(batch) for batch in recorder.pushed] == [1, 3, 3, 1]
 
 
 def test_a_trickle_is_flushed_within_the_interval() -> None:
@@ -208,23 +250,30 @@ def test_output_beyond_the_cap_is_counted_not_kept(monkeypatch: pytest.MonkeyPat
     assert counts["dropped"] == 40
 
 
-def test_the_reader_waits_when_too_much_is_pending_and_resumes_once_it_is_taken(
+def test_the_reader_waits_while_too_much_is_not_stored_and_resumes_once_it_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Memory stays bounded by what is not stored yet (taken and pushed or not): a write that hangs stops the
+    reader (the CLI then waits on its pipe), not the pushes."""
     monkeypatch.setattr(config, "MAX_PENDING_BYTES", 2000)
     gate = threading.Event()
     seen: dict[str, bool] = {}
 
     async def fast_writer(stream: EventStream) -> None:
+        recorder = recorder_of(stream)
         stream.emit_output({"kind": "text", "text": "first"}, 5)
-        await wait_for(recorder_of(stream).storing)  # the store stage is busy: nothing more is taken
-        for _ in range(4):
-            stream.emit_output({"kind": "text", "text": "z"}, 300)  # 556 counted each: 2,224 > 2,000
-        seen["blocked"] = not stream._room.is_set()
-        waiting = asyncio.create_task(stream.wait_for_room())
-        await asyncio.sleep(0)
-        seen["waiting"] = not waiting.done()
-        gate.set()  # the store ends, the pending events are taken: there is room again
+        await wait_for(recorder.storing)  # the store stage is held
+        try:
+            for _ in range(4):
+                stream.emit_output({"kind": "text", "text": "z"}, 300)  # 556 counted each: 2,224 > 2,000
+            seen["blocked"] = not stream._room.is_set()
+            waiting = asyncio.create_task(stream.wait_for_room())
+            async with asyncio.timeout(30):
+                while sum(len(batch) for batch in recorder.pushed) < 5:  # taken and pushed, not stored
+                    await asyncio.sleep(0.001)
+            seen["waiting"] = not waiting.done()
+        finally:
+            gate.set()  # the write ends: there is room again
         await asyncio.wait_for(waiting, 60)
         seen["resumed"] = stream._room.is_set()
 
