@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -378,16 +379,24 @@ def parse_line(raw: RawLine, redactor: Redactor | None = None) -> Parsed:
     return Parsed(raw, text=raw.data.decode("utf-8", errors="replace").rstrip("\r"))
 
 
+# While a burst keeps the pipe full, reading never has to wait for data, so the loop would run nothing else
+# until the whole buffer is parsed (~10 ms on a busy machine): the push stage's wake-ups and its threads'
+# completions would wait that long at each step. The reader lets the loop turn at least this often.
+READER_SLICE_SECONDS = 0.001
+
+
 async def read_lines(
     stream: asyncio.StreamReader, *, max_line: int | None = None, chunk_size: int | None = None
 ) -> AsyncIterator[RawLine]:
-    """Lines of a stream (without the newline), each cut at `max_line` bytes; the last one even without a newline."""
+    """Lines of a stream (without the newline), each cut at `max_line` bytes; the last one even without a newline.
+    The caller's work on each line counts towards READER_SLICE_SECONDS."""
     limit = max_line or config.MAX_LINE_BYTES
     size_hint = chunk_size or config.READ_CHUNK_BYTES
     tail_limit = config.LINE_TAIL_BYTES
     buf = bytearray()
     tail = bytearray()  # the last bytes of an over-long line, beyond `buf`
     size = 0  # the current line's real size, dropped bytes included
+    turn = time.monotonic()
     while True:
         chunk = await stream.read(size_hint)
         if not chunk:
@@ -412,5 +421,8 @@ async def read_lines(
             tail.clear()
             size = 0
             start = newline + 1
+            if time.monotonic() - turn > READER_SLICE_SECONDS:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
     if size:
         yield RawLine(bytes(buf), size, bytes(tail))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from agent_machine.redaction import Redactor
 from runner.orchestrator import run_coroutine
 from runner.stream import (
+    READER_SLICE_SECONDS,
     AssistantLine,
     OtherLine,
     RawLine,
@@ -175,6 +177,43 @@ def read(chunks: list[bytes], **kwargs: int) -> list[RawLine]:
 def test_lines_split_across_chunks_and_a_last_line_without_newline() -> None:
     lines = read([b'{"a"', b":1}\nsecond\n\nthi", b"rd"], chunk_size=3)
     assert [(line.data, line.size) for line in lines] == [(b'{"a":1}', 7), (b"second", 6), (b"", 0), (b"third", 5)]
+
+
+def test_reading_a_full_pipe_lets_the_loop_turn() -> None:
+    """Data always there (a burst keeps the pipe full), so reading never has to wait: the other tasks of the loop
+    (the push stage) still get a turn every READER_SLICE_SECONDS or so, not only once the buffer is drained."""
+    lines = 200
+    work = 0.1 * READER_SLICE_SECONDS  # the caller's work on each line (parsing, emitting)
+
+    async def go() -> tuple[int, int]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"x\n" * lines)
+        reader.feed_eof()
+        turns = 0
+        stop = False
+
+        async def other_task() -> None:
+            nonlocal turns
+            while not stop:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(other_task())
+        read = 0
+        async for _ in read_lines(reader):
+            read += 1
+            busy_until = time.monotonic() + work
+            while time.monotonic() < busy_until:
+                pass
+        stop = True
+        turns_while_reading = turns
+        await ticker
+        return read, turns_while_reading
+
+    read_count, turns = run_coroutine(go())
+    assert read_count == lines
+    # 200 lines of work take 20 slices: the loop turned about that often (at least a few times, on a busy machine).
+    assert turns >= 5
 
 
 def test_long_lines_are_cut_and_measured() -> None:
