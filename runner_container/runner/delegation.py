@@ -1,28 +1,13 @@
-"""Delegation: the runner's side of the machine tools an agent gets (runner/machine_mcp.py is the CLI's side).
+"""Delegation: the runner's side of the machine tools an agent gets (runner/machine_mcp.py is the CLI's side; the
+socket between them is runner/mcp_bridge.py).
 
-Per run, the runner listens on a Unix socket in a private temporary folder; the MCP server the CLI starts
-forwards each tool call there with a per-run token. The runner answers with its own credentials, so the CLI's
-process tree never holds AWS credentials, and every rule is applied here, next to the task it concerns:
+The runner answers each tool call with its own credentials, so the CLI's process tree never holds AWS
+credentials, and every rule is applied here, next to the task it concerns:
 
-- a child task is created through `agent_machine.domain.submission` (the same path as chat and webhooks) as a
-  child of the running task (`parent_task_id`, `depth + 1`), in its own session, source "agent";
-- depth and fan-out are capped (config.MAX_DELEGATION_DEPTH, MAX_CHILDREN_PER_TASK), and the daily cap is
-  checked before a child is created (it counts against the same budget);
-- fan-out and budget are *reserved* on the parent's task item, in the same DynamoDB transaction that creates the
-  child (`submission.submit(..., extra=[reservation])`): the parent item's `children_count` is ADDed one under
-  the condition `attribute_not_exists(children_count) OR children_count < :max`, and its
-  `children_budget_usd` is ADDed the child's cap under the condition that it is still the value read (optimistic
-  concurrency, retried). Concurrent create_task calls can therefore never pass the cap, and a reservation
-  exists exactly when its child does (when the child cannot be queued and the submission takes it back, the
-  reservation is released: `release`, ADD -1 / -cap). Reservations are kept: a
-  finished child still counts against its parent's fan-out, and against its budget for what it spent;
-- a child's cap is the smallest of what was asked, the agent's own cap, and what is left of the parent's cap
-  after what its other children have spent or may still spend: `remaining = parent cap - children_budget_usd
-  (the caps reserved) + what finished children left unspent of their caps` (a running child counts for its
-  whole cap, a finished one for its cost plus what it reserved for its own children);
-  with less than MIN_CHILD_BUDGET_USD left, create_task is refused. The parent's own run is capped apart, by
-  its own --max-budget-usd; grandchildren reserve from their own parent's (the child's) cap, so a whole tree
-  below a task never gets more than that task's cap;
+- a child task is created by `agent_machine.domain.children` (which reserves its slot and its share of this
+  task's cap on this task's item, in the transaction that creates it: see there); depth and fan-out are capped
+  (config.MAX_DELEGATION_DEPTH, MAX_CHILDREN_PER_TASK), and the daily cap is checked before a child is created (it
+  counts against the same budget). The parent's own run is capped apart, by its own --max-budget-usd;
 - an executor child needs a completed planning task with a plan (`plan_task_id`, or the newest one among this
   task's children and siblings); that plan goes to the executor task (`plan`, shown as "the approved plan");
 - recent tasks (`list_tasks`) and today's / this month's spending by agent (`costs`) are read through the same
@@ -36,42 +21,23 @@ process tree never holds AWS credentials, and every rule is applied here, next t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hmac
-import json
-import random
-import secrets as pysecrets
-import shutil
-import tempfile
 import threading
 import time
-from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent_machine import aws
 from agent_machine.domain import agents as agent_registry
-from agent_machine.domain import budgets, submission
-from agent_machine.models import Task, TaskSource, TaskStatus
+from agent_machine.domain import budgets, children
+from agent_machine.models import Task, TaskStatus
 from agent_machine.observability import get_logger
-from agent_machine.settings import get_settings
 from agent_machine.store import costs, tasks
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner import config, sandbox
-from runner.cli import MCP_SERVER_NAME
+from runner import config
 from runner.publish import Publisher, PublishError
 from runner.results import clip
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
-
 VIEW_TEXT_BYTES = 16 * 1024
 MAX_TREE_WALK = 10  # parent links followed to find a tree's root (depth is capped far below this)
-MIN_CHILD_BUDGET_USD = 0.01  # less than this left of the parent's cap: no more children
-RESERVE_ATTEMPTS = 40  # optimistic retries of a reservation that raced another one
 
 
 class Refused(Exception):
@@ -148,17 +114,6 @@ def task_view(task: Task, *, children: list[Task] | None = None) -> dict[str, An
     return view
 
 
-def task_budget(task: Task) -> float:
-    """The task's spending cap as its run applies it (run.TaskRun.budget): the task's, the agent's, the default."""
-    if task.max_budget_usd:
-        return task.max_budget_usd
-    try:
-        agent_cap = agent_registry.get_agent(task.agent).max_budget_usd
-    except agent_registry.UnknownAgent:
-        agent_cap = None
-    return agent_cap or get_settings().task_budget_usd
-
-
 def _not_a_plan(task: Task) -> str | None:
     """Why a task cannot give an executor its plan (None: it can)."""
     if task.agent != agent_registry.PLANNING:
@@ -168,74 +123,6 @@ def _not_a_plan(task: Task) -> str | None:
     if not (task.plan or "").strip():
         return "has no plan"
     return None
-
-
-def reservation(task_id: str) -> tuple[int, Decimal]:
-    """What a task has reserved for its children: how many, and how much of its cap (read consistently)."""
-    resp = aws.dynamodb().get_item(
-        TableName=tasks.table(),
-        Key={"task_id": {"S": task_id}},
-        ConsistentRead=True,
-        ProjectionExpression="children_count, children_budget_usd",
-    )
-    item = resp.get("Item") or {}
-    count = int(item.get("children_count", {}).get("N", "0"))
-    reserved = Decimal(item.get("children_budget_usd", {}).get("N", "0"))
-    return count, reserved
-
-
-def unspent_by_finished_children(task_id: str) -> Decimal:
-    """What the task's finished children left unused of their caps (handed back to the parent's budget): cap -
-    own cost - what each reserved for its own children. Read through the by_parent index: a child that just
-    finished may not be there yet, which only delays this."""
-    unspent = Decimal(0)
-    for child in tasks.list_tasks(parent_task_id=task_id, limit=config.MAX_CHILDREN_PER_TASK + 50).items:
-        if child.status.terminal and child.max_budget_usd:
-            # What the child reserved for its own children is counted as spent (their refunds stay its own).
-            _count, reserved_below = reservation(child.task_id)
-            left = Decimal(repr(child.max_budget_usd)) - Decimal(repr(child.cost_usd)) - reserved_below
-            unspent += max(Decimal(0), left)
-    return unspent
-
-
-def reserve_item(task_id: str, seen_reserved: Decimal, cap: float) -> TransactWriteItemTypeDef:
-    """The transaction part that reserves one child slot and `cap` dollars on the parent's task item."""
-    return {
-        "Update": {
-            "TableName": tasks.table(),
-            "Key": {"task_id": {"S": task_id}},
-            "UpdateExpression": "ADD children_count :one, children_budget_usd :cap",
-            "ConditionExpression": "attribute_exists(task_id)"
-            " AND (attribute_not_exists(children_count) OR children_count < :max)"
-            " AND (attribute_not_exists(children_budget_usd) OR children_budget_usd = :seen)",
-            "ExpressionAttributeValues": {
-                ":one": {"N": "1"},
-                ":cap": {"N": f"{cap:.6f}"},
-                ":max": {"N": str(config.MAX_CHILDREN_PER_TASK)},
-                ":seen": {"N": str(seen_reserved)},
-            },
-        }
-    }
-
-
-def release(task_id: str, cap: float) -> None:
-    """Give back one child slot and its cap (a child whose creation was undone). Best effort: a failure only
-    leaves the parent with less room, never more."""
-    try:
-        aws.dynamodb().update_item(
-            TableName=tasks.table(),
-            Key={"task_id": {"S": task_id}},
-            UpdateExpression="ADD children_count :minus, children_budget_usd :cap",
-            ConditionExpression="children_count > :zero",
-            ExpressionAttributeValues={":minus": {"N": "-1"}, ":cap": {"N": f"{-cap:.6f}"}, ":zero": {"N": "0"}},
-        )
-    except ClientError:
-        get_logger().warning("could not release a child's reservation", extra={"task_id": task_id})
-
-
-def _transaction_cancelled(exc: ClientError) -> bool:
-    """A transaction cancelled by a condition or a conflicting transaction (both: read again and retry)."""
-    return exc.response.get("Error", {}).get("Code") in ("TransactionCanceledException", "TransactionConflict")
 
 
 class Delegation:
@@ -263,51 +150,18 @@ class Delegation:
         check = budgets.check_daily()
         if not check.allowed:
             raise Refused(check.reason)
-        for attempt in range(RESERVE_ATTEMPTS):
-            count, reserved = reservation(parent.task_id)
-            if count >= config.MAX_CHILDREN_PER_TASK:
-                raise Refused(f"this task already has {count} children, the most it may start.")
-            committed = reserved - unspent_by_finished_children(parent.task_id)
-            remaining = float(Decimal(repr(task_budget(parent))) - committed)
-            if remaining < MIN_CHILD_BUDGET_USD:
-                raise Refused(
-                    f"no budget left for another child: this task's cap is ${task_budget(parent):.2f} and "
-                    f"${float(committed):.2f} of it is spent or reserved by its children."
-                )
-            cap = round(min(args.max_budget_usd or agent.max_budget_usd or remaining, remaining), 6)
-            if cap < MIN_CHILD_BUDGET_USD:
-                raise Refused(f"a child's max_budget_usd must be at least ${MIN_CHILD_BUDGET_USD}")
-            task, session = submission.new_task(
-                args.prompt,
-                agent=agent.name,
-                source=TaskSource.AGENT,
-                source_name=parent.agent,
-                title=args.title,
-                parent=parent,
-                max_budget_usd=cap,
-            )
-            update: dict[str, Any] = {}
-            if args.with_repository and parent.repo is not None:
-                update["repo"] = parent.repo
-            if plan_task is not None:
-                update["plan"] = plan_task.plan
-            if update:
-                task = task.model_copy(update=update)
-            try:
-                submission.submit(task, session, extra=[reserve_item(parent.task_id, reserved, cap)])
-            except submission.EnqueueFailed:
-                # The submission took the task back (or failed it); the reservation it made goes back too.
-                release(parent.task_id, cap)
-                raise Refused("the child could not be queued (the queue is unreachable); try again later") from None
-            except (submission.AlreadyRecorded, ClientError) as exc:
-                if isinstance(exc, ClientError) and not _transaction_cancelled(exc):
-                    raise
-                # Another child was reserved meanwhile: read again (the count may be full now).
-                time.sleep(random.uniform(0.005, 0.05) * min(attempt + 1, 5))
-                continue
-            break
-        else:
-            raise Refused("the machine is busy creating other children of this task; try again")
+        request = children.ChildRequest(
+            prompt=args.prompt,
+            agent=agent.name,
+            title=args.title,
+            wanted_usd=args.max_budget_usd or agent.max_budget_usd,
+            repo=parent.repo if args.with_repository else None,
+            plan=plan_task.plan if plan_task is not None else None,
+        )
+        try:
+            task = children.create(parent, request, max_children=config.MAX_CHILDREN_PER_TASK)
+        except children.ChildRefused as exc:
+            raise Refused(str(exc)) from None
         get_logger().info(
             "delegated a task",
             extra={"task_id": parent.task_id, "child_task_id": task.task_id, "child_agent": agent.name},
@@ -317,7 +171,7 @@ class Delegation:
             "session_id": task.session_id,
             "agent": agent.name,
             "status": "queued",
-            "max_budget_usd": cap,
+            "max_budget_usd": task.max_budget_usd,
             "depth": task.depth,
             "note": "the child runs on its own runner; use wait_for_task or get_task for its result",
         }
@@ -372,8 +226,8 @@ class Delegation:
 
     def get_task(self, args: TaskArgs) -> dict[str, Any]:
         task = self.visible(args.task_id)
-        children = tasks.list_tasks(parent_task_id=task.task_id, limit=50).items
-        return task_view(task, children=children)
+        below = tasks.list_tasks(parent_task_id=task.task_id, limit=50).items
+        return task_view(task, children=below)
 
     def wait_for_task(self, args: WaitArgs) -> dict[str, Any]:
         # Leave the parent time to use the answer before its own deadline.
@@ -452,17 +306,16 @@ class Delegation:
 
     def machine_status(self, args: NoArgs) -> dict[str, Any]:
         check = budgets.check_daily()
-        children = tasks.list_tasks(parent_task_id=self.parent.task_id, limit=50).items
-        _count, reserved = reservation(self.parent.task_id)
-        committed = reserved - unspent_by_finished_children(self.parent.task_id)
+        listed = tasks.list_tasks(parent_task_id=self.parent.task_id, limit=50).items
+        left = children.budget_left(self.parent, max_children=config.MAX_CHILDREN_PER_TASK)
         return {
             "task": {
                 "task_id": self.parent.task_id,
                 "agent": self.parent.agent,
                 "depth": self.parent.depth,
-                "max_budget_usd": task_budget(self.parent),
-                "children_budget_left_usd": round(max(0.0, task_budget(self.parent) - float(committed)), 6),
-                "children": [{"task_id": c.task_id, "agent": c.agent, "status": c.status.value} for c in children],
+                "max_budget_usd": children.task_budget(self.parent),
+                "children_budget_left_usd": left,
+                "children": [{"task_id": c.task_id, "agent": c.agent, "status": c.status.value} for c in listed],
             },
             "limits": {"max_depth": config.MAX_DELEGATION_DEPTH, "max_children": config.MAX_CHILDREN_PER_TASK},
             "today": {
@@ -513,92 +366,3 @@ class Delegation:
         except ValidationError as exc:
             raise Refused(f"invalid arguments: {exc.errors(include_url=False)}") from None
         return fn(args)
-
-
-class Bridge:
-    """The Unix-socket server one run's MCP server talks to."""
-
-    def __init__(self, delegation: Delegation) -> None:
-        self.delegation = delegation
-        self.token = pysecrets.token_urlsafe(32)
-        self.folder = Path(tempfile.mkdtemp(prefix="amb-", dir="/tmp" if Path("/tmp").is_dir() else None))  # noqa: S108 - short path for the socket (108-byte limit); mkdtemp makes it 0700
-        self.path = self.folder / "bridge.sock"
-        self._server: asyncio.AbstractServer | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path), limit=1024 * 1024)
-        self.path.chmod(0o600)
-        # Reachable by the CLI's user only (a root runner runs the CLI as another user: runner/sandbox.py).
-        sandbox.give(self.folder)
-        sandbox.give(self.path)
-
-    def mcp_config(self) -> dict[str, Any]:
-        return {
-            "mcpServers": {
-                MCP_SERVER_NAME: {
-                    "type": "stdio",
-                    "command": sandbox.python_executable(),  # one the CLI's user can run
-                    "args": ["-m", "runner.machine_mcp"],
-                    "env": {
-                        "PYTHONPATH": str(config.code_root()),
-                        "MACHINE_BRIDGE": str(self.path),
-                        "MACHINE_BRIDGE_TOKEN": self.token,
-                        "PYTHONDONTWRITEBYTECODE": "1",
-                        # The publishing tools are listed only where the runner will carry them out.
-                        "MACHINE_PUBLISH": "1" if self.delegation.publisher is not None else "0",
-                    },
-                }
-            }
-        }
-
-    def write_mcp_config(self, folder: Path) -> Path:
-        path = folder / "mcp.json"
-        path.write_text(json.dumps(self.mcp_config()), encoding="utf-8")
-        path.chmod(0o600)
-        return path
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        current = asyncio.current_task()
-        if current is not None:
-            self._handlers.add(current)
-        try:
-            while line := await reader.readline():
-                reply = await self._answer(line)
-                writer.write(json.dumps(reply, default=str).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
-        finally:
-            if current is not None:
-                self._handlers.discard(current)
-            writer.close()
-
-    async def _answer(self, line: bytes) -> dict[str, Any]:
-        try:
-            request = json.loads(line)
-        except ValueError:
-            return {"error": "bad request"}
-        if not isinstance(request, dict) or not hmac.compare_digest(str(request.get("token", "")), self.token):
-            return {"error": "not authorised"}
-        method = str(request.get("method", ""))
-        raw_params = request.get("params")
-        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-        try:
-            result = await asyncio.to_thread(self.delegation.call, method, params)
-        except Refused as exc:
-            return {"error": str(exc)}
-        except Exception as exc:
-            get_logger().exception("machine tool failed", extra={"tool": method})
-            return {"error": f"{method} failed on the machine: {type(exc).__name__}"}
-        return {"result": result}
-
-    async def close(self) -> None:
-        self.delegation.closed.set()
-        if self._server is not None:
-            self._server.close()
-            for handler in list(self._handlers):
-                handler.cancel()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -40,7 +40,8 @@ from agent_machine.store import sessions, tasks
 from aws_lambda_powertools.metrics import MetricUnit
 
 from runner import cli, config, model_proxy, publish, sandbox, transcripts, workspace
-from runner.delegation import Bridge, Delegation
+from runner.delegation import Delegation
+from runner.mcp_bridge import Bridge
 from runner.output import EventStream
 from runner.results import Interruption, Outcome, Prior, RunState, clip, decide, interruption_status
 from runner.stream import Parsed, RawLine, parse_line, read_lines, redact_raw

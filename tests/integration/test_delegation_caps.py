@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from agent_machine.domain import lifecycle, submission
 from agent_machine.models import RepoContext, Task, TaskStatus
+from agent_machine.settings import get_settings
 from agent_machine.store import tasks
 from local_runtime.provision import Provisioned
 from runner import config
-from runner.delegation import CreateArgs, Delegation, NoArgs, Refused, reservation
+from runner.delegation import CreateArgs, Delegation, NoArgs, Refused
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,7 +69,7 @@ def test_concurrent_create_task_calls_never_pass_the_fan_out_cap(
     assert all("already has 5 children" in r for r in refused), refused
     children = tasks.list_tasks(parent_task_id=parent.task_id, limit=50).items
     assert sorted(c.task_id for c in children) == sorted(created)
-    count, reserved = reservation(parent.task_id)
+    count, reserved = tasks.children_reserved(parent.task_id)
     assert count == 5 and float(reserved) == pytest.approx(0.5)
 
 
@@ -123,8 +124,6 @@ def test_an_executor_needs_a_completed_plan(stack: Provisioned) -> None:
 def test_a_child_that_cannot_be_queued_gives_its_reservation_back(
     stack: Provisioned, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent_machine.settings import get_settings
-
     parent = parent_task(budget=2.0)
     d = delegation(parent)
     create(d, max_budget_usd=0.5)
@@ -137,7 +136,7 @@ def test_a_child_that_cannot_be_queued_gives_its_reservation_back(
     finally:
         monkeypatch.setenv("TASK_QUEUE_URL", url)
         get_settings.cache_clear()
-    count, reserved = reservation(parent.task_id)
+    count, reserved = tasks.children_reserved(parent.task_id)
     assert count == 1 and float(reserved) == pytest.approx(0.5)
     assert create(d)["max_budget_usd"] == pytest.approx(1.5)
 

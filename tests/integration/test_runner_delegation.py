@@ -17,8 +17,9 @@ from agent_machine.models import RepoContext, Task, TaskSource, TaskStatus
 from agent_machine.store import sessions, tasks
 from local_runtime.provision import Provisioned
 from runner import config
-from runner.delegation import Bridge, Delegation
+from runner.delegation import Delegation
 from runner.machine_mcp import TOOLS, call_bridge
+from runner.mcp_bridge import Bridge
 
 pytestmark = pytest.mark.timeout(60)
 

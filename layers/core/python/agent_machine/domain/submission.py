@@ -4,7 +4,6 @@ transaction, then enqueue it. Used by chat, webhooks and agents' delegation alik
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,9 +24,6 @@ from agent_machine.store import connections, output, tasks
 from agent_machine.store.errors import Guard, Refused
 from agent_machine.store.events import SourceClaim
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
-
 TITLE_LENGTH = 80
 CREATED_SEQ = 1  # task.created is always a task's first event
 
@@ -46,8 +42,8 @@ class UnknownSession(NotSubmitted, LookupError):
 
 
 class AlreadyRecorded(NotSubmitted):
-    """A guard of the transaction failed: the task id, the session to create, the delivery or its source event (or
-    a caller's own part) was recorded before."""
+    """A guard of the transaction failed: the task id, the session to create, the delivery or its source event was
+    recorded before (or a delegated child's slot on its parent was taken)."""
 
 
 class EnqueueFailed(RuntimeError):
@@ -117,18 +113,18 @@ def created_event(task: Task) -> TaskEvent:
 def submit(
     task: Task,
     session: Session | None,
-    extra: list[TransactWriteItemTypeDef] | None = None,
     *,
     delivery: WebhookDelivery | None = None,
     source_claim: SourceClaim | None = None,
     child_slot: tasks.ChildSlot | None = None,
 ) -> Submitted:
-    """Record and enqueue. Raises UnknownSession, AlreadyRecorded or EnqueueFailed (nothing half-done).
+    """Record and enqueue. Raises UnknownSession, AlreadyRecorded, store.errors.WriteConflict (another transaction
+    got in the way: trying again may work) or EnqueueFailed (nothing half-done).
 
     One transaction records the task, its session (`session`: a new one; None: the task's existing one), the
     task.created event (no extra round trip on a webhook's ack path; pushed only by callers someone is watching,
-    `announce_created`), a webhook's `delivery` record and `source_claim`, a delegated child's `child_slot` on its
-    parent, when given, and `extra` (a caller's own guarded parts)."""
+    `announce_created`), and a webhook's `delivery` record and `source_claim` and a delegated child's `child_slot`
+    on its parent, when given."""
     task.last_seq = CREATED_SEQ
     try:
         tasks.record_submission(
@@ -138,7 +134,6 @@ def submit(
             delivery=delivery,
             source_claim=source_claim,
             child_slot=child_slot,
-            extra=extra or (),
         )
     except Refused as exc:
         if Guard.SESSION_MISSING in exc.failed:

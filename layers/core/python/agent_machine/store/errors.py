@@ -18,7 +18,6 @@ class Guard(StrEnum):
     DUPLICATE_DELIVERY = "duplicate_delivery"  # the webhook delivery was recorded before
     SOURCE_CLAIMED = "source_claimed"  # another delivery of the same source event made a task
     CHILD_SLOT_TAKEN = "child_slot_taken"  # the parent's children changed since it was read (or it has no room)
-    CALLER_GUARD = "caller_guard"  # a part the caller added to the transaction (a parent's child reservation)
 
 
 class StoreError(Exception):

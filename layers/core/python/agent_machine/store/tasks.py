@@ -503,14 +503,12 @@ def record_submission(
     delivery: WebhookDelivery | None = None,
     source_claim: events.SourceClaim | None = None,
     child_slot: ChildSlot | None = None,
-    extra: Sequence[TransactWriteItemTypeDef] = (),
 ) -> None:
     """ONE transaction: the task (its id new), its first events, its session (`new_session` created, or else the
     task's session counted in: it must exist), the webhook delivery's record (new) and its source event's claim
-    (unclaimed) when given, the parent's `child_slot` when given, then the caller's own parts (`extra`). Raises
-    Refused naming each guard that failed (TASK_EXISTS, SESSION_EXISTS / SESSION_MISSING, DUPLICATE_DELIVERY,
-    SOURCE_CLAIMED, CHILD_SLOT_TAKEN, CALLER_GUARD); a conflicting transaction is botocore's error (delegation
-    reads it so)."""
+    (unclaimed) when given, and the parent's `child_slot` when given. Raises Refused naming each guard that failed
+    (TASK_EXISTS, SESSION_EXISTS / SESSION_MISSING, DUPLICATE_DELIVERY, SOURCE_CLAIMED, CHILD_SLOT_TAKEN) or
+    WriteConflict (another transaction got in the way)."""
     parts = [_put_new_task_item(task), output.put_chunk_part(task.task_id, first_events)]
     guards: list[Guard | None] = [Guard.TASK_EXISTS, None]
     if new_session is not None:
@@ -528,9 +526,7 @@ def record_submission(
     if child_slot is not None:
         parts.append(_take_child_slot_item(child_slot))
         guards.append(Guard.CHILD_SLOT_TAKEN)
-    parts.extend(extra)
-    guards.extend([Guard.CALLER_GUARD] * len(extra))
-    transact(parts, guards, conflicts=False)
+    transact(parts, guards)
 
 
 def take_back_submission(task: Task, first_seq: int, *, new_session: Session | None) -> None:
