@@ -1,21 +1,27 @@
-"""From a queue message (or a Fargate start) to a run: what to do with a task, decided from its record.
+"""From a queue message (or a Fargate start) to a run: `decide` reads a task's record and answers what to do;
+two thin executors act on the answer: `handle` (on Lambda, for a queue message) and `run_by_id` (the Fargate
+runner started for one task). The table, in `decide`'s order (where the two differ, the Fargate answer follows /):
 
-finished .......................... nothing (an SQS redelivery)
-running, heartbeat fresh .......... nothing: its runner is alive (a duplicate delivery); for a run on
+finished .......................... Nothing (an SQS redelivery)
+running, heartbeat fresh .......... Nothing: its runner is alive (a duplicate delivery); on Lambda, for a run on
                                     Fargate, re-arm the watchdog message
-running, heartbeat stale .......... its runner died: take it over and run it again (the message came back
-                                    after the visibility timeout), or fail it after MAX_TASK_ATTEMPTS runs
-another task of the session runs .. come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
+running, heartbeat stale .......... its runner died: ClaimAndRun, a takeover (the message came back after the
+                                    visibility timeout), or Fail "runner_lost" after MAX_TASK_ATTEMPTS runs
+unknown agent ..................... Fail "unknown_agent"
+another task of the session runs .. PutBack: come back in SESSION_BUSY_DELAY_SECONDS (messages of one chat are
 (or an older one is queued)         answered one at a time, in the order they were created: each resumes the
-                                    conversation of the previous). The guarantee is the session's lease, taken
-                                    atomically with the claim (any path: Lambda, Fargate, a redelivery), renewed
-                                    by the heartbeat, released after booking, expiring if its runner dies
-long-running agent ................ hand it to Fargate (+ a delayed watchdog copy of the message)
-over the daily budget ............. failed, error_kind "budget", with the reason (checked first on what is
-                                    booked, then atomically by the claim: its cap must fit beside what running
-                                    tasks hold, domain/budgets.py)
-otherwise ......................... queued -> running (conditional: one runner only) holding the task's cap of
-                                    the day, run, book (the hold is given back)
+                                    conversation of the previous) / not looked at on Fargate. The guarantee is
+                                    the session's lease, taken atomically with the claim (any path: Lambda,
+                                    Fargate, a redelivery), renewed by the heartbeat, released after booking,
+                                    expiring if its runner dies; a claim refused for it is a PutBack too (on
+                                    Fargate: the task is queued again)
+MAX_CONCURRENT_TASKS live runs .... PutBack / not looked at on Fargate (a Lambda looked before starting it)
+over the daily budget ............. Fail "budget", with the reason (checked first on what is booked, then
+                                    atomically by the claim: its cap must fit beside what running tasks hold,
+                                    domain/budgets.py)
+long-running agent ................ DispatchToFargate (+ a delayed watchdog copy of the message) / run here
+otherwise ......................... ClaimAndRun: queued -> running (conditional: one runner only) holding the
+                                    task's cap of the day, run, book (the hold is given back)
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, assert_never, overload
 
 from agent_machine import aws, queue
 from agent_machine.domain import agents as agent_registry
@@ -214,16 +220,102 @@ def budget_refusal() -> str | None:
     return None if check.allowed else check.reason
 
 
-def claim(task: Task, runner_id: str, run_mode: str, agent: AgentSpec) -> Task | lifecycle.SessionBusy | None:
-    """The task for this runner with its session's lease; None when another runner has it (or it was refused);
-    SessionBusy when another task of the session holds the lease."""
+class Where(StrEnum):
+    LAMBDA = "lambda"  # a queue message on the RunnerFunction
+    FARGATE = "fargate"  # the Fargate runner a Lambda started for this very task
+
+
+@dataclass(frozen=True)
+class Nothing:
+    """Leave the task as it is: finished, alive elsewhere, or claimed by another runner."""
+
+    note: str
+    rearm_watchdog: bool = False  # a live run on Fargate: its watchdog message must keep coming back
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The task will not run (any more): failed with this reason and error_kind."""
+
+    reason: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class PutBack:
+    """Not now: the task comes back in SESSION_BUSY_DELAY_SECONDS."""
+
+    note: str
+
+
+@dataclass(frozen=True)
+class DispatchToFargate:
+    """A long-running agent: a Fargate run takes it (Lambda only)."""
+
+
+@dataclass(frozen=True)
+class ClaimAndRun:
+    """Claim it (or take over a stale run) and run it here."""
+
+    agent: AgentSpec
+
+
+Decision = Nothing | Fail | PutBack | DispatchToFargate | ClaimAndRun
+FargateDecision = Nothing | Fail | PutBack | ClaimAndRun  # a Fargate run neither looks at capacity nor hands over
+
+
+@overload
+def decide(task: Task, *, where: Literal[Where.LAMBDA]) -> Decision: ...
+@overload
+def decide(task: Task, *, where: Literal[Where.FARGATE]) -> FargateDecision: ...
+def decide(task: Task, *, where: Where) -> Decision:
+    """The module's table, in its order. It reads the store (the session's other tasks, the live runs, today's
+    budget) and changes nothing: the executors act, so the two entries cannot drift apart."""
+    if task.status.terminal:
+        return Nothing("task already finished: nothing to do")
+    if task.status == TaskStatus.RUNNING:
+        if not is_stale(task):
+            fargate_run = where is Where.LAMBDA and task.run_mode == "fargate"
+            return Nothing("task is running elsewhere: nothing to do", rearm_watchdog=fargate_run)
+        if task.attempt >= get_settings().max_task_attempts:
+            heartbeat = task.heartbeat_at.isoformat() if task.heartbeat_at else "never"
+            return Fail(
+                f"the runner was lost {task.attempt} times (last heartbeat {heartbeat}); giving up", "runner_lost"
+            )
+    try:
+        agent = agent_registry.get_agent(task.agent)
+    except agent_registry.UnknownAgent:
+        return Fail(f"there is no agent named {task.agent!r}", "unknown_agent")
+    if where is Where.LAMBDA:
+        if session_busy(task):
+            return PutBack("another task of this session is running: trying again shortly")
+        if at_capacity(task):
+            return PutBack("MAX_CONCURRENT_TASKS runs are going on (Lambda and Fargate): trying again shortly")
+    if task.status == TaskStatus.QUEUED and (refusal := budget_refusal()):
+        return Fail(refusal, "budget")
+    if where is Where.LAMBDA and fargate.should_dispatch(agent):
+        return DispatchToFargate()
+    return ClaimAndRun(agent)
+
+
+def after_claim(outcome: lifecycle.Refused | lifecycle.SessionBusy | None) -> Nothing | Fail | PutBack:
+    """What a claim that did not give this runner the task means."""
+    if outcome is None:
+        return Nothing("another runner claimed the task first")
+    if isinstance(outcome, lifecycle.Refused):  # its cap does not fit in what is left of today's budget
+        return Fail(outcome.reason, "budget")
+    return PutBack("another task of this session holds its lease: trying again shortly")
+
+
+def claim(
+    task: Task, runner_id: str, run_mode: str, agent: AgentSpec
+) -> Task | lifecycle.Refused | lifecycle.SessionBusy | None:
+    """The task for this runner with its session's lease; None when another runner has it; Refused when its
+    cap does not fit in today's budget; SessionBusy when another task of the session holds the lease."""
     lease = config.SESSION_LEASE_SECONDS
     if task.status == TaskStatus.QUEUED:
-        claimed = lifecycle.claim(task, runner_id, run_mode, agent_cap_usd=agent.max_budget_usd, lease_seconds=lease)
-        if isinstance(claimed, lifecycle.Refused):  # its cap does not fit in what is left of today's budget
-            fail_unstarted(task, claimed.reason, "budget")
-            return None
-        return claimed
+        return lifecycle.claim(task, runner_id, run_mode, agent_cap_usd=agent.max_budget_usd, lease_seconds=lease)
+    get_logger().warning("taking over a stale run", extra={"runner_id": task.runner_id, "attempt": task.attempt})
     # A takeover: the lease first (the dead runner's has expired, unless another task of the session took it).
     if not sessions.take_lease(task.session_id, task.task_id, runner_id, seconds=lease):
         return lifecycle.SessionBusy()
@@ -232,6 +324,16 @@ def claim(task: Task, runner_id: str, run_mode: str, agent: AgentSpec) -> Task |
     if taken is None:
         sessions.release_lease(task.session_id, task.task_id, runner_id)
     return taken
+
+
+def settle(task: Task, decision: Nothing | Fail) -> None:
+    """What both executors do for a task that is not to run here."""
+    if isinstance(decision, Fail):
+        fail_unstarted(task, decision.reason, decision.kind)
+        return
+    get_logger().info(decision.note, extra={"status": task.status.value, "runner_id": task.runner_id})
+    if decision.rearm_watchdog:
+        arm_watchdog(task)
 
 
 def resolve_agent(task: Task) -> AgentSpec | None:
@@ -298,135 +400,157 @@ def _session_lock(session_id: str) -> Iterator[None]:
                 _session_locks.pop(session_id, None)
 
 
-def handle(
-    msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | None = None, request_id: str | None = None
-) -> Disposition:
-    """Decide and act for one task message on Lambda."""
+@contextmanager
+def task_log_keys(task: Task) -> Iterator[None]:
     log = get_logger()
-    settings = get_settings()
-    task = tasks.get(msg.task_id)
-    if task is None:
-        log.warning("no such task: dropping the message", extra={"task_id": msg.task_id})
-        return Disposition.DONE
     log.thread_safe_append_keys(task_id=task.task_id, session_id=task.session_id, agent=task.agent)
     try:
-        if task.status.terminal:
-            log.info("task already finished: nothing to do", extra={"status": task.status.value})
-            return Disposition.DONE
-        if task.status == TaskStatus.RUNNING:
-            if not is_stale(task):
-                log.info("task is running elsewhere: nothing to do", extra={"runner_id": task.runner_id})
-                if task.run_mode == "fargate":
-                    arm_watchdog(task)
-                return Disposition.DONE
-            if task.attempt >= settings.max_task_attempts:
-                fail_unstarted(
-                    task,
-                    f"the runner was lost {task.attempt} times (last heartbeat "
-                    f"{task.heartbeat_at.isoformat() if task.heartbeat_at else 'never'}); giving up",
-                    "runner_lost",
-                )
-                return Disposition.DONE
-            log.warning("taking over a stale run", extra={"runner_id": task.runner_id, "attempt": task.attempt})
-        agent = resolve_agent(task)
-        if agent is None:
-            return Disposition.DONE
-        if session_busy(task):
-            log.info("another task of this session is running: trying again shortly")
-            return put_back(msg)
-        if at_capacity(task):
-            log.info("MAX_CONCURRENT_TASKS runs are going on (Lambda and Fargate): trying again shortly")
-            return put_back(msg)
-        if task.status == TaskStatus.QUEUED:
-            refusal = budget_refusal()
-            if refusal:
-                fail_unstarted(task, refusal, "budget")
-                return Disposition.DONE
-        if fargate.should_dispatch(agent):
-            if task.status == TaskStatus.QUEUED and not unclaimed_dispatch_counted(task):
-                return Disposition.DONE
-            try:
-                where = fargate.dispatch(task)
-            except Exception:
-                log.exception("could not start the Fargate run")
-                return retry_soon(msg, 30)
-            tasks.mark_dispatched(task.task_id)
-            arm_watchdog(task)
-            log.info("handed to Fargate", extra={"mode": where.mode, "ref": where.ref})
-            return Disposition.DONE
-        seconds = float(settings.task_timeout_seconds)
-        detail = f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}"
-        if seconds_left is not None:
-            lambda_seconds = seconds_left() - config.LAMBDA_SAFETY_MARGIN_SECONDS
-            if lambda_seconds < seconds:
-                seconds = lambda_seconds
-                detail = (
-                    f"Lambda's time limit: {max(0, int(lambda_seconds))} s were left for the run; agents marked "
-                    "long_running run on Fargate without this limit"
-                )
-            if seconds < 5:
-                log.warning("too little Lambda time left to start a run")
-                return retry_soon(msg, 5)
-        runner_id = new_runner_id(run_mode, request_id)
-        claimed = claim(task, runner_id, run_mode, agent)
-        if claimed is None:
-            log.info("another runner claimed the task first")
-            return Disposition.DONE
-        if isinstance(claimed, lifecycle.SessionBusy):
-            log.info("another task of this session holds its lease: trying again shortly")
-            return put_back(msg)
-        if not run_claimed(
-            claimed, agent, runner_id=runner_id, run_mode=run_mode, seconds=seconds, timeout_detail=detail
-        ):
-            return retry_soon(msg, int(config.STALE_AFTER_SECONDS) + 5)
-        return Disposition.DONE
+        yield
     finally:
         log.thread_safe_remove_keys(LOG_KEYS)
 
 
-def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> int:
-    """The Fargate entry: claim the task (queued, or stale) and run it here, without the Lambda time limit."""
-    log = get_logger()
+@dataclass(frozen=True)
+class RunTime:
+    seconds: float
+    detail: str  # what the timeout's error names as the limit
+
+
+def task_run_time() -> RunTime:
     settings = get_settings()
-    task = tasks.get(task_id)
-    if task is None:
-        log.error("no such task", extra={"task_id": task_id})
-        return 1
-    log.thread_safe_append_keys(task_id=task.task_id, session_id=task.session_id, agent=task.agent)
-    try:
-        if task.status.terminal or (task.status == TaskStatus.RUNNING and not is_stale(task)):
-            log.info("nothing to do", extra={"status": task.status.value})
-            return 0
-        if task.status == TaskStatus.RUNNING and task.attempt >= settings.max_task_attempts:
-            fail_unstarted(task, f"the runner was lost {task.attempt} times; giving up", "runner_lost")
-            return 0
-        agent = resolve_agent(task)
-        if agent is None:
-            return 0
-        if task.status == TaskStatus.QUEUED:
-            refusal = budget_refusal()
-            if refusal:
-                fail_unstarted(task, refusal, "budget")
-                return 0
-        runner_id = runner_id or new_runner_id(run_mode)
-        claimed = claim(task, runner_id, run_mode, agent)
-        if claimed is None:
-            log.info("another runner claimed the task first")
-            return 0
-        if isinstance(claimed, lifecycle.SessionBusy):
-            # Back to the queue: its handler starts it (here or on Fargate again) once the session is free.
-            log.info("another task of this session holds its lease: queued again")
-            tasks.clear_dispatched(task.task_id)  # given back on purpose: not a Fargate run lost before its claim
-            queue.send(task.task_id, delay_seconds=config.SESSION_BUSY_DELAY_SECONDS)
-            return 0
+    return RunTime(float(settings.task_timeout_seconds), f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}")
+
+
+@dataclass(frozen=True)
+class OnLambda:
+    """The Lambda executor for one queue message: a Disposition for the event source."""
+
+    msg: Message
+    run_mode: str
+    seconds_left: Callable[[], float] | None = None
+    request_id: str | None = None
+
+    def act(self, task: Task, decision: Decision) -> Disposition:
+        match decision:
+            case Nothing() | Fail():
+                settle(task, decision)
+                return Disposition.DONE
+            case PutBack(note):
+                get_logger().info(note)
+                return put_back(self.msg)
+            case DispatchToFargate():
+                return self.dispatch(task)
+            case ClaimAndRun(agent):
+                return self.claim_and_run(task, agent)
+            case _:
+                assert_never(decision)
+
+    def dispatch(self, task: Task) -> Disposition:
+        if task.status == TaskStatus.QUEUED and not unclaimed_dispatch_counted(task):
+            return Disposition.DONE
+        try:
+            where = fargate.dispatch(task)
+        except Exception:
+            get_logger().exception("could not start the Fargate run")
+            return retry_soon(self.msg, 30)
+        tasks.mark_dispatched(task.task_id)
+        arm_watchdog(task)
+        get_logger().info("handed to Fargate", extra={"mode": where.mode, "ref": where.ref})
+        return Disposition.DONE
+
+    def run_time(self) -> RunTime:
+        """TASK_TIMEOUT_SECONDS, or less when the invocation ends sooner."""
+        limit = task_run_time()
+        if self.seconds_left is None:
+            return limit
+        lambda_seconds = self.seconds_left() - config.LAMBDA_SAFETY_MARGIN_SECONDS
+        if lambda_seconds >= limit.seconds:
+            return limit
+        detail = (
+            f"Lambda's time limit: {max(0, int(lambda_seconds))} s were left for the run; agents marked "
+            "long_running run on Fargate without this limit"
+        )
+        return RunTime(lambda_seconds, detail)
+
+    def claim_and_run(self, task: Task, agent: AgentSpec) -> Disposition:
+        run_time = self.run_time()
+        if run_time.seconds < 5:
+            get_logger().warning("too little Lambda time left to start a run")
+            return retry_soon(self.msg, 5)
+        runner_id = new_runner_id(self.run_mode, self.request_id)
+        claimed = claim(task, runner_id, self.run_mode, agent)
+        if not isinstance(claimed, Task):
+            return self.act(task, after_claim(claimed))
         settled = run_claimed(
             claimed,
             agent,
             runner_id=runner_id,
-            run_mode=run_mode,
-            seconds=float(settings.task_timeout_seconds),
-            timeout_detail=f"TASK_TIMEOUT_SECONDS={settings.task_timeout_seconds}",
+            run_mode=self.run_mode,
+            seconds=run_time.seconds,
+            timeout_detail=run_time.detail,
+        )
+        # Not settled: still `running`; it comes back once its heartbeat is stale, to be taken over.
+        return Disposition.DONE if settled else retry_soon(self.msg, int(config.STALE_AFTER_SECONDS) + 5)
+
+
+@dataclass(frozen=True)
+class OnFargate:
+    """The Fargate executor: the container's exit code (1: the run broke and the task could not be settled)."""
+
+    run_mode: str
+    runner_id: str | None = None
+
+    def act(self, task: Task, decision: FargateDecision) -> int:
+        match decision:
+            case Nothing() | Fail():
+                settle(task, decision)
+                return 0
+            case PutBack(note):
+                # Back to the queue: its handler starts it (here or on Fargate again) once the session is free.
+                get_logger().info(note)
+                tasks.clear_dispatched(task.task_id)  # given back on purpose: not a Fargate run lost before its claim
+                queue.send(task.task_id, delay_seconds=config.SESSION_BUSY_DELAY_SECONDS)
+                return 0
+            case ClaimAndRun(agent):
+                return self.claim_and_run(task, agent)
+            case _:
+                assert_never(decision)
+
+    def claim_and_run(self, task: Task, agent: AgentSpec) -> int:
+        runner_id = self.runner_id or new_runner_id(self.run_mode)
+        claimed = claim(task, runner_id, self.run_mode, agent)
+        if not isinstance(claimed, Task):
+            return self.act(task, after_claim(claimed))
+        run_time = task_run_time()  # no Lambda time limit here
+        settled = run_claimed(
+            claimed,
+            agent,
+            runner_id=runner_id,
+            run_mode=self.run_mode,
+            seconds=run_time.seconds,
+            timeout_detail=run_time.detail,
         )
         return 0 if settled else 1
-    finally:
-        log.thread_safe_remove_keys(LOG_KEYS)
+
+
+def handle(
+    msg: Message, *, run_mode: str, seconds_left: Callable[[], float] | None = None, request_id: str | None = None
+) -> Disposition:
+    """Decide and act for one task message on Lambda."""
+    task = tasks.get(msg.task_id)
+    if task is None:
+        get_logger().warning("no such task: dropping the message", extra={"task_id": msg.task_id})
+        return Disposition.DONE
+    executor = OnLambda(msg, run_mode, seconds_left=seconds_left, request_id=request_id)
+    with task_log_keys(task):
+        return executor.act(task, decide(task, where=Where.LAMBDA))
+
+
+def run_by_id(task_id: str, *, run_mode: str, runner_id: str | None = None) -> int:
+    """The Fargate entry: claim the task (queued, or stale) and run it here, without the Lambda time limit."""
+    task = tasks.get(task_id)
+    if task is None:
+        get_logger().error("no such task", extra={"task_id": task_id})
+        return 1
+    with task_log_keys(task):
+        return OnFargate(run_mode, runner_id).act(task, decide(task, where=Where.FARGATE))
