@@ -10,7 +10,7 @@ SAM_ENV ?= default
 export SAM_CLI_TELEMETRY = 0
 
 .PHONY: help uv sync init run-local test test-unit test-cov lint requirements requirements-check format typecheck build \
-        deploy local-deploy logs db-shell bench real-cli browser clean
+        deploy local-deploy logs db-shell bench bench-readme real-cli browser clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -87,8 +87,11 @@ logs: sync ## tail the deployed functions' logs
 db-shell: sync ## look at tasks, sessions and costs in the DynamoDB the config points at
 	@$(PY) python -m local_runtime.db_shell
 
-bench: sync ## benchmarks -> bench/results/latest.json
-	@$(PY) python bench/run_all.py --out bench/results/latest.json
+bench: sync ## benchmarks -> bench/results/last-run.json (untracked: the tree stays clean)
+	@$(PY) python bench/run_all.py
+
+bench-readme: sync ## benchmarks -> the committed record bench/results/latest.json + README's table
+	@$(PY) python bench/run_all.py --readme
 
 real-cli: ## install the pinned Claude Code CLI into node_modules (for the real-CLI tests)
 	@test -x node_modules/.bin/claude || npm install --no-save --no-audit --no-fund @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
