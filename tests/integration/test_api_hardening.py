@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from agent_machine.domain import agents
 from agent_machine.settings import Settings, WeakSecret
+from agent_machine.store import tasks as task_store
+from agent_machine.store.errors import WriteConflict
 from local_runtime.events import http_event
 from local_runtime.provision import Provisioned
 
@@ -186,3 +188,19 @@ def test_the_api_function_does_not_start_with_a_short_token() -> None:
     assert run.returncode != 0
     assert "refusing to start: API_TOKEN is 14 characters long" in run.stderr
     assert "short-token-12" not in run.stderr + run.stdout
+
+
+def test_a_write_conflict_is_a_retryable_503_and_leaves_nothing(
+    stack: Provisioned, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submission whose transaction another one got in the way of (DynamoDB's TransactionConflict, which the store
+    names WriteConflict) wrote nothing: the client is told to retry, not that the machine broke."""
+    def conflicting(*args: object, **kwargs: object) -> None:
+        raise WriteConflict("TransactionConflict")
+
+    monkeypatch.setattr(task_store, "record_submission", conflicting)
+    answer = raw_call("POST", "/api/chat", json.dumps({"message": "hello"}).encode(), JSON)
+    assert answer["status"] == 503, answer
+    assert json.loads(answer["body"])["error"]["code"] == "unavailable"
+    assert answer["headers"]["retry-after"] == "1"
+    assert all_tasks(stack) == [] and queue_bodies(stack) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent_machine.store.errors import WriteConflict
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -116,6 +117,10 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, IngestUnavailable | EnqueueFailed):
             return error_response(
                 503, "unavailable", str(exc) or "could not enqueue the task; retry", headers={"retry-after": "5"}
+            )
+        if isinstance(exc, WriteConflict):  # another transaction got in the way: trying again works
+            return error_response(
+                503, "unavailable", "a concurrent write got in the way; retry", headers={"retry-after": "1"}
             )
         if _is_aws_error(exc):  # DynamoDB / SQS / Secrets Manager refused or timed out: the caller may retry
             get_logger().exception("AWS call failed", extra={"path": request.url.path})
