@@ -5,13 +5,20 @@
 One runtime started as `make run-local` starts it (`python -m local_runtime`, a real child process, state saved
 every 10 s as by default), the fake `claude` CLI. A few client threads send chats through the HTTP API
 (`POST /api/chat`, every other one resuming the client's previous session, so transcripts are overwritten as
-they are in use), each of `--lines` output lines, and wait for each task to end. After `--warmup` tasks (imports,
-caches, first allocations), the resident memory (VmRSS) of the runtime and every process it started (the moto
-server, function workers, local Fargate tasks; CLIs have exited when it is sampled) is summed; again every
-`--sample-every` tasks and at the end. Figure: (RSS at the end - RSS after warm-up) / tasks x 100.
+they are in use), each of `--lines` output lines, and wait for each task to end.
+
+The warm-up brings the machine to its steady state before anything is measured: at least `--warmup` tasks
+(imports, caches, first allocations), then rounds of tasks until every function a schedule runs (the sweeper,
+every minute) has run once and a whole round started no new process (every pool at the size the load needs).
+A new execution environment is a fixed ~75 MB: started inside the window it would be counted as growth per
+task, which it is not. Then the resident memory (VmRSS) of the runtime and every process it started (the moto
+server, function workers by function, local Fargate tasks; CLIs have exited when it is sampled) is summed;
+again every `--sample-every` tasks and at the end. Figure: (RSS at the end - RSS after warm-up) / tasks x 100,
+also per process.
 
 For scale, what the machine stores at the end (the tables' items as JSON, the bucket's object bytes) is read
-through the emulator with the runtime's own credentials (runtime.json), as `make db-shell` would.
+through the emulator with the runtime's own credentials (runtime.json), as `make db-shell` would: the emulator
+keeps it in memory, so its growth is bounded below by this baseline.
 """
 
 from __future__ import annotations
@@ -73,7 +80,23 @@ def process_label(pid: int) -> str:
     except OSError:
         return "gone"
     modules = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "-m"]
-    return modules[0] if modules else Path(argv[0]).name if argv else "?"
+    label = modules[0] if modules else Path(argv[0]).name if argv else "?"
+    if label == "local_runtime.worker_main":
+        # Which function's execution environment (or a local Fargate task): a new one is scale-out, not growth.
+        kind = "task" if "--exec" in argv else "worker"
+        return f"{kind}:{function_of(pid) or '?'}"
+    return label
+
+
+def function_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            for entry in fh.read().split(b"\0"):
+                if entry.startswith(b"AWS_LAMBDA_FUNCTION_NAME="):
+                    return entry.split(b"=", 1)[1].decode(errors="replace")
+    except OSError:
+        pass
+    return None
 
 
 def sample(root: int) -> dict[str, Any]:
@@ -84,6 +107,38 @@ def sample(root: int) -> dict[str, Any]:
         by[label] = round(by.get(label, 0.0) + vm_rss_mb(pid), 1)
         count[label] = count.get(label, 0) + 1
     return {"total_mb": round(sum(by.values()), 1), "by_process": by, "processes": count}
+
+
+def scheduled_functions() -> dict[str, float]:
+    """Function -> period (s) of the schedules the runtime runs locally, read from the template as it reads it."""
+    from local_runtime import template
+
+    override = os.environ.get("LOCAL_SCHEDULE_SECONDS")  # the runtime's own override, inherited by it
+    found: dict[str, float] = {}
+    for spec in template.functions(template.load()):
+        for schedule in spec.schedules:
+            period = float(override) if override else schedule.rate_seconds
+            if schedule.enabled and period is not None:
+                found[spec.logical_id] = min(period, found.get(spec.logical_id, period))
+    return found
+
+
+def warm_up(load: Load, root: int, *, tasks: int, round_tasks: int, timeout: float) -> dict[str, Any]:
+    """At least `tasks` chats, then rounds of `round_tasks` until every scheduled function has a worker and a
+    round ended with the same processes it began with. Fails when that takes past `timeout`."""
+    scheduled = scheduled_functions()
+    deadline = time.monotonic() + timeout
+    load.run(tasks, timeout=timeout)
+    processes = sample(root)["processes"]
+    while True:
+        load.run(round_tasks, timeout=timeout)
+        now = sample(root)["processes"]
+        missing = [name for name in scheduled if f"worker:{name}" not in now]
+        if not missing and now == processes:
+            return {"tasks": load.done, "scheduled_functions": scheduled, "processes": now}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no steady state after {load.done} warm-up tasks: {now}, not run yet: {missing}")
+        processes = now
 
 
 def stored_bytes(data_dir: Path) -> dict[str, Any]:
@@ -206,23 +261,36 @@ def main(argv: list[str] | None = None) -> int:
         try:
             load = Load(machine, lines=args.lines, clients=args.clients)
             started = time.monotonic()
-            load.run(args.warmup, timeout=args.timeout)
+            # A schedule's first run comes one period after the start: the warm-up lasts at least that long.
+            warm = warm_up(
+                load,
+                machine.process.pid,
+                tasks=args.warmup,
+                round_tasks=max(args.clients * 3, 10),
+                timeout=args.timeout + max(scheduled_functions().values(), default=0.0),
+            )
+            warmup_tasks = load.done
             before = sample(machine.process.pid)
             stored_before = stored_bytes(machine.data_dir)
             samples = [{"tasks": 0, **before}]
             measured_from = time.monotonic()
-            while load.done - args.warmup < args.tasks:
-                step = min(args.sample_every, args.tasks - (load.done - args.warmup))
+            while load.done - warmup_tasks < args.tasks:
+                step = min(args.sample_every, args.tasks - (load.done - warmup_tasks))
                 load.run(step, timeout=args.timeout)
-                samples.append({"tasks": load.done - args.warmup, **sample(machine.process.pid)})
+                samples.append({"tasks": load.done - warmup_tasks, **sample(machine.process.pid)})
             seconds = time.monotonic() - measured_from
             after = samples[-1]
             stored_after = stored_bytes(machine.data_dir)
         finally:
             machine.stop()
+            runtime_log = machine.logs()
 
     growth = (after["total_mb"] - before["total_mb"]) / args.tasks * 100
     stored_growth = (stored_after["total_mb"] - stored_before["total_mb"]) / args.tasks * 100
+    by_process_growth = {
+        name: round((mb - before["by_process"].get(name, 0.0)) / args.tasks * 100, 1)
+        for name, mb in after["by_process"].items()
+    }
     result = {
         "emulator_rss_growth_mb_per_100_tasks": {
             "value": round(growth, 1),
@@ -233,12 +301,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"workers), summed, grown per 100 chat tasks of {args.lines} output lines through run-local's "
                 f"HTTP API ({args.clients} clients, every other chat resuming a session, "
                 f"{'no state file' if args.no_persist else 'state autosaved'}) after "
-                f"{args.warmup} warm-up tasks, over {args.tasks} tasks; baseline = what the machine stores per "
-                "100 tasks (items as JSON + object bytes) read back through the emulator. Goal <= 20 MB."
+                f"a warm-up to steady state ({warmup_tasks} tasks: at least {args.warmup}, until every scheduled "
+                f"function had run and a round of tasks started no new process), over {args.tasks} tasks; "
+                "baseline = what the machine stores per 100 tasks (items as JSON + object bytes) read back "
+                "through the emulator. Goal <= 20 MB."
             ),
             "tasks": args.tasks,
             "rss_mb": {"after_warmup": before["total_mb"], "end": after["total_mb"]},
             "by_process_mb": {"after_warmup": before["by_process"], "end": after["by_process"]},
+            "growth_mb_per_100_tasks_by_process": by_process_growth,
             "processes": {"after_warmup": before["processes"], "end": after["processes"]},
             "samples": samples,
             "stored_mb": {"after_warmup": stored_before["total_mb"], "end": stored_after["total_mb"]},
@@ -249,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
             "stored_end": stored_after,
             "failed": load.failed[:10],
             "warmup_seconds": round(measured_from - started, 1),
+            "warmup": warm,
+            # The runtime's own lines (cold starts, schedules): which execution environments started, and when.
+            "runtime_log": [line for line in runtime_log.splitlines() if "[local-runtime]" in line][-60:],
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,10 @@ key in the environment, never on the command line). What it changes in moto, and
   O(items in the transaction), as on DynamoDB, not O(table size).
 - Items whose TTL attribute has passed are deleted (moto never expires them; DynamoDB does within days), by a
   sweeper every LOCAL_TTL_SWEEP_SECONDS (60).
+- SQS keeps the receipt handles of deleted messages (a second delete of one succeeds, as on SQS) in a set that
+  never shrank: here the last DELETED_HANDLES_KEPT of each queue (a receipt handle expires on SQS anyway).
+- Resident memory follows the data, not the peaks: two malloc arenas shared by the server's threads (one per
+  connection thread otherwise), and the free pages given back to the OS every RELEASE_SECONDS (heap.py).
 - The service a request is for is looked up once per host, not per request (moto's lookup costs about 1 ms,
   under a lock every request takes).
 - HTTP/1.1 keep-alive. moto's werkzeug server closes every connection (`Connection: close`), so each AWS call
@@ -50,14 +54,17 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sqs.models import Queue
 from werkzeug.serving import make_server
 
-from local_runtime import sigv4
+from local_runtime import heap, sigv4
 from local_runtime.emulator import ACCESS_KEY_ENV
 
 WRITES_PATH = "/_local/writes"
 TTL_SWEEP_ENV = "LOCAL_TTL_SWEEP_SECONDS"
 DEFAULT_TTL_SWEEP_SECONDS = 60.0
+RELEASE_SECONDS = 10.0  # free pages back to the OS this often (a few ms of malloc_trim)
+DELETED_HANDLES_KEPT = 10_000  # per queue: ~2.5 MB at most
 IDLE_CONNECTION_SECONDS = 120.0  # a kept-alive connection left idle this long is closed (the client reconnects)
 # DynamoDB leaves alone an item whose TTL value lies more than five years in the past (a unit mistake, likely).
 TTL_MAX_AGE_SECONDS = 5 * 365 * 24 * 3600
@@ -110,6 +117,44 @@ def _untracked_new(cls: type[BaseModel], *args: Any, **kwargs: Any) -> BaseModel
 
 
 BaseModel.__new__ = staticmethod(_untracked_new)  # type: ignore[method-assign]
+
+# --------------------------------------------------------------------------------------------- SQS
+
+
+class RecentHandles:
+    """What moto's `Queue.deleted_messages` set is used as (`in`, `update`), keeping the newest `limit`."""
+
+    def __init__(self, limit: int = DELETED_HANDLES_KEPT) -> None:
+        self.limit = limit
+        self._handles: dict[str, None] = {}  # insertion-ordered: the oldest first
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._handles
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def update(self, handles: Iterable[str | None]) -> None:
+        for handle in handles:
+            if handle is not None:
+                self._handles.pop(handle, None)
+                self._handles[handle] = None
+        while len(self._handles) > self.limit:
+            del self._handles[next(iter(self._handles))]
+
+    def add(self, handle: str) -> None:
+        self.update([handle])
+
+
+_queue_init = Queue.__init__
+
+
+def _queue_init_bounded(self: Queue, *args: Any, **kwargs: Any) -> None:
+    _queue_init(self, *args, **kwargs)
+    self.deleted_messages = RecentHandles()  # type: ignore[assignment]
+
+
+Queue.__init__ = _queue_init_bounded  # type: ignore[method-assign]
 
 # --------------------------------------------------------------------------------------------- transactions
 
@@ -321,14 +366,20 @@ def sweep_expired_items(now: float | None = None) -> int:
     return deleted
 
 
-def start_ttl_sweeper(every_seconds: float) -> threading.Thread:
+def start_ttl_sweeper(every_seconds: float, release_every: float = RELEASE_SECONDS) -> threading.Thread:
+    """Sweep expired items every `every_seconds`; between sweeps, give free memory back every `release_every`."""
+
     def loop() -> None:
+        next_sweep = time.monotonic() + every_seconds
         while True:
-            time.sleep(every_seconds)  # a period, not a wait for a condition
-            try:
-                sweep_expired_items()
-            except Exception:  # a table deleted mid-pass: the next pass sees the new state
-                traceback.print_exc()
+            time.sleep(max(0.0, min(release_every, next_sweep - time.monotonic())))  # a period, not a wait
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + every_seconds
+                try:
+                    sweep_expired_items()
+                except Exception:  # a table deleted mid-pass: the next pass sees the new state
+                    traceback.print_exc()
+            heap.release_free_memory()
 
     thread = threading.Thread(target=loop, name="ttl-sweeper", daemon=True)
     thread.start()
@@ -466,6 +517,7 @@ def main() -> None:
     # The port comes in MOTO_PORT and the key in the environment, never on the command line (emulator.py).
     key = os.environ.pop(ACCESS_KEY_ENV, "") or None
     port = int(os.environ.get("MOTO_PORT", "5000"))
+    heap.limit_arenas()  # before any thread starts
     start_ttl_sweeper(float(os.environ.get(TTL_SWEEP_ENV) or DEFAULT_TTL_SWEEP_SECONDS))
     serve(port, key)
 

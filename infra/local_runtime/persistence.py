@@ -21,6 +21,7 @@ import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from local_runtime import heap
 from local_runtime.logs import log
 from local_runtime.provision import Provisioned
 
@@ -139,7 +140,10 @@ class StateFile:
         def loop() -> None:
             while not self._stop.wait(every_seconds):
                 try:
-                    self.save()
+                    if self.save():
+                        # A save's pages of items and object bodies are freed, but glibc would keep the pages:
+                        # resident memory would follow the largest save (the data's size), not what is held.
+                        heap.release_free_memory()
                 except Exception as exc:  # the emulator stopping under us
                     log(f"autosave failed: {exc!r}")
 

@@ -8,6 +8,8 @@ import gzip
 import http.client
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +23,7 @@ import pytest
 import urllib3.util.connection
 from botocore.exceptions import ClientError
 from local_runtime.emulator import MotoServer, start_moto
-from local_runtime.moto_main import TTL_SWEEP_ENV
+from local_runtime.moto_main import TTL_SWEEP_ENV, RecentHandles
 from local_runtime.persistence import StateFile
 from local_runtime.provision import Provisioned, provision
 
@@ -387,3 +389,63 @@ def test_the_write_count_answers_only_the_runtimes_key(monkeypatch: pytest.Monke
         assert state.save() is True
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------------------------- SQS receipts
+
+
+def test_a_deleted_message_may_be_deleted_again_and_the_handles_kept_are_bounded(moto_server: MotoServer) -> None:
+    sqs = boto3.client("sqs", endpoint_url=moto_server.endpoint)
+    url = sqs.create_queue(QueueName=f"q-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="task")
+    handle = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5)["Messages"][0]["ReceiptHandle"]
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)  # as on SQS: a second delete succeeds
+    with pytest.raises(ClientError, match="ReceiptHandleIsInvalid"):
+        sqs.delete_message(QueueUrl=url, ReceiptHandle="never-issued")
+
+    kept = RecentHandles(limit=3)
+    kept.update(["a", "b", None])
+    kept.add("c")
+    kept.update(["a", "d"])  # "a" seen again: the newest now; "b" is the oldest and goes
+    assert [h for h in "abcd" if h in kept] == ["a", "c", "d"]
+    assert len(kept) == 3
+
+
+# --------------------------------------------------------------------------------------------- heap
+
+FRAGMENTED_HEAP = """
+import json, threading
+from local_runtime import heap
+
+def rss():
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmRSS:"))
+
+heap.limit_arenas()
+kept = []
+def burst():
+    # 150 MB in 2 KB blocks (malloc, not pymalloc), one in 64 kept: the heap's top stays in use, so glibc
+    # cannot shrink it by itself; only malloc_trim gives the free pages inside back.
+    blocks = [bytes(2048) for _ in range(75_000)]
+    kept.extend(blocks[::64])
+thread = threading.Thread(target=burst)
+before = rss()
+thread.start(); thread.join()
+freed = rss()
+released = heap.release_free_memory()
+print(json.dumps({"before": before, "freed": freed, "after": rss(), "released": released}))
+"""
+
+
+def test_free_memory_goes_back_to_the_os_after_a_burst() -> None:
+    """What the emulator's housekeeping and the runtime's autosave call after transient allocations."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "infra")}
+    out = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED_HEAP], env=env, capture_output=True, text=True, check=True, timeout=120
+    )
+    sizes = json.loads(out.stdout)
+    mb = 1024 * 1024
+    assert sizes["freed"] - sizes["before"] > 100 * mb, sizes  # the burst's pages stayed resident
+    assert sizes["released"] is True
+    assert sizes["after"] - sizes["before"] < 20 * mb, sizes  # ~2.3 MB kept blocks (+ their pages) remain
