@@ -43,7 +43,7 @@ class ChatAccepted(BaseModel):
     responses={404: {"description": "Unknown session"}},
 )
 def chat(request: ChatRequest) -> ChatAccepted:
-    from agent_machine.domain import chat as chat_domain
+    from agent_machine.domain import chat as chat_domain  # lazy: keeps boto3 off the API cold start
 
     try:
         started = chat_domain.start_chat(request.message, request.session_id)

@@ -56,7 +56,7 @@ def _ranked(buckets: dict[str, CostBucket], limit: int = 100) -> list[CostBucket
 def costs_summary(
     days: Annotated[int, Query(ge=1, le=366)] = 30, sessions: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> Costs:
-    from agent_machine.store import costs
+    from agent_machine.store import costs  # lazy: keeps boto3 off the API cold start
 
     today = costs.today()
     month_prefix = today[:7]

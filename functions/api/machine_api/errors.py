@@ -7,8 +7,11 @@ task that could not be enqueued is 503 (the sender retries). Nothing caused by i
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from agent_machine.domain.registry_models import RegistryError
+from agent_machine.domain.webhooks.errors import NotApprovable, WebhookError
 from agent_machine.store.errors import WriteConflict
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -77,10 +80,6 @@ def _validation_details(errors: Any) -> list[dict[str, Any]]:
 
 
 def install(app: FastAPI) -> None:
-    # Light modules only (no boto3): the app is built at cold start.
-    from agent_machine.domain.registry_service import RegistryError
-    from agent_machine.domain.webhooks.errors import NotApprovable, WebhookError
-
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = exc.code if isinstance(exc, ApiError) else CODES.get(exc.status_code, "error")
@@ -110,6 +109,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Lazy, on the error path only: these bring boto3 (submission, ingest) and Powertools' Logger.
         from agent_machine.domain.submission import EnqueueFailed
         from agent_machine.domain.webhooks.ingest import IngestUnavailable
         from agent_machine.observability import get_logger
@@ -134,8 +134,6 @@ def install(app: FastAPI) -> None:
 def _is_aws_error(exc: BaseException) -> bool:
     """botocore's ClientError and BotoCoreError (EndpointConnectionError, ReadTimeoutError...), without importing
     botocore at cold start."""
-    import sys
-
     module = sys.modules.get("botocore.exceptions")
     if module is None:
         return False

@@ -23,7 +23,7 @@ class DeliveryList(BaseModel):
 def recent(
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: Annotated[str | None, Query(max_length=2048)] = None
 ) -> DeliveryList:
-    from agent_machine.store import events
+    from agent_machine.store import events  # lazy: keeps boto3 off the API cold start
 
     with cursor_checked():
         items, next_cursor = events.recent(limit=limit, cursor=cursor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from agent_machine.domain.registry_service import AgentInput, SkillInput, WebhookInput, WebhookView
+from agent_machine.domain.registry_models import AgentInput, SkillInput, WebhookInput, WebhookView
 from agent_machine.models import AgentSpec, SkillSpec
 from fastapi import APIRouter, Depends, Query, Response, Security
 from pydantic import BaseModel
@@ -33,7 +33,7 @@ class AuditList(BaseModel):
 
 
 def _svc() -> Any:
-    from agent_machine.domain import registry_service
+    from agent_machine.domain import registry_service  # lazy: keeps boto3 off the API cold start
 
     return registry_service
 

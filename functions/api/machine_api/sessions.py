@@ -38,7 +38,7 @@ class SessionDetail(BaseModel):
 def list_sessions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50, cursor: Annotated[str | None, Query(max_length=2048)] = None
 ) -> SessionList:
-    from agent_machine.store import sessions
+    from agent_machine.store import sessions  # lazy: keeps boto3 off the API cold start
 
     with cursor_checked():
         items, next_cursor = sessions.list_sessions(limit=limit, cursor=cursor)
@@ -51,7 +51,7 @@ def get_session(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> SessionDetail:
-    from agent_machine.store import sessions, tasks
+    from agent_machine.store import sessions, tasks  # lazy: keeps boto3 off the API cold start
 
     session = sessions.get(session_id) if 0 < len(session_id) <= 128 else None
     if session is None:

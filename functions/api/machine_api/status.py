@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from agent_machine import queue
+from agent_machine.models import TaskStatus
 from agent_machine.settings import get_settings
 from fastapi import APIRouter, Security
 from pydantic import BaseModel
@@ -49,8 +51,7 @@ def budgets(spent_today: float) -> Budgets:
 
 
 def _depth() -> QueueDepth:
-    from agent_machine import queue
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError  # lazy: keeps botocore off the API cold start
 
     try:
         depth = queue.depth()
@@ -61,8 +62,7 @@ def _depth() -> QueueDepth:
 
 @router.get("/status", response_model=Status, summary="Machine status")
 def status() -> Status:
-    from agent_machine.models import TaskStatus
-    from agent_machine.store import costs, sessions, tasks
+    from agent_machine.store import costs, sessions, tasks  # lazy: keeps boto3 off the API cold start
 
     settings = get_settings()
     with ThreadPoolExecutor(max_workers=5) as pool:  # five independent reads: wait for the slowest, not the sum

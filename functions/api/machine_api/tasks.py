@@ -38,7 +38,7 @@ class Approved(BaseModel):
 
 
 def _get(task_id: str) -> Task:
-    from agent_machine.store import tasks
+    from agent_machine.store import tasks  # lazy: keeps boto3 off the API cold start
 
     task = tasks.get(task_id) if 0 < len(task_id) <= 128 else None
     if task is None:
@@ -52,7 +52,7 @@ MAX_PAGES_PER_REQUEST = 5
 
 
 def _page(**kwargs: Any) -> TaskList:
-    from agent_machine.store import tasks
+    from agent_machine.store import tasks  # lazy: keeps boto3 off the API cold start
 
     with cursor_checked():
         page = tasks.list_tasks(**kwargs, max_pages=MAX_PAGES_PER_REQUEST)
@@ -75,7 +75,7 @@ def list_tasks(
 def get_task(
     task_id: str, after_seq: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=5000)] = 500
 ) -> TaskDetail:
-    from agent_machine.store import output
+    from agent_machine.store import output  # lazy: keeps boto3 off the API cold start
 
     task = _get(task_id)
     # A page at a time: a chatty task's whole output would pass Lambda's 6 MB response limit.
@@ -100,7 +100,7 @@ def children(
     responses={404: {"description": "No such task"}, 409: {"description": "Already finished"}},
 )
 def stop(task_id: str) -> Task:
-    from agent_machine.store import tasks
+    from agent_machine.store import tasks  # lazy: keeps boto3 off the API cold start
 
     task = _get(task_id)
     if task.status.terminal:
@@ -109,7 +109,7 @@ def stop(task_id: str) -> Task:
     if stopped is None:
         raise ApiError(409, "already_finished", f"task {task_id} finished meanwhile")
     if stopped.status == TaskStatus.STOPPED:  # stopped while queued: no runner will ever say so
-        from agent_machine.domain.submission import publish_stopped
+        from agent_machine.domain.submission import publish_stopped  # lazy: keeps boto3 off the API cold start
 
         publish_stopped(stopped)
     return stopped
@@ -123,8 +123,8 @@ def stop(task_id: str) -> Task:
     responses={404: {"description": "No such task"}, 409: {"description": "Nothing to approve"}},
 )
 def approve(task_id: str, who: Annotated[str, Depends(actor)]) -> Approved:
-    from agent_machine.domain.submission import EnqueueFailed
-    from agent_machine.domain.webhooks import plans
+    from agent_machine.domain.submission import EnqueueFailed  # lazy: keeps boto3 off the API cold start
+    from agent_machine.domain.webhooks import plans  # lazy: keeps boto3 off the API cold start
 
     try:
         task = plans.approve(task_id, actor=who)

@@ -21,6 +21,7 @@ _lock = threading.Lock()
 
 @cache
 def _session() -> Any:
+    # Lazy: boto3 is ~270 modules; the API's and the authorizer's cold starts import this module without it.
     import boto3
 
     return boto3.session.Session()
@@ -34,7 +35,7 @@ def timeout_profile() -> str:
 def client_config(profile: str | None = None) -> Any:
     """The botocore Config of a client. Short: connect 2 s, read 5 s, 3 attempts (standard retry mode), so one
     slow AWS call cannot outlast a webhook sender's deadline; long: botocore's 60 s timeouts, 4 attempts."""
-    from botocore.config import Config
+    from botocore.config import Config  # lazy: botocore stays off the API's cold start (~150 modules)
 
     settings = get_settings()
     if (profile or timeout_profile()) == "short":

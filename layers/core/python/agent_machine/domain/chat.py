@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agent_machine.domain.agents import BRAIN
+from agent_machine.domain import submission
+from agent_machine.domain.agents import BRAIN, get_agent
 from agent_machine.domain.submission import EnqueueFailed, UnknownSession
 from agent_machine.models import TaskSource, control_character
 
@@ -33,9 +34,6 @@ class ChatStarted(BaseModel):
 
 def start_chat(message: str, session_id: str | None = None, *, agent: str = BRAIN) -> ChatStarted:
     """Raises InvalidMessage, UnknownSession (the session does not exist), agents.UnknownAgent, EnqueueFailed."""
-    from agent_machine.domain import submission
-    from agent_machine.domain.agents import get_agent
-
     for name, value in (("message", message), ("session_id", session_id)):
         problem = control_character(value) if value is not None else None
         if problem:

@@ -16,20 +16,37 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-
-from agent_machine.models import (
-    NAME_PATTERN,
-    AgentSpec,
-    PermissionMode,
-    RegistryName,
-    SkillSpec,
-    WebhookSpec,
-    utcnow,
+from agent_machine.domain import agents
+from agent_machine.domain.agents import BUILTIN_AGENTS, BUILTIN_SKILLS, enforce
+from agent_machine.domain.registry_models import (
+    AgentInput,
+    Conflict,
+    Invalid,
+    NotFound,
+    RegistryError,
+    SkillInput,
+    WebhookInput,
+    WebhookView,
 )
+from agent_machine.domain.webhooks.dynamic import RESERVED_NAMES
+from agent_machine.domain.webhooks.filters import FilterError, compile_filter
+from agent_machine.domain.webhooks.templates import TemplateError, check_template
+from agent_machine.models import NAME_PATTERN, AgentSpec, SkillSpec, WebhookSpec, utcnow
+from agent_machine.secrets import get_secret
+from agent_machine.store import registry
+
+__all__ = [  # the models and errors are re-exported: callers know them as the service's
+    "AgentInput",
+    "Conflict",
+    "Invalid",
+    "NotFound",
+    "RegistryError",
+    "SkillInput",
+    "WebhookInput",
+    "WebhookView",
+]
 
 BUILTIN_WEBHOOKS: dict[str, dict[str, str]] = {
     "github": {
@@ -48,97 +65,6 @@ BUILTIN_WEBHOOKS: dict[str, dict[str, str]] = {
         "secret": "sentry_webhook_secret",
     },
 }
-
-ToolRule = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:/\[\]\-]+$")]
-HeaderName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9\-]+$")]
-AgentRef = Annotated[str, StringConstraints(max_length=63, pattern=r"^(\*|[a-z0-9][a-z0-9_-]{0,62})$")]
-
-
-class RegistryError(Exception):
-    status_code = 400
-    code = "bad_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(RegistryError):
-    status_code, code = 404, "not_found"
-
-
-class Conflict(RegistryError):
-    status_code, code = 409, "conflict"
-
-
-class Invalid(RegistryError):
-    status_code, code = 422, "invalid"
-
-
-class _Input(BaseModel):
-    # Dashboards send back what they read (builtin, updated_at...): ignore what is not an input.
-    model_config = ConfigDict(extra="ignore")
-
-
-class AgentInput(_Input):
-    name: RegistryName | None = None
-    description: str = Field("", max_length=2000)
-    instructions: str = Field("", max_length=100_000)
-    allowed_tools: list[ToolRule] = Field(default_factory=list, max_length=200)
-    disallowed_tools: list[ToolRule] = Field(default_factory=list, max_length=200)
-    permission_mode: PermissionMode = PermissionMode.DONT_ASK
-    model: ModelName | None = None
-    max_turns: int = Field(30, ge=1, le=500)
-    max_budget_usd: float | None = Field(None, gt=0, le=1000)
-    long_running: bool = False
-
-
-class SkillInput(_Input):
-    name: RegistryName | None = None
-    description: str = Field("", max_length=1024)
-    content: str = Field("", max_length=100_000)
-    agents: list[AgentRef] = Field(default_factory=list, max_length=100)
-
-
-class WebhookInput(_Input):
-    name: RegistryName | None = None
-    description: str = Field("", max_length=1000)
-    agent: RegistryName = "planning"
-    prompt_template: str = Field("A webhook event arrived:\n{payload}", min_length=1, max_length=20_000)
-    filter: str | None = Field(None, max_length=1000)
-    secret: str | None = Field(None, min_length=16, max_length=256)
-    signature_header: HeaderName = "X-Signature-256"
-    enabled: bool = True
-
-
-class WebhookView(BaseModel):
-    """What the API shows of a webhook: never its secret."""
-
-    name: str
-    description: str
-    builtin: bool
-    agent: str
-    prompt_template: str | None
-    filter: str | None
-    signature_header: str
-    enabled: bool
-    has_secret: bool
-    path: str
-    updated_at: datetime | None = None
-    updated_by: str | None = None
-
-
-def _builtin_agents() -> dict[str, AgentSpec]:
-    from agent_machine.domain.agents import BUILTIN_AGENTS
-
-    return BUILTIN_AGENTS
-
-
-def _effective(spec: AgentSpec) -> AgentSpec:
-    from agent_machine.domain.agents import enforce
-
-    return enforce(spec)
 
 
 def _name(name: str) -> str:
@@ -161,14 +87,10 @@ def _body_name(path_name: str | None, body_name: str | None) -> str:
 
 
 def list_agents() -> list[AgentSpec]:
-    from agent_machine.domain import agents
-
     return agents.list_agents()
 
 
 def get_agent(name: str) -> AgentSpec:
-    from agent_machine.domain import agents
-
     try:
         return agents.get_agent(_name(name))
     except agents.UnknownAgent as exc:
@@ -177,48 +99,41 @@ def get_agent(name: str) -> AgentSpec:
 
 def _agent_spec(name: str, data: AgentInput, actor: str) -> AgentSpec:
     fields = data.model_dump(exclude={"name"})
-    return AgentSpec(name=name, builtin=name in _builtin_agents(), updated_at=utcnow(), updated_by=actor, **fields)
+    return AgentSpec(name=name, builtin=name in BUILTIN_AGENTS, updated_at=utcnow(), updated_by=actor, **fields)
 
 
 def create_agent(data: AgentInput, actor: str) -> AgentSpec:
-    from agent_machine.store import registry
-
     name = _body_name(None, data.name)
-    if name in _builtin_agents():
+    if name in BUILTIN_AGENTS:
         raise Conflict(f"'{name}' is a built-in agent: edit it with PUT /api/agents/{name}")
     spec = _agent_spec(name, data, actor)
     if not registry.put("agent", spec, actor=actor, create_only=True):
         raise Conflict(f"an agent named '{name}' exists already")
-    return _effective(spec)
+    return enforce(spec)
 
 
 def update_agent(name: str, data: AgentInput, actor: str) -> AgentSpec:
-    from agent_machine.store import registry
-
     name = _body_name(_name(name), data.name)
-    if name not in _builtin_agents() and registry.get("agent", name, AgentSpec) is None:
+    if name not in BUILTIN_AGENTS and registry.get("agent", name, AgentSpec) is None:
         raise NotFound(f"no agent named '{name}'")
     spec = _agent_spec(name, data, actor)
     registry.put("agent", spec, actor=actor)
-    return _effective(spec)
+    return enforce(spec)
 
 
 def reset_agent(name: str, actor: str) -> AgentSpec:
-    from agent_machine.store import registry
-
-    if _name(name) not in _builtin_agents():
+    if _name(name) not in BUILTIN_AGENTS:
         if registry.get("agent", name, AgentSpec) is None:
             raise NotFound(f"no agent named '{name}'")
         raise Conflict(f"'{name}' is not a built-in agent: there is no default to reset to")
     registry.delete("agent", name, actor=actor)  # False when it was never edited: already the default
-    return _effective(_builtin_agents()[name])
+    return enforce(BUILTIN_AGENTS[name])
 
 
 def delete_agent(name: str, actor: str) -> AgentSpec | None:
     """Deletes a defined agent (None), or resets a built-in one (its default)."""
-    from agent_machine.store import registry
 
-    if _name(name) in _builtin_agents():
+    if _name(name) in BUILTIN_AGENTS:
         return reset_agent(name, actor)
     users = [w.name for w in registry.list_kind("webhook", WebhookSpec) if w.agent == name]
     if users:
@@ -232,14 +147,10 @@ def delete_agent(name: str, actor: str) -> AgentSpec | None:
 
 
 def list_skills() -> list[SkillSpec]:
-    from agent_machine.store import registry
-
     return sorted(registry.list_kind("skill", SkillSpec), key=lambda s: s.name)
 
 
 def get_skill(name: str) -> SkillSpec:
-    from agent_machine.store import registry
-
     skill = registry.get("skill", _name(name), SkillSpec)
     if skill is None:
         raise NotFound(f"no skill named '{name}'")
@@ -251,16 +162,12 @@ def _skill_spec(name: str, data: SkillInput, actor: str) -> SkillSpec:
 
 
 def _not_builtin_skill(name: str) -> str:
-    from agent_machine.domain.agents import BUILTIN_SKILLS
-
     if name in BUILTIN_SKILLS:
         raise Conflict(f"'{name}' is a built-in skill of the runner image: choose another name")
     return name
 
 
 def create_skill(data: SkillInput, actor: str) -> SkillSpec:
-    from agent_machine.store import registry
-
     spec = _skill_spec(_not_builtin_skill(_body_name(None, data.name)), data, actor)
     if not registry.put("skill", spec, actor=actor, create_only=True):
         raise Conflict(f"a skill named '{spec.name}' exists already")
@@ -268,8 +175,6 @@ def create_skill(data: SkillInput, actor: str) -> SkillSpec:
 
 
 def update_skill(name: str, data: SkillInput, actor: str) -> SkillSpec:
-    from agent_machine.store import registry
-
     name = _not_builtin_skill(_body_name(_name(name), data.name))
     if registry.get("skill", name, SkillSpec) is None:
         raise NotFound(f"no skill named '{name}'")
@@ -279,8 +184,6 @@ def update_skill(name: str, data: SkillInput, actor: str) -> SkillSpec:
 
 
 def delete_skill(name: str, actor: str) -> None:
-    from agent_machine.store import registry
-
     if not registry.delete("skill", _name(name), actor=actor):
         raise NotFound(f"no skill named '{name}'")
 
@@ -289,8 +192,6 @@ def delete_skill(name: str, actor: str) -> None:
 
 
 def _builtin_view(name: str) -> WebhookView:
-    from agent_machine.secrets import get_secret
-
     info = BUILTIN_WEBHOOKS[name]
     secret_name: Any = info["secret"]
     return WebhookView(
@@ -325,15 +226,11 @@ def view(spec: WebhookSpec) -> WebhookView:
 
 
 def list_webhooks() -> list[WebhookView]:
-    from agent_machine.store import registry
-
     stored = sorted(registry.list_kind("webhook", WebhookSpec), key=lambda w: w.name)
     return [_builtin_view(n) for n in BUILTIN_WEBHOOKS] + [view(w) for w in stored]
 
 
 def get_webhook(name: str) -> WebhookView:
-    from agent_machine.store import registry
-
     if name in BUILTIN_WEBHOOKS:
         return _builtin_view(name)
     spec = registry.get("webhook", _name(name), WebhookSpec)
@@ -343,10 +240,6 @@ def get_webhook(name: str) -> WebhookView:
 
 
 def _check_webhook(data: WebhookInput) -> None:
-    from agent_machine.domain import agents
-    from agent_machine.domain.webhooks.filters import FilterError, compile_filter
-    from agent_machine.domain.webhooks.templates import TemplateError, check_template
-
     if data.filter is not None and data.filter.strip():
         try:
             compile_filter(data.filter)
@@ -369,9 +262,6 @@ def _webhook_spec(name: str, data: WebhookInput, actor: str, secret: str | None)
 
 
 def create_webhook(data: WebhookInput, actor: str) -> WebhookView:
-    from agent_machine.domain.webhooks.dynamic import RESERVED_NAMES
-    from agent_machine.store import registry
-
     name = _body_name(None, data.name)
     if name in RESERVED_NAMES:
         raise Conflict(f"'{name}' is reserved (built-in webhooks: {', '.join(BUILTIN_WEBHOOKS)})")
@@ -386,7 +276,6 @@ def create_webhook(data: WebhookInput, actor: str) -> WebhookView:
 
 def update_webhook(name: str, data: WebhookInput, actor: str) -> WebhookView:
     """Replace a dynamic webhook's definition; an omitted secret keeps the current one."""
-    from agent_machine.store import registry
 
     if name in BUILTIN_WEBHOOKS:
         raise Conflict(f"'{name}' is a built-in webhook: it is configured by settings and secrets")
@@ -401,8 +290,6 @@ def update_webhook(name: str, data: WebhookInput, actor: str) -> WebhookView:
 
 
 def delete_webhook(name: str, actor: str) -> None:
-    from agent_machine.store import registry
-
     if name in BUILTIN_WEBHOOKS:
         raise Conflict(f"'{name}' is a built-in webhook and cannot be deleted")
     if not registry.delete("webhook", _name(name), actor=actor):
@@ -410,6 +297,4 @@ def delete_webhook(name: str, actor: str) -> None:
 
 
 def audit_log(limit: int = 100) -> list[dict[str, Any]]:
-    from agent_machine.store import registry
-
     return registry.audit_log(limit)

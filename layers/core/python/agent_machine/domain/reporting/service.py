@@ -48,6 +48,7 @@ from agent_machine.domain.reporting.targets import (
 from agent_machine.models import Task, TaskSource, TaskStatus
 from agent_machine.observability import get_logger
 from agent_machine.settings import Settings, get_settings
+from agent_machine.store import tasks
 
 MAX_ERROR_CHARS = 500
 MAX_CHILDREN_LISTED = 20
@@ -200,8 +201,6 @@ def _children(task: Task) -> list[Task]:
     """The tasks this one delegated, oldest first, each as stored now (the index lists them; their statuses are
     read consistently, since the index's copy may lag a child that just ended). Best effort: the comment goes
     out without them on a blip."""
-    from agent_machine.store import tasks
-
     try:
         listed = list(reversed(tasks.list_tasks(parent_task_id=task.task_id, limit=MAX_CHILDREN_LISTED).items))
         current = {t.task_id: t for t in tasks.get_many([t.task_id for t in listed])} if listed else {}
@@ -218,8 +217,6 @@ def _shown(children: list[Task]) -> list[tuple[str, str]]:
 def _store_final(task: Task, report: dict[str, str]) -> None:
     """Store the final report state of a task that has children: they look for FINAL_KEY before they edit its
     comment (the runner stores the same state again when the report returns)."""
-    from agent_machine.store import tasks
-
     try:
         tasks.set_fields(task.task_id, report=report)
     except Exception:  # the re-check still runs; the runner stores the same state when the report returns
@@ -257,8 +254,6 @@ def _edit(
 def _refresh_parent(child: Task, report: dict[str, str], within_seconds: float | None) -> dict[str, str]:
     """A delegated task that ended edits its parent's sticky comment (which lists its children) if the parent
     ended first; otherwise the parent's own last edit lists it. Failures are kept in the child's report."""
-    from agent_machine.store import tasks
-
     reporting = reporting_settings()
     if not reporting.report_back or not child.parent_task_id:
         return report

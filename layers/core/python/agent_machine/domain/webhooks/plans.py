@@ -9,11 +9,13 @@ attribute_not_exists(task_id) guard fails.
 
 from __future__ import annotations
 
+from agent_machine.domain import submission
 from agent_machine.domain.agents import EXECUTOR, PLANNING
 from agent_machine.domain.webhooks.decisions import derived_task_id
 from agent_machine.domain.webhooks.errors import NotApprovable
 from agent_machine.domain.webhooks.prompts import Quoted, build_prompt
 from agent_machine.models import Task, TaskStatus
+from agent_machine.store import tasks
 
 # The plan was written by the planning agent from untrusted issue text, and a human approved running it, not
 # every sentence in it: it is the task's scope, checked against the code, never instructions above the rules.
@@ -30,16 +32,12 @@ ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.COMPLETED)
 
 def latest_plan(session_id: str) -> Task | None:
     """The newest completed planning task with a plan in the session, if any."""
-    from agent_machine.store import tasks
-
     page = tasks.list_tasks(session_id=session_id, agent=PLANNING, status=TaskStatus.COMPLETED, limit=10)
     return next((t for t in page.items if t.plan), None)
 
 
 def executor_task_id(planning: Task) -> str:
     """The id the next executor of this plan gets; NotApprovable if it cannot be approved (now)."""
-    from agent_machine.store import tasks
-
     if planning.agent != PLANNING:
         raise NotApprovable(f"task {planning.task_id} is a {planning.agent} task, not a planning task")
     if planning.status != TaskStatus.COMPLETED:
@@ -86,9 +84,6 @@ def executor_title(planning: Task) -> str:
 def approve(task_id: str, *, actor: str) -> Task:
     """The dashboard's approval: an executor task (child of the planning task, same session) with its plan.
     Raises LookupError for an unknown task, NotApprovable (409), submission.EnqueueFailed."""
-    from agent_machine.domain import submission
-    from agent_machine.store import tasks
-
     planning = tasks.get(task_id)
     if planning is None:
         raise LookupError(task_id)
