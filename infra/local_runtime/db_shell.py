@@ -11,6 +11,12 @@ import json
 import os
 from typing import Any
 
+from agent_machine.models import TaskStatus
+from agent_machine.store import costs as cost_store
+from agent_machine.store import output as output_store
+from agent_machine.store import sessions as session_store
+from agent_machine.store import tasks as task_store
+
 from local_runtime.template import ROOT
 
 
@@ -30,11 +36,6 @@ def _attach() -> str:
 
 def main() -> None:
     where = _attach()
-    from agent_machine.models import TaskStatus
-    from agent_machine.store import costs as cost_store
-    from agent_machine.store import output as output_store
-    from agent_machine.store import sessions as session_store
-    from agent_machine.store import tasks as task_store
 
     def tasks(status: str | None = None, limit: int = 20) -> None:
         page = task_store.list_tasks(status=TaskStatus(status) if status else None, limit=limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -18,8 +19,6 @@ ACCESS_KEY_ENV = "LOCAL_EMULATOR_ACCESS_KEY_ID"  # read by moto_main: the only a
 
 def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
-        import ctypes
-
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from local_runtime.template import TEMPLATE_PATH, Resolver, load, task_definitions
+from local_runtime.template import TEMPLATE_PATH, Resolver, functions, load, task_definitions
 
 # Template parameters that follow an environment variable locally (the README's configuration table).
 PARAMETER_ENV = {
@@ -279,8 +279,6 @@ def stack_environment(out: Provisioned) -> dict[str, str]:
     """Every function's template environment merged: what in-process tests, benches and the runtime's own tools
     (requeue on restore, db-shell's runtime.json) configure themselves with. The runtime's functions each get
     only their own (function_env.py)."""
-    from local_runtime.template import functions
-
     env: dict[str, str] = {}
     for spec in functions(out.template):
         env.update(function_environment(out, spec.environment))

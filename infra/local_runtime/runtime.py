@@ -30,6 +30,9 @@ from typing import Any, TypeVar
 
 import boto3
 import uvicorn
+from agent_machine import aws
+from agent_machine import secrets as app_secrets
+from agent_machine.settings import STRONG_SECRETS, WeakSecret, get_settings, weak_secret_problem
 
 from local_runtime import sigv4
 from local_runtime.ecs import EcsAgent, keep_tasks_running
@@ -56,6 +59,12 @@ from local_runtime.template import (
     task_definitions,
 )
 from local_runtime.workers import DEFAULT_CONCURRENCY, STOP_GRACE_SECONDS, FunctionConfig, Processes, WorkerPools
+
+_new_event_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+with contextlib.suppress(ImportError):  # uvicorn's optional fast loop (its wheels are not built for every platform)
+    import uvloop
+
+    _new_event_loop = uvloop.new_event_loop
 
 T = TypeVar("T")
 _PR_SET_DUMPABLE = 4
@@ -279,9 +288,6 @@ class LocalMachine:
         if self.endpoint:
             env["AWS_ENDPOINT_URL"] = self.endpoint
         os.environ.update(env)
-        from agent_machine import aws
-        from agent_machine import secrets as app_secrets
-        from agent_machine.settings import get_settings
 
         get_settings.cache_clear()
         aws.reset_clients()
@@ -308,12 +314,7 @@ class LocalMachine:
     # --- the event loop -----------------------------------------------------------------------------------------
 
     def _start_loop(self) -> None:
-        try:
-            import uvloop
-
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        except ImportError:
-            loop = asyncio.new_event_loop()
+        loop = _new_event_loop()
         self.loop = loop
 
         def run() -> None:
@@ -585,8 +586,6 @@ def _not_dumpable() -> None:
 def _refuse_weak_secrets(api_token: str) -> None:
     """Before anything starts: the API token (given or kept in the data folder) and the webhook secrets of the
     environment must be long enough to resist guessing (the functions' settings refuse them too, later)."""
-    from agent_machine.settings import STRONG_SECRETS, WeakSecret, weak_secret_problem
-
     values = {name: os.environ.get(name) for name in STRONG_SECRETS} | {"API_TOKEN": api_token}
     problems = [p for p in (weak_secret_problem(name, value) for name, value in values.items()) if p]
     if weak_secret_problem("API_TOKEN", api_token):

@@ -10,6 +10,7 @@ by default the handler in the poller's own thread (tests of the mapping alone).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ class SqsEventSource:
             thread.join(timeout)
 
     def _poll(self) -> None:
-        import asyncio
-
         asyncio.set_event_loop(asyncio.new_event_loop())
         m = self.mapping
         while not self.stopping.is_set():

@@ -32,6 +32,8 @@ import traceback
 from collections.abc import Callable
 from typing import IO, Any
 
+from local_runtime.events import LambdaContext, new_log_stream_name
+
 FRAME = struct.Struct(">I")
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -103,8 +105,6 @@ class _InitError(Exception):
 
 
 def serve(requests: IO[bytes], answers: IO[bytes]) -> int:
-    from local_runtime.events import LambdaContext, new_log_stream_name
-
     init = read_frame(requests)
     if not isinstance(init, dict) or "init" not in init:
         return 0
