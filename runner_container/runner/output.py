@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,31 +111,41 @@ class Delivery:
     pusher: Pusher = field(default_factory=Pusher)
     clock: Callable[[], float] = time.monotonic
     _cache: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+    # The push and store threads may both find the list expiring: one looks it up, the other uses its answer.
+    _lookup: threading.Lock = field(default_factory=threading.Lock)
     stored_seq: int = 0
     posts: int = 0
     failures: int = 0
 
+    def _expires_within(self, key: str, ahead: float) -> bool:
+        cached = self._cache.get(key)
+        return cached is None or self.clock() - cached[0] > config.SUBSCRIBER_CACHE_SECONDS - ahead
+
+    def _look_up(self, topics: Sequence[str], key: str) -> None:
+        self._cache[key] = (self.clock(), frozenset(connections.subscribers(list(topics))))
+
     def subscribers(self, topics: Sequence[str], *, fresh: bool = False) -> frozenset[str]:
         key = ",".join(topics)
-        now = self.clock()
-        cached = self._cache.get(key)
-        if fresh or cached is None or now - cached[0] > config.SUBSCRIBER_CACHE_SECONDS:
-            cached = (now, frozenset(connections.subscribers(list(topics))))
-            self._cache[key] = cached
-        return cached[1] - self.pusher.gone
+        if fresh or self._expires_within(key, 0.0):
+            with self._lookup:
+                if fresh or self._expires_within(key, 0.0):
+                    self._look_up(topics, key)
+        return self._cache[key][1] - self.pusher.gone
 
     def refresh_subscribers(self, *, ahead: float) -> None:
-        """Re-read the watchers now if the cached list expires within `ahead` seconds (run beside a store, so the
-        push that follows does not wait for the lookup)."""
+        """Re-read the watchers now if the cached list expires within `ahead` seconds (run beside a push, so the
+        next push does not wait for the lookup)."""
         if not self.pusher.endpoint_url:
             return
-        key = ",".join(topics_for(self.task))
-        cached = self._cache.get(key)
-        if cached is None or self.clock() - cached[0] > config.SUBSCRIBER_CACHE_SECONDS - ahead:
-            try:
-                self._cache[key] = (self.clock(), frozenset(connections.subscribers(topics_for(self.task))))
-            except Exception:
-                get_logger().exception("could not look up subscribers")
+        topics = topics_for(self.task)
+        key = ",".join(topics)
+        if self._expires_within(key, ahead):
+            with self._lookup:
+                if self._expires_within(key, ahead):
+                    try:
+                        self._look_up(topics, key)
+                    except Exception:
+                        get_logger().exception("could not look up subscribers")
 
     def deliver(self, events: list[TaskEvent], size_hint: int | None = None) -> None:
         """Store, then push (both stages at once)."""
