@@ -1,7 +1,8 @@
 """RunnerFunction: the SQS event source hands over one task message (BatchSize 1) per invocation.
 
-Returns `{"batchItemFailures": [...]}` (ReportBatchItemFailures): a message that should come back (its session
-is busy, or something failed before the run) is listed; every other message is deleted by the event source.
+Returns `{"batchItemFailures": [...]}` (ReportBatchItemFailures, Powertools' BatchProcessor): a message that should
+come back (its session is busy, or something failed before the run) is listed (its record handler raises
+ComesBack); every other message is deleted by the event source.
 
 SIGTERM: Lambda sends it before it shuts an execution environment down (when an extension is registered). A run in
 progress is interrupted (its CLI gets SIGINT and writes its result) and booked `stopped` with its cost, as the
@@ -19,10 +20,12 @@ from typing import Any
 
 from agent_machine import queue
 from agent_machine.observability import get_logger, quiet_noisy_loggers
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runner import config
 from runner.cli import harden_runner_process
-from runner.orchestrator import Disposition, Message, flush_metrics, handle, retry_soon
+from runner.orchestrator import Disposition, Message, flush_metrics, handle, process_batch, retry_soon
 from runner.run import active_runs, interrupt_all, stopping
 
 quiet_noisy_loggers()
@@ -45,47 +48,50 @@ if threading.current_thread() is threading.main_thread():  # (only the main thre
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def _message(record: dict[str, Any]) -> Message:
-    attributes = record.get("attributes") or {}
+class ComesBack(Exception):
+    """The message is to come back (a batch item failure): it was not started here, or it was put back."""
+
+
+def _message(record: SQSRecord) -> Message:
     return Message(
-        task_id=queue.parse_body(record.get("body") or ""),
-        message_id=str(record.get("messageId", "")),
-        receipt_handle=record.get("receiptHandle"),
-        receive_count=int(attributes.get("ApproximateReceiveCount", "1") or 1),
+        task_id=queue.parse_body(record.body),
+        message_id=record.message_id,
+        receipt_handle=record.receipt_handle,
+        receive_count=int(record.attributes.approximate_receive_count or 1),
     )
+
+
+def _record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    """One task message; raises ComesBack for a message that should be received again."""
+    log = get_logger()
+    if stopping() is not None:
+        raise ComesBack("the environment is shutting down: another one takes the message")
+    try:
+        msg = _message(record)
+    except ValueError as exc:
+        log.error("not a task message: dropping it", extra={"message_id": record.message_id, "error": str(exc)})
+        return
+    try:
+        disposition = handle(
+            msg,
+            run_mode="lambda",
+            request_id=lambda_context.aws_request_id,
+            seconds_left=lambda: lambda_context.get_remaining_time_in_millis() / 1000,
+        )
+    except Exception:
+        log.exception("handling the task failed; it will be retried", extra={"task_id": msg.task_id})
+        disposition = retry_soon(msg, 10)
+    if disposition is Disposition.RETRY:
+        raise ComesBack(f"task {msg.task_id} comes back")
 
 
 @get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _invocations
-    log = get_logger()
-    failures: list[dict[str, str]] = []
-    request_id = getattr(context, "aws_request_id", None)
     with _invocations_lock:
         _invocations += 1
     try:
-        for record in event.get("Records", []):
-            message_id = str(record.get("messageId", ""))
-            if stopping() is not None:
-                failures.append({"itemIdentifier": message_id})  # not started here: another environment takes it
-                continue
-            try:
-                msg = _message(record)
-            except ValueError as exc:
-                log.error("not a task message: dropping it", extra={"message_id": message_id, "error": str(exc)})
-                continue
-            try:
-                disposition = handle(
-                    msg,
-                    run_mode="lambda",
-                    request_id=request_id,
-                    seconds_left=lambda: context.get_remaining_time_in_millis() / 1000,
-                )
-            except Exception:
-                log.exception("handling the task failed; it will be retried", extra={"task_id": msg.task_id})
-                disposition = retry_soon(msg, 10)
-            if disposition is Disposition.RETRY:
-                failures.append({"itemIdentifier": message_id})
+        return process_batch(event, _record_handler, context)
     finally:
         with _invocations_lock:
             _invocations -= 1
@@ -93,4 +99,3 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # The cold start and this first invocation made the environment's long-lived state: frozen once, so later
         # full garbage collections do not walk it in the middle of a run's output.
         config.freeze_warm_state()
-    return {"batchItemFailures": failures}

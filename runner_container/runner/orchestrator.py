@@ -47,6 +47,8 @@ from agent_machine.observability import get_logger, get_metrics
 from agent_machine.settings import get_settings
 from agent_machine.store import sessions, tasks
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch import EventType as BatchEventType
 
 from runner import config, fargate
 from runner.output import last_stored_seq, lifecycle_event, publish
@@ -92,6 +94,19 @@ def flush_metrics() -> None:
     metrics = get_metrics()
     if metrics.metric_set:
         metrics.flush_metrics()
+
+
+def process_batch(event: dict[str, Any], record_handler: Callable[..., None], context: Any) -> dict[str, Any]:
+    """An SQS event through Powertools' BatchProcessor: the answer (ReportBatchItemFailures) names the records
+    whose handler raised; the event source deletes the others."""
+    if not event.get("Records"):  # (never sent by the event source; Powertools would refuse it)
+        return {"batchItemFailures": []}
+    # A processor per invocation: it keeps the batch's state, and the local runtime may run invocations side by
+    # side on threads of one process. A batch that fails whole (a batch of one put back) must still be an answer
+    # naming its records, not the BatchProcessingError Powertools raises by default.
+    processor = BatchProcessor(event_type=BatchEventType.SQS, raise_on_entire_batch_failure=False)
+    answer = process_partial_response(event, record_handler, processor, context)
+    return {"batchItemFailures": list(answer["batchItemFailures"])}
 
 
 def is_stale(task: Task) -> bool:
