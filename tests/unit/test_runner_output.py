@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 from agent_machine import redaction
 from agent_machine.models import EventType, Task, TaskEvent
+from agent_machine.push import Pusher
 from agent_machine.redaction import MARK, Redactor
+from agent_machine.store import connections
 from runner import config
+from runner import output as output_module
 from runner.machine_mcp import Server
 from runner.orchestrator import run_coroutine
 from runner.output import Clock, Delivery, EventStream, encode_event
@@ -279,6 +282,34 @@ def test_the_reader_waits_while_too_much_is_not_stored_and_resumes_once_it_is(
 
     run_stream(fast_writer, gate=gate, delay=0)
     assert seen == {"blocked": True, "waiting": True, "resumed": True}
+
+
+def test_the_push_and_store_threads_look_the_subscribers_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both threads find the list missing (or expiring) at once: one Query, whose answer both use."""
+    looked_up: list[list[str]] = []
+    inside = threading.Event()
+    proceed = threading.Event()
+
+    def slow_lookup(topics: list[str]) -> list[str]:
+        looked_up.append(topics)
+        inside.set()
+        assert proceed.wait(60)
+        return ["c1"]
+
+    monkeypatch.setattr(connections, "subscribers", slow_lookup)
+    task = Task(session_id="s", prompt="p")
+    delivery = Delivery(task, pusher=Pusher(endpoint_url="http://127.0.0.1:9"))
+    found: list[frozenset[str]] = []
+    refresher = threading.Thread(target=delivery.refresh_subscribers, kwargs={"ahead": 0.04})
+    refresher.start()
+    assert inside.wait(60)  # the store thread's lookup is in flight
+    pusher = threading.Thread(target=lambda: found.append(delivery.subscribers(output_module.topics_for(task))))
+    pusher.start()
+    proceed.set()
+    refresher.join(60)
+    pusher.join(60)
+    assert found == [frozenset({"c1"})]
+    assert looked_up == [output_module.topics_for(task)]
 
 
 def test_event_timestamps_are_formatted_once_a_millisecond() -> None:
