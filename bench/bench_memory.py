@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import start_machine  # noqa: E402
+
 TERMINAL = {"completed", "failed", "stopped"}
 
 
@@ -248,8 +250,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--no-persist", action="store_true", help="no state file (isolates the autosave's share)")
     args = parser.parse_args(argv)
-
-    from tests.e2e.conftest import start_machine
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp_name:
         tmp = Path(tmp_name)

@@ -71,10 +71,9 @@ from agent_machine.settings import get_settings  # noqa: E402
 from agent_machine.store import connections, tasks  # noqa: E402
 from local_runtime.emulator import MotoServer, start_moto  # noqa: E402
 from local_runtime.events import LambdaContext, sqs_event  # noqa: E402
+from local_runtime.harness import receive_task_message as receive  # noqa: E402
 from local_runtime.provision import Provisioned, provision, stack_environment  # noqa: E402
 from runner import lambda_handler, output, run  # noqa: E402
-
-from tests.integration.runner_support import receive  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
 

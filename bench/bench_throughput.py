@@ -44,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import BENCH_SECRETS, FAKE_CLAUDE, start_machine  # noqa: E402
+
 SAMPLE = ROOT.parent / "shared" / "webhooks" / "github" / "issue_comment__created.json"
-FAKE_CLAUDE = ROOT / "tests" / "fakes" / "fake_claude.py"
 LINE_TEXT = re.compile(r"^line (\d+) of (\d+)$")
 
 # The CLI the runner spawns for this benchmark: the fake itself (exec) unless the prompt carries a stamp id;
@@ -312,9 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="2", help="MAX_CONCURRENT_TASKS of the runtime")
     args = parser.parse_args(argv)
 
-    from tests.conftest import TEST_SECRETS
-    from tests.e2e.conftest import start_machine
-
     with tempfile.TemporaryDirectory(prefix="bench-runlocal-") as tmp_name:
         tmp = Path(tmp_name)
         tmp.chmod(0o711)  # the CLI's user passes through to the relay and the stamps, lists nothing
@@ -340,14 +338,14 @@ def main(argv: list[str] | None = None) -> int:
             lag = measure_lag(machine, stamps, bursts=args.bursts, lines=args.lines)
             throughput = measure_throughput(
                 machine.port,
-                TEST_SECRETS["GITHUB_WEBHOOK_SECRET"],
+                BENCH_SECRETS["GITHUB_WEBHOOK_SECRET"],
                 clients=args.clients,
                 seconds=args.seconds,
                 warmup=args.warmup,
             )
             ignored = measure_throughput(
                 machine.port,
-                TEST_SECRETS["GITHUB_WEBHOOK_SECRET"],
+                BENCH_SECRETS["GITHUB_WEBHOOK_SECRET"],
                 clients=args.clients,
                 seconds=args.ignored_seconds,
                 warmup=1.0,

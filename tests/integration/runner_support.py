@@ -20,10 +20,13 @@ from agent_machine.domain import submission
 from agent_machine.models import RepoContext, Task
 from agent_machine.settings import get_settings
 from agent_machine.store import tasks
+from local_runtime import harness
 from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
 from runner import lambda_handler
 from runner.run import active_runs
+
+receive = harness.receive_task_message  # the task's queue message, as the event source would get it
 
 
 def submit(
@@ -38,22 +41,6 @@ def submit(
     if repo is not None:
         task = task.model_copy(update={"repo": repo})
     return submission.submit(task, session).task
-
-
-def receive(task_id: str, *, timeout: float = 10.0) -> dict[str, Any]:
-    """The queue message of a task (other messages — watchdog copies, other tasks' — are left alone)."""
-    sqs = aws.sqs()
-    url = get_settings().task_queue_url
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        resp = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, AttributeNames=["All"], VisibilityTimeout=30
-        )
-        for msg in resp.get("Messages", []):
-            if json.loads(msg["Body"]).get("task_id") == task_id:
-                return dict(msg)
-            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"], VisibilityTimeout=0)
-    raise AssertionError(f"no queue message for task {task_id}")
 
 
 def invoke(stack: Provisioned, message: dict[str, Any], *, timeout_seconds: int = 120) -> dict[str, Any]:
