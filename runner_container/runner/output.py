@@ -15,9 +15,9 @@ batch is taken once that push is done. The store stage writes, in order, everyth
 (the copy a replay reads), beside the pushes: a line's frame never waits for a PutItem, and a slow write
 makes fewer, bigger writes instead of slowing the pushes. (A store that fails is logged and the batch is pushed
 anyway, as before; a reconnecting client holding more than was stored keeps what it has.) The terminal event is
-the exception: stored before the task is booked, pushed only after. Subscribers of `session#<id>` and
-`task#<id>` get everything; subscribers of `all` (dashboards' task lists) get the lifecycle events only. The
-subscriber list is cached for at most SUBSCRIBER_CACHE_SECONDS and read only when there is something to push.
+the exception: stored before the task is booked, pushed only after. Who gets what (topics, fan-out) is
+`agent_machine.domain.publishing.publish`, given this module's cached subscriber lookup: the list is cached
+for at most SUBSCRIBER_CACHE_SECONDS and read only when there is something to push.
 Connections that answer 410 are dropped (push.Pusher). Reading the CLI never waits on AWS, unless
 MAX_PENDING_BYTES are waiting (not taken yet, or not stored yet: then the CLI's pipe fills and it waits: memory
 stays bounded).
@@ -35,22 +35,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent_machine.models import ALL_TASKS_TOPIC, EventType, Task, TaskEvent, iso
+from agent_machine.domain import publishing
+from agent_machine.domain.publishing import topics_for
+from agent_machine.models import EventType, Task, TaskEvent, iso
 from agent_machine.observability import get_logger
-from agent_machine.push import Pusher, frames
+from agent_machine.push import Pusher
 from agent_machine.store import connections, output
 from pydantic_core import PydanticSerializationError
 
 from runner import config
 
-LIFECYCLE = frozenset({EventType.CREATED, EventType.STARTED, EventType.COMPLETED, EventType.FAILED, EventType.STOPPED})
 # Below this many bytes (the lines' sizes, with room for the event envelopes) a flush is one item: no need to
 # serialise it twice to find out how to split it.
 _ONE_CHUNK_BYTES = output.MAX_CHUNK_BYTES // 2
-
-
-def topics_for(task: Task) -> list[str]:
-    return [f"session#{task.session_id}", f"task#{task.task_id}"]
 
 
 def encode_event(event: TaskEvent) -> str:
@@ -176,31 +173,15 @@ class Delivery:
     def push(self, events: list[TaskEvent], texts: list[str] | None = None, *, fresh: bool = False) -> None:
         """`fresh`: look the subscribers up now, not from the cache (the last push: whoever subscribed in the
         last second gets the end too)."""
-        if not events or not self.pusher.endpoint_url:
-            return  # no WebSocket API configured: nothing to push to (and no subscriber lookups)
-        try:
-            watchers = self.subscribers(topics_for(self.task), fresh=fresh)
-            lifecycle = [e for e in events if e.type in LIFECYCLE]
-            dashboards = self.subscribers([ALL_TASKS_TOPIC], fresh=fresh) - watchers if lifecycle else frozenset()
-        except Exception:
-            self.failures += 1
-            get_logger().exception("could not look up subscribers")
-            return
-        if watchers:
-            self._push(watchers, frames(events, texts=texts))
-        if dashboards:
-            self._push(dashboards, frames(lifecycle))
-
-    def _push(self, connection_ids: frozenset[str], payloads: list[bytes]) -> None:
-        """The same frames to every connection (framed once)."""
-        for connection_id in sorted(connection_ids):
-            before = self.pusher.calls
-            try:
-                self.pusher.send_frames(connection_id, payloads)
-            except Exception as exc:  # one broken connection must not stop the others
-                self.failures += 1
-                get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})
-            self.posts += self.pusher.calls - before
+        sent = publishing.publish(
+            self.task,
+            events,
+            texts=texts,
+            pusher=self.pusher,
+            lookup=lambda topics: self.subscribers(topics, fresh=fresh),
+        )
+        self.posts += sent.posts
+        self.failures += sent.failures
 
 
 class EventStream:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from agent_machine import queue
+from agent_machine.domain import publishing
 from agent_machine.models import (
-    ALL_TASKS_TOPIC,
     EventType,
     Session,
     Task,
@@ -19,8 +19,7 @@ from agent_machine.models import (
     WebhookDelivery,
 )
 from agent_machine.observability import get_logger
-from agent_machine.push import Pusher, frames
-from agent_machine.store import connections, output, tasks
+from agent_machine.store import output, tasks
 from agent_machine.store.errors import Guard, Refused
 from agent_machine.store.events import SourceClaim
 
@@ -179,7 +178,7 @@ def _mark_failed(task_id: str) -> None:
 def announce_created(task: Task) -> None:
     """Push a submitted task's task.created event to its watchers and to dashboards watching all tasks (chat:
     someone is watching; webhooks skip it to keep their ack path short). Best effort."""
-    _push_lifecycle(task, created_event(task))
+    publishing.publish(task, [created_event(task)])
 
 
 def publish_stopped(task: Task) -> None:
@@ -206,23 +205,4 @@ def publish_stopped(task: Task) -> None:
     except Exception:
         get_logger().exception("could not publish task.stopped", extra={"task_id": task.task_id})
         return
-    _push_lifecycle(task, event)
-
-
-def _push_lifecycle(task: Task, event: TaskEvent) -> None:
-    """Push one lifecycle event (only when a WebSocket API is configured and someone watches)."""
-    pusher = Pusher()
-    if not pusher.endpoint_url:
-        return
-    try:
-        watchers = connections.subscribers([f"session#{task.session_id}", f"task#{task.task_id}"])
-        dashboards = connections.subscribers([ALL_TASKS_TOPIC]) - watchers
-    except Exception:
-        get_logger().exception("could not look up subscribers", extra={"task_id": task.task_id})
-        return
-    payloads = frames([event])
-    for connection_id in sorted(watchers | dashboards):
-        try:
-            pusher.send_frames(connection_id, payloads)
-        except Exception as exc:  # one broken connection must not stop the others
-            get_logger().warning("push failed", extra={"connection_id": connection_id, "error": repr(exc)})
+    publishing.publish(task, [event])
