@@ -15,6 +15,8 @@ print. Nor can it read the runner's own environment through
 The process tree: the real CLI starts each Bash command in a session of its own, out of reach of a signal to the
 CLI's group. The runner is therefore a child subreaper (such orphans are re-parented to it), and `descendants`
 / `kill_processes` find, kill and reap everything a run left behind (/proc, standard library only).
+Decision (issue 12, measured): the standard library's /proc walk (1.2 ms for 97 processes) over psutil (3.1 ms,
+plus a 30 ms import and a new dependency in the image).
 """
 
 from __future__ import annotations
