@@ -3,7 +3,7 @@
     uv run python bench/bench_redaction.py [--repeat 20] [--out bench/results/redaction.json]
 
 The lines are the fake CLI's real output for `[[lines:2000]]` (a subprocess, stream-json). Each round parses all of
-them the way `run.pump_stdout` does, with and without a Redactor built from a realistic set of secrets (API
+them the way `execution.pump_stdout` does, with and without a Redactor built from a realistic set of secrets (API
 token, three webhook secrets, GitHub, Jira and Sentry tokens, an Anthropic key, the AWS role's secret key and
 session token, five dynamic webhook secrets: every form of each, ~200 patterns). Rounds alternate, medians are
 reported (and the best round of each, less exposed to a busy machine): microseconds per line without and with

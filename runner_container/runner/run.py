@@ -1,59 +1,36 @@
-"""One run of the CLI for a task this runner has claimed: prepare, spawn, stream, control, book.
+"""One run of the CLI for a task this runner has claimed, from its claim to its booked end: prepare (workspace,
+clone, the session's transcript, the model proxy, the machine's MCP bridge), spawn and stream the CLI
+(runner/execution.py) under the run's controller (runner/controller.py: heartbeat, stop, deadline, signals),
+decide the outcome (runner/results.py), save the transcript, then book it and report it (runner/booking.py).
 
-Control: a watch loop beats the task's heartbeat every HEARTBEAT_SECONDS; the same write tells it whether a
-stop was requested (or whether the task was taken from it). A stop, the deadline (task timeout, or Lambda's
-remaining time minus a safety margin) or a shutdown sends SIGINT to the CLI's process group — the CLI then
-writes a final result with the cost so far — and SIGKILL after STOP_GRACE_SECONDS. When the CLI has exited,
-whatever is left of it is killed too: its process group, and every descendant, even one in a session of its own
-(the real CLI runs each Bash command so). The runner is a child subreaper, so such orphans come back to it; they
-are recognised by the run's marker in their environment (cli.RUN_MARKER) or by having been seen below the CLI.
-
-Booking: the transcript goes to S3 first (what the next message resumes; not if the task was lost to another
-runner), then the terminal event is stored, then `lifecycle.finish` books status, result, cost, usage and
-last_seq (the terminal event's) in one conditional transaction (never twice), then the terminal event is pushed.
+The transcript goes to S3 first (what the next message resumes; not if the task was lost to another runner), then
+the run is booked; a run lost to another runner, or finished elsewhere, is neither booked nor reported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
-import re
-import signal
-import subprocess
-import threading
 import time
-import uuid
-from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from agent_machine import redaction, secrets
+from agent_machine import secrets
 from agent_machine.domain import agents as agent_registry
-from agent_machine.domain import lifecycle
 from agent_machine.models import AgentSpec, EventType, Task, TaskStatus
-from agent_machine.observability import get_logger, get_metrics
+from agent_machine.observability import get_logger
 from agent_machine.settings import get_settings
-from agent_machine.store import sessions, tasks
-from aws_lambda_powertools.metrics import MetricUnit
+from agent_machine.store import sessions
 
-from runner import cli, config, model_proxy, publish, sandbox, transcripts, workspace
+from runner import booking, cli, config, controller, model_proxy, publish, sandbox, transcripts, workspace
+from runner.controller import Controller
 from runner.delegation import Delegation
+from runner.execution import execute, finished_before, lost_conversation, without_resume
 from runner.mcp_bridge import Bridge
 from runner.output import EventStream
-from runner.results import Interruption, Outcome, Prior, RunState, clip, decide, interruption_status
-from runner.stream import Parsed, RawLine, parse_line, read_lines, redact_raw
-
-MAX_PLAN_IN_PROMPT = 60 * 1024  # one argv string may not exceed 128 KB (Linux MAX_ARG_STRLEN)
-
-TERMINAL_EVENT = {
-    TaskStatus.COMPLETED: EventType.COMPLETED,
-    TaskStatus.FAILED: EventType.FAILED,
-    TaskStatus.TIMED_OUT: EventType.FAILED,
-    TaskStatus.STOPPED: EventType.STOPPED,
-}
+from runner.plan_file import read_plan
+from runner.prompting import system_prompt_addition
+from runner.results import Outcome, Prior, RunState, clip, decide, interruption_status
 
 
 @dataclass(frozen=True)
@@ -62,281 +39,6 @@ class RunOptions:
     run_mode: str
     deadline: float  # time.monotonic() by which the CLI is interrupted
     timeout_detail: str = ""
-
-
-# --------------------------------------------------------------------------------------------------- control
-
-_active: dict[str, Controller] = {}
-_active_lock = threading.Lock()
-_stopping: Interruption | None = None  # the process is shutting down: every run is interrupted, also later ones
-
-
-def active_runs() -> dict[str, Controller]:
-    with _active_lock:
-        return dict(_active)
-
-
-def stopping() -> Interruption | None:
-    """Why this process is shutting down (interrupt_all), or None."""
-    return _stopping
-
-
-def interrupt_all(reason: Interruption) -> int:
-    """Interrupt every run of this process (its CLI gets SIGINT, the run is booked as stopped with its cost), and
-    every run that starts here from now on, before its CLI (the process is going away: SIGTERM). Safe in a signal
-    handler (no lock is taken: it may interrupt the thread holding one). Returns how many runs were interrupted."""
-    global _stopping
-    _stopping = reason
-    runs = list(_active.values())  # a copy made by one C call: atomic under the GIL
-    for controller in runs:
-        controller.request(reason)
-    return len(runs)
-
-
-class Controller:
-    """Heartbeat, stop, deadline and signals for one run, from its claim to the CLI's exit.
-
-    `request` may be called from any thread. Before the CLI is spawned an interruption sets `interrupted` (the
-    preparation is cancelled); once it runs, SIGINT goes to its process group, SIGKILL after the grace period.
-    """
-
-    def __init__(self, task: Task, opts: RunOptions, events: EventStream) -> None:
-        self.task = task
-        self.opts = opts
-        self.events = events
-        self.loop = asyncio.get_running_loop()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.interruption: Interruption | None = None
-        self.interrupted = asyncio.Event()
-        self.interrupted_at: float | None = None  # when SIGINT was sent
-        self.interruption_requested_at: float | None = None
-        self.killed = False
-        self.heartbeats = 0
-        self.lease_renew_at = time.monotonic()  # the first beat renews it (a takeover takes it there too)
-        # What the CLI's environment carries (cli.RUN_MARKER): how what it left behind is recognised.
-        self.run_marker = f"{cli.RUN_MARKER}={task.task_id}.{uuid.uuid4().hex[:12]}"
-        self.seen_descendants: set[cli.ProcessId] = set()
-
-    def request(self, reason: Interruption) -> None:
-        self.loop.call_soon_threadsafe(self.interrupt, reason)
-
-    def attach(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        if self.interruption is not None:
-            self.interrupt(self.interruption)
-
-    def interrupt(self, reason: Interruption) -> None:
-        if self.interruption is None:
-            self.interruption = reason
-            self.interruption_requested_at = time.monotonic()
-            self.interrupted.set()
-            get_logger().info("interrupting the run", extra={"reason": reason, "task_id": self.task.task_id})
-        if self.proc is not None and self.proc.returncode is None and self.interrupted_at is None:
-            self.interrupted_at = time.monotonic()
-            self.signal(signal.SIGINT)
-
-    def signal(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)  # start_new_session: the process group id is the CLI's pid
-
-    def kill_group(self) -> None:
-        """SIGKILL the CLI's process group and every other descendant: the real CLI runs each Bash command in a
-        session of its own, out of the group's reach (orphans are re-parented to this subreaper runner)."""
-        if self.proc is None:
-            return
-        # Looked up before the group is killed: a killed process no longer shows its environment (the marker).
-        left = cli.descendants(self.proc.pid, marker=self.run_marker, known=self.seen_descendants)
-        self.signal(signal.SIGKILL)
-        if left:
-            killed = cli.kill_processes(left)
-            if killed:
-                get_logger().info("killed what the CLI left behind", extra={"processes": killed})
-
-    def note_descendants(self) -> None:
-        """Remember the CLI's descendants while it runs, so they are still found once it has exited."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.seen_descendants |= cli.descendants(self.proc.pid)
-
-    async def watch(self) -> None:
-        """Runs until cancelled (once the CLI has exited): beats, enforces the deadline and the grace period."""
-        next_beat = time.monotonic() + config.HEARTBEAT_SECONDS
-        while True:
-            now = time.monotonic()
-            running = self.proc is not None and self.proc.returncode is None
-            grace_over = self.interrupted_at is not None and now - self.interrupted_at >= config.STOP_GRACE_SECONDS
-            if running and grace_over and not self.killed:
-                get_logger().warning("the CLI ignored SIGINT: killing its process group")
-                self.killed = True
-                await asyncio.to_thread(self.kill_group)
-            if now >= self.opts.deadline:
-                self.interrupt("timeout")
-            if now >= next_beat:
-                next_beat = now + config.HEARTBEAT_SECONDS
-                await self.beat()
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.note_descendants)
-            await asyncio.sleep(min(0.1, max(0.01, next_beat - time.monotonic())))
-
-    async def beat(self) -> None:
-        try:
-            current = await asyncio.to_thread(
-                tasks.heartbeat, self.task.task_id, self.opts.runner_id, self.events.stored_seq
-            )
-        except Exception as exc:  # a blip must not end the run; the next beat tries again
-            get_logger().warning("heartbeat failed", extra={"error": repr(exc)})
-            return
-        self.heartbeats += 1
-        if current is None:
-            get_logger().warning("the task is no longer ours (finished or taken over elsewhere)")
-            self.interrupt("lost")
-            return
-        if current.stop_requested:
-            self.interrupt("stop")
-        if time.monotonic() >= self.lease_renew_at:
-            await self.renew_lease()
-
-    async def renew_lease(self) -> None:
-        """Keep the session's lease (one running task per session) a few beats ahead of its expiry."""
-        try:
-            kept = await asyncio.to_thread(
-                sessions.take_lease,
-                self.task.session_id,
-                self.task.task_id,
-                self.opts.runner_id,
-                seconds=config.SESSION_LEASE_SECONDS,
-            )
-        except Exception as exc:  # the next beat tries again, well before the lease expires
-            get_logger().warning("could not renew the session's lease", extra={"error": repr(exc)})
-            return
-        self.lease_renew_at = time.monotonic() + config.SESSION_LEASE_RENEW_SECONDS
-        if not kept:
-            # Only after beats failed for the whole lease: another task of the session may be running now.
-            get_logger().error("the session's lease passed to another task while this one ran")
-
-
-# --------------------------------------------------------------------------------------------------- streaming
-
-
-def output_payload(parsed: Parsed) -> dict[str, Any] | None:
-    """A task.output payload: {"kind", "data"} for JSON lines, {"kind": "text", "text"} for others; lines too big
-    for one stored event become a truncated preview."""
-    raw = parsed.raw
-    if parsed.obj is not None and raw.size <= config.MAX_EVENT_BYTES:
-        return {"kind": parsed.kind, "data": parsed.obj}
-    if parsed.obj is None and not raw.data.strip():
-        return None
-    if raw.size <= config.MAX_EVENT_BYTES and parsed.text is not None:
-        return {"kind": "text", "text": parsed.text}
-    preview = raw.data[: config.PREVIEW_BYTES].decode("utf-8", errors="ignore")
-    return {"kind": parsed.kind, "text": preview, "truncated": True, "bytes": raw.size}
-
-
-async def pump_stdout(stream: asyncio.StreamReader, state: RunState, events: EventStream) -> None:
-    # Redacted as read: output, frames, the result and errors are all built from the redacted line.
-    redactor = await asyncio.to_thread(redaction.current)
-    async for raw in read_lines(stream):
-        if redactor.age > redaction.MAX_AGE_SECONDS:
-            redactor = await asyncio.to_thread(redaction.current)
-        parsed = parse_line(raw, redactor)
-        if parsed.line is not None:
-            state.feed(parsed.line)
-        else:
-            state.text_lines += 1
-        payload = output_payload(parsed)
-        if payload is not None:
-            # The line's own (redacted) JSON text goes into the event as is: it is not encoded a second time.
-            data_json = parsed.json if "data" in payload else None
-            events.emit_output(payload, raw.size, data_json=data_json)
-        await events.wait_for_room()
-
-
-async def pump_stderr(stream: asyncio.StreamReader, tail: deque[str], events: EventStream) -> None:
-    redactor = await asyncio.to_thread(redaction.current)
-    async for raw in read_lines(stream, max_line=config.STDERR_LINE_BYTES):
-        if redactor.age > redaction.MAX_AGE_SECONDS:
-            redactor = await asyncio.to_thread(redaction.current)
-        text = _decode(redact_raw(raw, redactor))
-        if not text.strip():
-            continue
-        tail.append(text)
-        events.emit_output({"kind": "stderr", "text": text}, raw.size)
-        await events.wait_for_room()
-
-
-def _decode(raw: RawLine) -> str:
-    text = raw.data.decode("utf-8", errors="replace").rstrip("\r")
-    return text + " …" if raw.truncated else text
-
-
-@dataclass
-class Execution:
-    exit_code: int | None
-    stderr_tail: str
-
-
-async def execute(inv: cli.Invocation, controller: Controller, state: RunState, events: EventStream) -> Execution:
-    """Spawn the CLI and stream it until it exits (and its process group is gone)."""
-    proc = await cli.spawn(inv)
-    controller.attach(proc)
-    assert proc.stdout is not None and proc.stderr is not None
-    tail: deque[str] = deque(maxlen=config.STDERR_TAIL_LINES)
-    readers = {
-        asyncio.create_task(pump_stdout(proc.stdout, state, events)),
-        asyncio.create_task(pump_stderr(proc.stderr, tail, events)),
-    }
-    try:
-        code = await exited(proc)
-        _done, pending = await asyncio.wait(readers, timeout=config.DRAIN_SECONDS)
-        # whatever the run left behind (background commands, MCP servers)
-        await asyncio.to_thread(controller.kill_group)
-        if pending:
-            _done, pending = await asyncio.wait(pending, timeout=1.0)
-            for task in pending:
-                task.cancel()
-        for task in readers:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                get_logger().error("reading the CLI's output failed", exc_info=task.exception())
-    finally:
-        if proc.returncode is None:
-            controller.kill_group()
-        with contextlib.suppress(TimeoutError):  # pipes held by a process that left the group: do not hang
-            await asyncio.wait_for(proc.wait(), 1.0)
-    return Execution(code, "\n".join(tail))
-
-
-async def exited(proc: asyncio.subprocess.Process) -> int:
-    """The CLI's exit code as soon as it exits. Not `proc.wait()`: on Python 3.11 that also waits until every
-    process holding its stdout/stderr (a background command it started) has closed them."""
-    while proc.returncode is None:  # noqa: ASYNC110 - asyncio offers no exit event short of a custom protocol
-        await asyncio.sleep(0.02)
-    return proc.returncode
-
-
-def lost_conversation(state: RunState) -> bool:
-    """The CLI's answer to a --resume of a conversation it cannot find (claude-cli-protocol.md, Invocation)."""
-    result = state.result
-    return (
-        result is not None
-        and result.subtype == "error_during_execution"
-        and result.num_turns == 0
-        and "No conversation found" in result.error_text()
-    )
-
-
-def without_resume(inv: cli.Invocation) -> cli.Invocation:
-    """The same invocation as a fresh conversation (the prompt after `--` is left alone)."""
-    end = inv.args.index("--") if "--" in inv.args else len(inv.args)
-    args = list(inv.args)
-    for i in range(end - 1):
-        if args[i] == "--resume":
-            del args[i : i + 2]
-            break
-    return dataclasses.replace(inv, args=args, resume=None)
-
-
-# --------------------------------------------------------------------------------------------------- the run
 
 
 def anthropic_key() -> str | None:
@@ -357,97 +59,6 @@ def can_push(agent: AgentSpec) -> bool:
     return "Bash" in agent.allowed_tools and agent.permission_mode.value != "plan"
 
 
-MAX_CONTEXT_VALUE_CHARS = 300
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
-def one_line(value: object, max_chars: int = MAX_CONTEXT_VALUE_CHARS) -> str:
-    """A value from a webhook as one bounded line of the system prompt: control characters and line breaks
-    become spaces, so a crafted value cannot start a heading or an instruction of its own."""
-    text = " ".join(_LINE_BREAKING.sub(" ", str(value)).split())
-    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-
-
-def task_context(task: Task) -> str:
-    lines = [
-        "## This task on the agent machine",
-        f"- task id: {task.task_id} (agent: {task.agent}, source: {task.source.value}"
-        + (f" / {one_line(task.source_name)}" if task.source_name else "")
-        + ")",
-    ]
-    if task.parent_task_id:
-        lines.append(f"- delegated by task {task.parent_task_id} (depth {task.depth})")
-    repo = task.repo
-    if repo is not None:
-        if repo.full_name:
-            lines.append(
-                f"- repository: {one_line(repo.full_name)}"
-                + (f" at {one_line(repo.ref)}" if repo.ref else "")
-                + (" (cloned into the current folder)" if repo.clone_url else "")
-            )
-        for label, value in (
-            ("issue", repo.issue_number),
-            ("pull request", repo.pr_number),
-            ("issue URL", repo.issue_url),
-            ("Jira issue", repo.jira_issue_key),
-            ("Sentry issue", repo.sentry_url or repo.sentry_issue_id),
-        ):
-            if value:
-                lines.append(f"- {label}: {one_line(value)}")
-    text = "\n".join(lines)
-    if task.plan and task.agent != agent_registry.PLANNING and task.plan.strip() not in task.prompt:
-        text += "\n\n## The approved plan for this task\n\n" + (clip(task.plan, MAX_PLAN_IN_PROMPT) or "")
-    return text
-
-
-def system_prompt_addition(task: Task, agent: AgentSpec) -> str:
-    parts = [agent.instructions.strip()] if agent.instructions.strip() else []
-    parts.append(task_context(task))
-    return "\n\n".join(parts)
-
-
-def read_plan(ws: workspace.Workspace, *, written_since: float) -> str | None:
-    """A PLAN.md the run wrote: modified since `written_since` (wall clock) and not tracked by git (a cloned
-    repository's own PLAN.md is checked out before the CLI starts, but tracked)."""
-    for folder in (ws.cwd, ws.agent_dir):
-        path = folder / "PLAN.md"
-        try:
-            if not path.is_file() or path.stat().st_mtime < written_since - 1.0 or tracked_by_git(path):
-                continue
-            return sandbox.read_owned_text(path, config.MAX_PLAN_BYTES)  # not through a link the CLI made
-        except OSError:
-            continue
-    return None
-
-
-def tracked_by_git(path: Path) -> bool:
-    try:
-        done = subprocess.run(
-            ["git", "-c", "core.fsmonitor=false", "ls-files", "--error-unmatch", "--", path.name],
-            cwd=path.parent,
-            capture_output=True,
-            timeout=10,
-            check=False,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C.UTF-8"},
-            **sandbox.subprocess_options(),  # as the clone's owner: git refuses another user's repository
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-def finished_before(state: RunState, requested_at: float | None) -> bool:
-    """A successful result was read before the interruption was asked for: the run had finished."""
-    result_at = state.result_read_at
-    return (
-        requested_at is not None
-        and result_at is not None
-        and result_at <= requested_at
-        and state.result is not None
-        and state.result.succeeded
-    )
-
-
 class TaskRun:
     """Everything between a claimed task and its booked end."""
 
@@ -456,7 +67,7 @@ class TaskRun:
         self.agent = agent
         self.opts = opts
         self.events = EventStream(task, start_seq=task.last_seq)
-        self.controller = Controller(task, opts, self.events)
+        self.controller = Controller(task, self.events, runner_id=opts.runner_id, deadline=opts.deadline)
         self.state = RunState()
         self.ws: workspace.Workspace | None = None
         self.bridge: Bridge | None = None
@@ -473,10 +84,7 @@ class TaskRun:
 
     async def run(self) -> Outcome | None:
         log = get_logger()
-        with _active_lock:
-            _active[self.task.task_id] = self.controller
-        if _stopping is not None:  # claimed while the process was being shut down: stopped before its CLI
-            self.controller.interrupt(_stopping)
+        controller.register(self.controller)  # (interrupted at once if the process is shutting down)
         try:
             self.events.emit(
                 EventType.STARTED,
@@ -491,7 +99,7 @@ class TaskRun:
                 },
             )
             # Reporting back to the source runs beside the CLI: a slow or failing GitHub never delays or fails it.
-            self.report_start = asyncio.create_task(asyncio.to_thread(report_back, self.task, started=True))
+            self.report_start = asyncio.create_task(asyncio.to_thread(booking.report_back, self.task, started=True))
             watcher = asyncio.create_task(self.controller.watch())
             try:
                 outcome = await self._run_cli()
@@ -515,41 +123,19 @@ class TaskRun:
                 if self.model_proxy is not None:
                     self.model_proxy.stop()  # the CLI has exited: its cost is final
             booked = await self._book(outcome)
-            await self._report_finished(outcome if booked else None)
+            await booking.report_finished(
+                self.task, outcome if booked else None, self.publisher, report_start=self.report_start
+            )
             return outcome if booked else None
         finally:
             if self.model_proxy is not None:
                 self.model_proxy.stop()
-            with _active_lock:
-                _active.pop(self.task.task_id, None)
+            controller.unregister(self.controller)
             if self.bridge is not None:
                 await self.bridge.close()
             await self.events.close()
             if self.ws is not None:
                 await asyncio.to_thread(self.ws.cleanup)
-
-    async def _report_finished(self, outcome: Outcome | None) -> None:
-        """The sticky comment's last edit, after the start report (it made the comment) has finished."""
-        if self.report_start is not None:
-            with contextlib.suppress(Exception):
-                await self.report_start
-        try:
-            if outcome is None:
-                return  # not ours to book: not ours to publish either
-            published: dict[str, str] = {}
-            if self.publisher is not None:
-                # What the agent committed and did not push is pushed now, before the workspace goes. The pull
-                # request shown is only one the runner opened, never a link the agent wrote.
-                published = await asyncio.to_thread(
-                    self.publisher.finish, completed=outcome.status == TaskStatus.COMPLETED, result=outcome.result
-                )
-                pr_url = published.get("pr_url")
-            else:
-                pr_url = find_pull_request(outcome.result) if outcome.result else None
-            await asyncio.to_thread(report_back, self.task, started=False, pr_url=pr_url, extra=published)
-        finally:
-            if self.publisher is not None:
-                self.publisher.close()
 
     def budget(self) -> float:
         return self.task.max_budget_usd or self.agent.max_budget_usd or get_settings().task_budget_usd
@@ -687,59 +273,17 @@ class TaskRun:
         self.resumed, self.prior = resume, prior
 
     async def _book(self, outcome: Outcome) -> bool:
-        task = self.task
         if outcome.duration_ms == 0:
             outcome.duration_ms = int((time.monotonic() - self.started) * 1000)
         if self.controller.interruption == "lost":
             get_logger().warning("the task was taken from this runner: not booking it")
             return False
-        proxy_cost: float | None = None
-        if self.model_proxy is not None:
-            proxy_cost = round(self.model_proxy.cost_usd, 10)
-            # The proxy's figure, metered at the wire, is booked when it is the larger: a CLI killed before its
-            # result, or a tool that called the model with the token, spent what the CLI did not count.
-            outcome.cost_usd = max(outcome.cost_usd, proxy_cost)
-            if self.model_proxy.meter.refused and outcome.status == TaskStatus.FAILED:
-                outcome.error_kind = "budget"  # the proxy refused a request over the task's or the day's cap
-        payload = outcome.event_payload()
-        if proxy_cost is not None:
-            payload["proxy_cost_usd"] = proxy_cost
-        if self.events.dropped_lines:
-            payload["output_dropped_lines"] = self.events.dropped_lines
-        # Stored first, then booked, then pushed: a task read as finished always has its terminal event stored,
-        # and a watcher that gets the event finds the task finished. The task's last_seq is that event's.
-        terminal = await self.events.emit_terminal(TERMINAL_EVENT[outcome.status], payload)
-        extra: dict[str, Any] = {
-            "last_seq": terminal.seq,
-            "num_turns": outcome.num_turns,
-            "duration_ms": outcome.duration_ms,
-            "model_usage": {name: usage.model_dump() for name, usage in outcome.model_usage.items()},
-            "proxy_cost_usd": proxy_cost,
-        }
-        if outcome.plan is not None:
-            extra["plan"] = outcome.plan
-        try:
-            booked = await asyncio.to_thread(
-                lifecycle.finish,
-                task,
-                outcome.status,
-                runner_id=self.opts.runner_id,
-                result=outcome.result,
-                error=outcome.error,
-                error_kind=outcome.error_kind,
-                cost_usd=outcome.cost_usd,
-                usage=outcome.usage,
-                extra=extra,
-                cli_session_id=outcome.cli_session_id,
-                cli_total_cost_usd=outcome.cli_total_cost_usd,
-            )
-        finally:
-            self.events.release()
+        booked = await booking.book(
+            self.task, outcome, runner_id=self.opts.runner_id, events=self.events, proxy=self.model_proxy
+        )
         if not booked:
-            get_logger().warning("the task was finished elsewhere: not booking it")
-            return False
+            return False  # finished elsewhere
         self.booked_at = time.monotonic()
-        record_metrics(task, outcome)
         get_logger().info(
             "task finished",
             extra={
@@ -760,43 +304,6 @@ class TaskRun:
         return True
 
 
-PULL_REQUEST_URL = re.compile(r"https://[^\s/]+/[\w.-]+/[\w.-]+/pull/\d+")
-
-
-def find_pull_request(text: str) -> str | None:
-    found = PULL_REQUEST_URL.search(text)
-    return found.group(0) if found else None
-
-
-def report_back(task: Task, *, started: bool, pr_url: str | None = None, extra: dict[str, str] | None = None) -> None:
-    """Tell the task's source (GitHub, Jira, Sentry) where it stands; failures stay on the task's report.
-    `pr_url` and `extra` (the runner's publishing: branch, publish_error) are kept in the task's report."""
-    from agent_machine.domain import reporting
-
-    try:
-        current = tasks.get(task.task_id) or task  # the stored report (comment id) and the booked result
-        added = {**(extra or {}), **({"pr_url": pr_url} if pr_url else {})}
-        if added:
-            current = current.model_copy(update={"report": {**current.report, **added}})
-        report = reporting.report_started(current) if started else reporting.report_finished(current)
-        if report != task.report or added:
-            tasks.set_fields(task.task_id, report=report)
-    except Exception:
-        get_logger().exception("could not report back to the task's source")
-
-
 async def run_task(task: Task, agent: AgentSpec, opts: RunOptions) -> Outcome | None:
     """Run a claimed task to its booked end (None: it was not ours to book)."""
     return await TaskRun(task, agent, opts).run()
-
-
-def record_metrics(task: Task, outcome: Outcome) -> None:
-    metrics = get_metrics()
-    name = {
-        TaskStatus.COMPLETED: "TasksCompleted",
-        TaskStatus.STOPPED: "TasksStopped",
-        TaskStatus.TIMED_OUT: "TasksTimedOut",
-    }.get(outcome.status, "TasksFailed")
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="TaskCostUsd", unit=MetricUnit.NoUnit, value=outcome.cost_usd)
-    metrics.add_metric(name="TaskDuration", unit=MetricUnit.Milliseconds, value=outcome.duration_ms)

@@ -19,7 +19,7 @@ from agent_machine.settings import get_settings
 from agent_machine.store import output, tasks
 from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
-from runner import cli, config, dlq_handler, orchestrator, run
+from runner import cli, config, controller, dlq_handler, orchestrator
 from runner.output import lifecycle_event
 
 from tests.fakes.fake_claude import COST_PER_RESPONSE_USD as COST
@@ -343,8 +343,8 @@ def test_sigterm_to_an_idle_lambda_environment_ends_it() -> None:
 def test_a_runner_shutting_down_starts_nothing_new(stack: Provisioned, monkeypatch: pytest.MonkeyPatch) -> None:
     """After SIGTERM (interrupt_all), a message is handed back and a run claimed in the meantime is stopped
     before its CLI starts."""
-    monkeypatch.setattr(run, "_stopping", None)  # restored after the test: this process is not shutting down
-    run.interrupt_all("shutdown")
+    monkeypatch.setattr(controller, "_stopping", None)  # restored after the test: this process is not shutting down
+    controller.interrupt_all("shutdown")
     task = submit("[[text]] too late")
     message = receive(task.task_id)
     assert invoke(stack, message) == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}

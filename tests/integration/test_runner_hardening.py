@@ -24,7 +24,7 @@ from local_runtime.provision import Provisioned
 from runner import cli, config, orchestrator, sandbox, transcripts
 from runner.orchestrator import run_coroutine
 from runner.output import Delivery, EventStream
-from runner.run import read_plan
+from runner.plan_file import read_plan
 from runner.stream import RawLine, ResultLine, parse_line
 from runner.workspace import Workspace
 

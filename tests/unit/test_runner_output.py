@@ -17,11 +17,11 @@ from agent_machine.redaction import MARK, Redactor
 from agent_machine.store import connections
 from runner import config
 from runner import output as output_module
+from runner.execution import pump_stdout
 from runner.machine_mcp import Server
 from runner.orchestrator import run_coroutine
 from runner.output import Clock, Delivery, EventStream, encode_event
 from runner.results import RunState
-from runner.run import pump_stdout
 
 
 class Recorder(Delivery):
