@@ -19,8 +19,8 @@ from agent_machine.observability import get_logger, quiet_noisy_loggers
 
 from runner import config
 from runner.cli import harden_runner_process
+from runner.controller import interrupt_all
 from runner.orchestrator import flush_metrics, run_by_id
-from runner.run import interrupt_all
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -25,8 +25,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runner import config
 from runner.cli import harden_runner_process
+from runner.controller import active_runs, interrupt_all, stopping
 from runner.orchestrator import Disposition, Message, flush_metrics, handle, process_batch, retry_soon
-from runner.run import active_runs, interrupt_all, stopping
 
 quiet_noisy_loggers()
 harden_runner_process()

@@ -24,7 +24,7 @@ from local_runtime import harness
 from local_runtime.events import LambdaContext, sqs_event
 from local_runtime.provision import Provisioned
 from runner import lambda_handler
-from runner.run import active_runs
+from runner.controller import active_runs
 
 receive = harness.receive_task_message  # the task's queue message, as the event source would get it
 
