@@ -20,7 +20,7 @@ from agent_machine.store import tasks
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from runner.orchestrator import fail_unstarted, flush_metrics, process_batch
+from runner.orchestrator import fail_unstarted, process_batch
 
 quiet_noisy_loggers()
 ERROR_KIND = "dead_letter"
@@ -85,19 +85,17 @@ class Booking:
             log.info("dead-lettered task had already finished", extra={"task_id": task_id})
 
 
+@get_metrics().log_metrics  # EMF lines after each invocation
 @get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     log = get_logger()
     booking = Booking()
-    try:
-        answer = process_batch(event, booking, context)
-        # Every task is booked first; the reports (up to REPORT_DEADLINE_SECONDS each) get the time that is left.
-        for task_id in booking.failed:
-            left = context.get_remaining_time_in_millis() / 1000 - REPORT_MARGIN_SECONDS
-            if left < REPORT_MIN_SECONDS:
-                log.warning("no time left to report the dead-lettered task back", extra={"task_id": task_id})
-                continue
-            report_failure(task_id, within_seconds=left)
-        return answer
-    finally:
-        flush_metrics()
+    answer = process_batch(event, booking, context)
+    # Every task is booked first; the reports (up to REPORT_DEADLINE_SECONDS each) get the time that is left.
+    for task_id in booking.failed:
+        left = context.get_remaining_time_in_millis() / 1000 - REPORT_MARGIN_SECONDS
+        if left < REPORT_MIN_SECONDS:
+            log.warning("no time left to report the dead-lettered task back", extra={"task_id": task_id})
+            continue
+        report_failure(task_id, within_seconds=left)
+    return answer

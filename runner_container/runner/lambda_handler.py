@@ -19,14 +19,14 @@ from types import FrameType
 from typing import Any
 
 from agent_machine import queue
-from agent_machine.observability import get_logger, quiet_noisy_loggers
+from agent_machine.observability import get_logger, get_metrics, quiet_noisy_loggers
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from runner import config
 from runner.cli import harden_runner_process
 from runner.controller import active_runs, interrupt_all, stopping
-from runner.orchestrator import Disposition, Message, flush_metrics, handle, process_batch, retry_soon
+from runner.orchestrator import Disposition, Message, handle, process_batch, retry_soon
 
 quiet_noisy_loggers()
 harden_runner_process()
@@ -85,6 +85,7 @@ def _record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
         raise ComesBack(f"task {msg.task_id} comes back")
 
 
+@get_metrics().log_metrics  # EMF lines after each invocation
 @get_logger().inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _invocations
@@ -95,7 +96,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     finally:
         with _invocations_lock:
             _invocations -= 1
-        flush_metrics()
         # The cold start and this first invocation made the environment's long-lived state: frozen once, so later
         # full garbage collections do not walk it in the middle of a run's output.
         config.freeze_warm_state()

@@ -46,7 +46,9 @@ def submit(
 def invoke(stack: Provisioned, message: dict[str, Any], *, timeout_seconds: int = 120) -> dict[str, Any]:
     """Call the runner's handler with one message; delete it unless reported as failed (the event source's job)."""
     event = sqs_event([message], stack.resolver.attrs["TaskQueue.Arn"])
-    result = lambda_handler.handler(event, LambdaContext("RunnerFunction", timeout_seconds=timeout_seconds))
+    result: dict[str, Any] = lambda_handler.handler(
+        event, LambdaContext("RunnerFunction", timeout_seconds=timeout_seconds)
+    )
     failed = {f["itemIdentifier"] for f in result["batchItemFailures"]}
     if message["MessageId"] not in failed:
         aws.sqs().delete_message(QueueUrl=get_settings().task_queue_url, ReceiptHandle=message["ReceiptHandle"])
