@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from agent_machine.observability import get_logger
 from local_runtime.emulator import MotoServer, start_moto
 from local_runtime.provision import Provisioned, provision, stack_environment
 
@@ -54,6 +55,15 @@ def main_thread_event_loop() -> None:
         loop = None
     if loop is None or loop.is_closed():
         asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+@pytest.fixture(autouse=True)
+def main_thread_log_keys() -> Iterator[None]:
+    """A handler called directly on the main thread leaves its keys there (on Lambda the next invocation's
+    clear_state drops them): cleared after each test, so a later test's lines start as a fresh thread's."""
+    yield
+    if get_logger.cache_info().currsize:  # never build the logger here: tests choose its settings
+        get_logger().clear_state()
 
 
 @pytest.fixture(scope="session")
