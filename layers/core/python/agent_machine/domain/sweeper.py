@@ -23,12 +23,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from agent_machine import queue
-from agent_machine.domain import lifecycle
+from agent_machine.domain import lifecycle, publishing
 from agent_machine.models import EventType, Task, TaskEvent, TaskStatus, utcnow
 from agent_machine.observability import get_logger
-from agent_machine.push import Pusher
 from agent_machine.settings import get_settings
-from agent_machine.store import connections, errors, output, tasks
+from agent_machine.store import errors, output, tasks
 
 REQUEUE_ATTEMPTS = 4  # a transaction conflict (another sweeper, a booking on the day's item) is tried again
 RUNNER_LOST = "runner_lost"
@@ -123,11 +122,7 @@ def _end(task: Task, status: TaskStatus, error: str, error_kind: str) -> bool:
     }
     event = TaskEvent(type=event_type, task_id=task.task_id, session_id=task.session_id, seq=seq, payload=payload)
     output.put_chunk(task.task_id, [event])
-    try:
-        watchers = connections.subscribers([f"session#{task.session_id}", f"task#{task.task_id}"])
-        Pusher().send_events(watchers, [event])
-    except Exception:
-        get_logger().exception("could not tell the watchers", extra={"task_id": task.task_id})
+    publishing.publish(task, [event])  # its watchers and the dashboards watching all tasks; never raises
     get_logger().warning(
         "ended a run whose runner was lost", extra={"task_id": task.task_id, "status": status.value, "error": error}
     )
