@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
+from agent_machine import queue
+from agent_machine.models import TaskStatus
+from agent_machine.store import tasks
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
@@ -158,10 +161,6 @@ class StateFile:
 
 def requeue_unfinished() -> int:
     """Enqueue every queued task again and make running ones stale, so the runner picks them all up."""
-    from agent_machine import queue
-    from agent_machine.models import TaskStatus
-    from agent_machine.store import tasks
-
     count = 0
     for task_id in tasks.ids_with_status(TaskStatus.RUNNING):
         tasks.set_fields(task_id, heartbeat_at=STALE_HEARTBEAT)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from agent_machine.models import AgentSpec
 
-from runner import config
+from runner import config, sandbox
 from runner.workspace import Workspace
 
 # Names passed through exactly as set in the runner's environment.
@@ -288,8 +288,6 @@ def resolve_executable(path: str) -> str:
 
 
 async def spawn(inv: Invocation) -> asyncio.subprocess.Process:
-    from runner import sandbox
-
     try:
         # A runner running as root starts the CLI as its own unprivileged user (runner/sandbox.py).
         as_user = sandbox.spawn_options(inv.executable)

@@ -59,9 +59,13 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit
 
+import botocore.session
 from agent_machine.domain import budgets, pricing
 from agent_machine.observability import get_logger
 from agent_machine.settings import get_settings
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.eventstream import EventStreamBuffer
 
 DEFAULT_ANTHROPIC_URL = "https://api.anthropic.com"
 AUTH_PATH_PREFIX = "/t/"  # /t/<token>/<the provider's path>: the token where the CLI sends no credential (Bedrock)
@@ -187,17 +191,12 @@ def _tls() -> ssl.SSLContext:
 
 @cache
 def _aws_session() -> Any:
-    import botocore.session
-
     return botocore.session.get_session()
 
 
 def sign_bedrock(method: str, url: str, body: bytes, headers: Mapping[str, str], region: str) -> dict[str, str]:
     """SigV4 headers (Authorization, X-Amz-Date, X-Amz-Security-Token) for a Bedrock request, made with the
     runner's credentials (its role on Lambda / Fargate; botocore's default chain)."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
     credentials = _aws_session().get_credentials()
     if credentials is None:
         raise UpstreamError("the runner has no AWS credentials to sign Bedrock requests with")
@@ -407,8 +406,6 @@ class UsageReader:
         self._skipping = False  # inside an SSE line too long to be a usage event
         self._events: Any = None
         if self.mode == "eventstream":
-            from botocore.eventstream import EventStreamBuffer
-
             self._events = EventStreamBuffer()
 
     def feed(self, chunk: bytes) -> None:
