@@ -195,6 +195,7 @@ def test_a_write_conflict_is_a_retryable_503_and_leaves_nothing(
 ) -> None:
     """A submission whose transaction another one got in the way of (DynamoDB's TransactionConflict, which the store
     names WriteConflict) wrote nothing: the client is told to retry, not that the machine broke."""
+
     def conflicting(*args: object, **kwargs: object) -> None:
         raise WriteConflict("TransactionConflict")
 
