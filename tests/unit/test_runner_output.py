@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from agent_machine import redaction
+from agent_machine.domain.publishing import topics_for
 from agent_machine.models import EventType, Task, TaskEvent
 from agent_machine.push import Pusher
 from agent_machine.redaction import MARK, Redactor
 from agent_machine.store import connections
 from runner import config
-from runner import output as output_module
 from runner.execution import pump_stdout
 from runner.machine_mcp import Server
 from runner.orchestrator import run_coroutine
@@ -303,13 +303,13 @@ def test_the_push_and_store_threads_look_the_subscribers_up_once(monkeypatch: py
     refresher = threading.Thread(target=delivery.refresh_subscribers, kwargs={"ahead": 0.04})
     refresher.start()
     assert inside.wait(60)  # the store thread's lookup is in flight
-    pusher = threading.Thread(target=lambda: found.append(delivery.subscribers(output_module.topics_for(task))))
+    pusher = threading.Thread(target=lambda: found.append(delivery.subscribers(topics_for(task))))
     pusher.start()
     proceed.set()
     refresher.join(60)
     pusher.join(60)
     assert found == [frozenset({"c1"})]
-    assert looked_up == [output_module.topics_for(task)]
+    assert looked_up == [topics_for(task)]
 
 
 def test_event_timestamps_are_formatted_once_a_millisecond() -> None:
