@@ -8,30 +8,15 @@ The management API's endpoint is the WebSocket API stage's own URL spoken over H
 passes WEBSOCKET_URL as the API's ApiEndpoint plus the stage, so it is right wherever the stack runs (AWS answers
 wss://<id>.execute-api.<region>.amazonaws.com, LocalStack its own host and port), never an amazonaws.com address
 built by hand. WEBSOCKET_MANAGEMENT_URL, when set, wins (a custom domain, or an emulator serving it elsewhere).
-
-PostToConnection goes out through `ManagementApi`: the same request botocore would send (POST
-/<stage>/@connections/<id>, the frame as the body, SigV4-signed by botocore's signer for `execute-api` with the
-session's credentials) written in one send on a kept-alive connection. Under a 2,000-line burst the runner's
-parsing holds the GIL, and each GIL release of a call (botocore + urllib3: a liveness poll, headers and body
-sent apart, the reply) waited up to a switch interval to come back: one send and one reply halve those waits
-and the client's own CPU (0.47 ms per 60 KB post against botocore's 1.1 ms, measured). What is not a plain
-answer (throttling, a 5xx, a connection that cannot be made) goes through the boto3 client, with its retries.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import ssl
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from agent_machine import aws
@@ -151,131 +136,6 @@ def _split(event: TaskEvent, text: str, max_bytes: int, raw: bytes | None = None
     return [envelope(i, len(pieces), piece) for i, piece in enumerate(pieces)]
 
 
-# Answers retried by botocore's standard mode: these go through the boto3 client (which retries them).
-_RETRYABLE = frozenset({429, 500, 502, 503, 504})
-_TIMEOUT_SECONDS = 60.0  # botocore's default connect and read timeouts
-
-
-class ManagementApi:
-    """PostToConnection on kept-alive connections to one management API endpoint (thread-safe: a connection is
-    used by one call at a time; idle ones are kept for the next call)."""
-
-    def __init__(self, endpoint_url: str) -> None:
-        parts = urlsplit(endpoint_url)
-        self.endpoint_url = endpoint_url
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._path = parts.path.rstrip("/")
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
-        self._ssl: ssl.SSLContext | None = None
-
-    def _connect(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
-        if self._https:
-            if self._ssl is None:
-                from botocore.httpsession import get_cert_path  # botocore's CA bundle, as its own client uses
-
-                self._ssl = ssl.create_default_context(cafile=get_cert_path(True))
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=_TIMEOUT_SECONDS, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(self._host, self._port, timeout=_TIMEOUT_SECONDS)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-
-    def _signed(self, connection_id: str, data: bytes) -> bytes:
-        """The request's bytes: head and body, signed as botocore signs PostToConnection."""
-        session = aws._session()
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise RuntimeError("no AWS credentials to sign the management API request with")
-        url = f"{self.endpoint_url}/@connections/{quote(connection_id, safe='')}"
-        request = AWSRequest("POST", url, data=data)
-        region = get_settings().aws_region or session.region_name or "us-east-1"
-        SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
-        target = f"{self._path}/@connections/{quote(connection_id, safe='')}"
-        head = [f"POST {target} HTTP/1.1", f"Host: {urlsplit(self.endpoint_url).netloc}"]
-        head += [f"{name}: {value}" for name, value in request.headers.items() if name.lower() != "host"]
-        head.append(f"Content-Length: {len(data)}")
-        return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
-
-    def _exchange(self, conn: http.client.HTTPConnection, request: bytes) -> tuple[int, str, bytes, bool]:
-        """(status, x-amzn-ErrorType, body, whether the connection stays open)."""
-        assert conn.sock is not None
-        conn.sock.sendall(request)  # head and body in one write: one GIL release, no Nagle stall
-        response = http.client.HTTPResponse(conn.sock, method="POST")
-        response.begin()
-        body = response.read()
-        error_type = (response.getheader("x-amzn-ErrorType") or "").split(":")[0]
-        return response.status, error_type, body, not response.will_close
-
-    def post(self, connection_id: str, data: bytes) -> None:
-        """Post one frame; raises ClientError as the boto3 client does (410 GoneException included)."""
-        request = self._signed(connection_id, data)
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        reused = conn is not None
-        try:
-            if conn is None:
-                conn = self._connect()
-            try:
-                status, error_type, body, keep = self._exchange(conn, request)
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                if not reused:
-                    raise
-                conn = self._connect()  # the kept connection had been closed by the server: a new one
-                status, error_type, body, keep = self._exchange(conn, request)
-        except (OSError, http.client.HTTPException):
-            self._fallback(connection_id, data)
-            return
-        if keep:
-            with self._lock:
-                self._idle.append(conn)
-        else:
-            conn.close()
-        if 200 <= status < 300:
-            return
-        if status in _RETRYABLE:
-            self._fallback(connection_id, data)
-            return
-        raise _client_error(status, error_type, body)
-
-    def _fallback(self, connection_id: str, data: bytes) -> None:
-        aws.ws_management(self.endpoint_url).post_to_connection(ConnectionId=connection_id, Data=data)
-
-
-def _client_error(status: int, error_type: str, body: bytes) -> ClientError:
-    """The ClientError botocore raises for an error answer of the management API (rest-json: the error's
-    code is its x-amzn-ErrorType header; without one, the status's own exception)."""
-    try:
-        parsed = json.loads(body) if body else {}
-    except ValueError:
-        parsed = {}
-    message = str(parsed.get("message") or parsed.get("Message") or "") if isinstance(parsed, dict) else ""
-    code = error_type or {410: "GoneException", 403: "ForbiddenException", 413: "PayloadTooLargeException"}.get(
-        status, str(status)
-    )
-    error: Any = {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}
-    return ClientError(error, "PostToConnection")
-
-
-_apis: dict[str, ManagementApi] = {}
-_apis_lock = threading.Lock()
-
-
-def management_api(endpoint_url: str) -> ManagementApi:
-    """The process's client of an endpoint (its kept-alive connections are shared by every Pusher)."""
-    with _apis_lock:
-        api = _apis.get(endpoint_url)
-        if api is None:
-            api = _apis[endpoint_url] = ManagementApi(endpoint_url)
-        return api
-
-
 @dataclass
 class Pusher:
     """Posts frames to connections; forgets connections API Gateway says are gone (410)."""
@@ -294,7 +154,7 @@ class Pusher:
             return False
         self.calls += 1
         try:
-            management_api(self.endpoint_url).post(connection_id, data)
+            aws.ws_management(self.endpoint_url).post_to_connection(ConnectionId=connection_id, Data=data)
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = exc.response.get("Error", {}).get("Code", "")
