@@ -344,7 +344,8 @@ def fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.{digits}f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
+        text = f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text  # 200 stays 200; 1.50 becomes 1.5
     return str(value)
 
 
